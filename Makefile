@@ -1,0 +1,33 @@
+# Doppel: `make up` starts the whole platform locally, `make test` runs the tests.
+# Both install whatever is missing first (scripts/bootstrap.sh).
+SHELL := /bin/bash
+PY := .venv/bin/python
+export PYTHONPATH := $(CURDIR)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install up down status test bench lint key
+
+install:
+	@bash scripts/bootstrap.sh
+
+up: install
+	@$(PY) -m doppel up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m doppel down; else echo "nothing to stop (no virtualenv)"; fi
+
+status:
+	@$(PY) -m doppel status
+
+key: ## make key TENANT=acme
+	@$(PY) -m doppel keys create --tenant "$(or $(TENANT),default)"
+
+test: install
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	@$(PY) -m pytest benchmarks --benchmark-only $(PYTEST_ARGS)
+	@bash benchmarks/triton/run_perf.sh
+
+lint: install
+	@$(PY) -m ruff check doppel api orchestrator export tests benchmarks model_repository

@@ -1,0 +1,1 @@
+"""Doppel's HTTP API: Litestar + msgspec, Tavus-compatible `/v2/...` routes."""

@@ -1,0 +1,35 @@
+"""Domain exceptions. The API maps each to one HTTP status in one place (`api/errors.py`).
+
+Every message is written for the person who made the request: it says what is wrong and what
+to do about it.
+"""
+
+from __future__ import annotations
+
+
+class DoppelError(Exception):
+    """Base of every error Doppel reports to a user."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidMedia(DoppelError):
+    """An uploaded file cannot be used: unreadable, no audio, silent, too short."""
+
+
+class InvalidRequest(DoppelError):
+    """A request is well-formed HTTP but its content cannot be acted on."""
+
+
+class NotFound(DoppelError):
+    """The resource does not exist for this tenant (other tenants' resources look the same)."""
+
+
+class ServiceUnavailable(DoppelError):
+    """A backing service (Triton, Redis, PostgreSQL) does not answer; retrying later may work."""
+
+
+class InferenceFailed(DoppelError):
+    """A model answered with an error for this input."""

@@ -1,0 +1,518 @@
+"""The whole platform on one machine: PostgreSQL, Redis, Triton, the API and an arq worker.
+
+`make up` and the test session both use this module, so the processes the tests run against are
+started exactly as a developer's are. Everything lives under one run folder: data, logs, and a
+pid file per process (pid plus the kernel's start time, so `down` never signals a process that
+merely reused a pid).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from doppel.jobs import HEARTBEAT_KEY
+from doppel.settings import REPO_ROOT, default_cache_dir
+
+log = logging.getLogger(__name__)
+
+#: Ports tried first by `make up`; a taken one is replaced by a free port the kernel picks.
+DEFAULT_PORTS = {
+    "api": 8000,
+    "postgres": 55432,
+    "redis": 56379,
+    "triton_http": 58000,
+    "triton_grpc": 58001,
+    "triton_metrics": 58002,
+}
+#: Seconds a process gets to become healthy. Triton loads and warms every model first.
+START_TIMEOUT_S = {"postgres": 60, "redis": 20, "triton": 300, "api": 60, "worker": 60}
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+class PlatformError(RuntimeError):
+    """A process failed to start or become healthy; the message names its log file."""
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _proc_start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+@dataclasses.dataclass(frozen=True)
+class ManagedProcess:
+    """A process this platform started, as recorded in its pid file."""
+
+    name: str
+    pid: int
+    start_time: str
+    #: Signal that asks the process to shut down cleanly (PostgreSQL: SIGINT is "fast" shutdown).
+    stop_signal: int = signal.SIGTERM
+
+    def alive(self) -> bool:
+        return _proc_start_time(self.pid) == self.start_time
+
+
+class LocalPlatform:
+    """Starts, checks and stops the platform's processes below `run_dir`."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        python: str = sys.executable,
+        model_repository: Path = REPO_ROOT / "model_repository",
+    ) -> None:
+        self.run_dir = run_dir.resolve()
+        self.env = dict(os.environ if env is None else env)
+        self.python = python
+        self.model_repository = model_repository
+        self.models_dir = Path(
+            self.env.get("DOPPEL_MODELS_DIR", default_cache_dir(self.env) / "models")
+        )
+        self.pid_dir = self.run_dir / "pids"
+        self.log_dir = self.run_dir / "logs"
+        # Children started by this object, kept so they are reaped when stopped.
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+
+    # ---- bookkeeping --------------------------------------------------------------------------
+    @property
+    def endpoints_path(self) -> Path:
+        return self.run_dir / "endpoints.json"
+
+    def read_endpoints(self) -> dict[str, str]:
+        try:
+            return dict(json.loads(self.endpoints_path.read_text()))
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def _write_endpoints(self, endpoints: Mapping[str, str]) -> None:
+        self.endpoints_path.write_text(json.dumps(dict(endpoints), indent=2) + "\n")
+
+    def managed(self, name: str) -> ManagedProcess | None:
+        try:
+            record = json.loads((self.pid_dir / f"{name}.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return ManagedProcess(**record)
+
+    def _spawn(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        stop_signal: int = signal.SIGTERM,
+        user: str | None = None,
+    ) -> ManagedProcess:
+        self.pid_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if user:
+            argv = _as_user(user) + argv
+        with (self.log_dir / f"{name}.log").open("ab") as logfile:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                env=dict(env or self.env),
+                cwd=REPO_ROOT,
+                # Own session and process group: `down` signals the group (Triton's backend stubs
+                # included), and a Ctrl-C in the launching shell does not reach it.
+                start_new_session=True,
+            )
+        self._children[name] = proc
+        start_time = _proc_start_time(proc.pid) or ""
+        record = ManagedProcess(name, proc.pid, start_time, int(stop_signal))
+        (self.pid_dir / f"{name}.json").write_text(json.dumps(dataclasses.asdict(record)))
+        return record
+
+    def _wait_healthy(self, name: str, check: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S[name]
+        record = self.managed(name)
+        while time.monotonic() < deadline:
+            if check():
+                return
+            if record is not None and not record.alive():
+                break
+            time.sleep(0.25)
+        log_path = self.log_dir / f"{name}.log"
+        tail = ""
+        with contextlib.suppress(OSError):
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
+        raise PlatformError(f"{name} did not become healthy; see {log_path}:\n{tail}")
+
+    def _running(self, name: str) -> bool:
+        record = self.managed(name)
+        return record is not None and record.alive()
+
+    def _port(self, key: str, fixed: bool) -> int:
+        wanted = int(self.env.get(f"DOPPEL_{key.upper()}_PORT", DEFAULT_PORTS[key]))
+        if fixed and port_free(wanted):
+            return wanted
+        return free_port()
+
+    # ---- services -----------------------------------------------------------------------------
+    def start_postgres(self, *, fixed_ports: bool = True) -> str:
+        if self._running("postgres"):
+            return self.read_endpoints()["database_url"]
+        data = self.run_dir / "postgres"
+        user = "postgres" if os.geteuid() == 0 else None
+        if not (data / "PG_VERSION").exists():
+            data.mkdir(parents=True, exist_ok=True)
+            if user:
+                shutil.chown(data, user, user)
+            data.chmod(0o700)
+            pwfile_args = ["-U", "doppel", "--auth=trust", "-E", "UTF8", "--no-instructions"]
+            subprocess.run(
+                (_as_user(user) if user else [])
+                + [str(PG_BIN / "initdb"), "-D", str(data), *pwfile_args],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        port = self._port("postgres", fixed_ports)
+        self._spawn(
+            "postgres",
+            [
+                str(PG_BIN / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                # TCP only: no socket file to place or clean up.
+                "-c",
+                "unix_socket_directories=",
+                "-c",
+                "fsync=off" if self.env.get("DOPPEL_EPHEMERAL") else "fsync=on",
+            ],
+            stop_signal=signal.SIGINT,
+            user=user,
+        )
+        self._wait_healthy("postgres", lambda: _pg_ready(port))
+        url = f"postgresql://doppel@127.0.0.1:{port}/doppel"
+        _ensure_database(f"postgresql://doppel@127.0.0.1:{port}/postgres", "doppel")
+        return url
+
+    def start_redis(self, *, fixed_ports: bool = True) -> str:
+        if self._running("redis"):
+            return self.read_endpoints()["redis_url"]
+        port = self._port("redis", fixed_ports)
+        folder = self.run_dir / "redis"
+        folder.mkdir(parents=True, exist_ok=True)
+        self._spawn(
+            "redis",
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(folder),
+                "--save",
+                "60 1",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ],
+        )
+        self._wait_healthy("redis", lambda: _redis_ping(port))
+        return f"redis://127.0.0.1:{port}/0"
+
+    def triton_env(self) -> dict[str, str]:
+        """Environment for tritonserver and its Python-backend stubs."""
+        libdir = sysconfig.get_config_var("LIBDIR") or ""
+        site = sysconfig.get_paths()["purelib"]
+        env = dict(self.env)
+        # The stub must load this interpreter's libpython, not Debian's older one (models.md).
+        # The stub's own CUDA runtime shim sits in the wheel's .libs folder; its RPATH is relative
+        # to the wheel layout, which the copied stub leaves behind.
+        import pytriton
+
+        wheel_libs = str(Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs")
+        env["LD_LIBRARY_PATH"] = ":".join(
+            filter(None, [libdir, wheel_libs, env.get("LD_LIBRARY_PATH")])
+        )
+        # The stub runs an isolated interpreter that ignores PYTHONPATH; every model.py puts
+        # DOPPEL_PYTHONPATH first on sys.path instead (the repo, then this virtualenv).
+        env["DOPPEL_PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), site])
+        env["DOPPEL_MODELS_DIR"] = str(self.models_dir)
+        env.setdefault("OMP_NUM_THREADS", "1")
+        return env
+
+    def start_triton(self, *, fixed_ports: bool = True) -> dict[str, str]:
+        if self._running("triton"):
+            ep = self.read_endpoints()
+            return {k: ep[k] for k in ("triton_http", "triton_grpc", "triton_metrics")}
+        server, backends = prepare_triton_backends(self.run_dir / "triton")
+        ports = {
+            k: self._port(k, fixed_ports) for k in ("triton_http", "triton_grpc", "triton_metrics")
+        }
+        self._spawn(
+            "triton",
+            [
+                str(server),
+                f"--model-repository={self.model_repository}",
+                f"--backend-directory={backends}",
+                f"--http-port={ports['triton_http']}",
+                f"--grpc-port={ports['triton_grpc']}",
+                f"--metrics-port={ports['triton_metrics']}",
+                "--http-address=127.0.0.1",
+                "--grpc-address=127.0.0.1",
+                # Explicit control: replicas' generators are loaded and unloaded at run time.
+                "--model-control-mode=explicit",
+                "--load-model=*",
+                "--exit-on-error=false",
+                "--log-verbose=0",
+            ],
+            env=self.triton_env(),
+        )
+        http = f"http://127.0.0.1:{ports['triton_http']}"
+        self._wait_healthy("triton", lambda: _triton_ready(http))
+        return {
+            "triton_http": http,
+            "triton_grpc": f"127.0.0.1:{ports['triton_grpc']}",
+            "triton_metrics": f"http://127.0.0.1:{ports['triton_metrics']}/metrics",
+        }
+
+    def app_env(self, endpoints: Mapping[str, str]) -> dict[str, str]:
+        env = dict(self.env)
+        env.update(
+            DATABASE_URL=endpoints["database_url"],
+            REDIS_URL=endpoints["redis_url"],
+            TRITON_GRPC_URL=endpoints["triton_grpc"],
+            TRITON_HTTP_URL=endpoints.get("triton_http", ""),
+            DOPPEL_RUN_DIR=str(self.run_dir),
+            DOPPEL_MODELS_DIR=str(self.models_dir),
+            PYTHONPATH=":".join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def start_api(self, endpoints: Mapping[str, str], *, fixed_ports: bool = True) -> str:
+        if self._running("api"):
+            return self.read_endpoints()["api"]
+        port = self._port("api", fixed_ports)
+        self._spawn(
+            "api",
+            [self.python, "-m", "api", "--host", "127.0.0.1", "--port", str(port)],
+            env=self.app_env(endpoints),
+        )
+        url = f"http://127.0.0.1:{port}"
+        self._wait_healthy("api", lambda: _http_ok(f"{url}/health/live"))
+        return url
+
+    def start_worker(self, endpoints: Mapping[str, str]) -> None:
+        if self._running("worker"):
+            return
+        self._spawn("worker", [self.python, "-m", "orchestrator"], env=self.app_env(endpoints))
+        redis_port = int(endpoints["redis_url"].rsplit(":", 1)[1].split("/")[0])
+        self._wait_healthy("worker", lambda: _redis_exists(redis_port, HEARTBEAT_KEY))
+
+    def up(self, *, fixed_ports: bool = True, with_app: bool = True) -> dict[str, str]:
+        """Start whatever is not running (or given by environment) and write endpoints.json."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        endpoints = self.read_endpoints()
+        external = {
+            "database_url": self.env.get("DATABASE_URL"),
+            "redis_url": self.env.get("REDIS_URL"),
+            "triton_grpc": self.env.get("TRITON_GRPC_URL"),
+        }
+        endpoints["database_url"] = external["database_url"] or self.start_postgres(
+            fixed_ports=fixed_ports
+        )
+        self._write_endpoints(endpoints)
+        endpoints["redis_url"] = external["redis_url"] or self.start_redis(fixed_ports=fixed_ports)
+        self._write_endpoints(endpoints)
+        if external["triton_grpc"]:
+            endpoints["triton_grpc"] = external["triton_grpc"]
+            endpoints["triton_http"] = self.env.get("TRITON_HTTP_URL", "")
+            endpoints["triton_metrics"] = self.env.get("TRITON_METRICS_URL", "")
+        else:
+            endpoints.update(self.start_triton(fixed_ports=fixed_ports))
+        self._write_endpoints(endpoints)
+        if with_app:
+            endpoints["api"] = self.start_api(endpoints, fixed_ports=fixed_ports)
+            self._write_endpoints(endpoints)
+            self.start_worker(endpoints)
+        return endpoints
+
+    def down(self) -> list[str]:
+        """Stop every process this run folder records, apps first; returns the names stopped."""
+        stopped = []
+        for name in ("worker", "api", "triton", "redis", "postgres"):
+            record = self.managed(name)
+            if record is None:
+                continue
+            if record.alive():
+                _terminate(record)
+                stopped.append(name)
+            child = self._children.pop(name, None)
+            if child is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(timeout=5)
+            (self.pid_dir / f"{name}.json").unlink(missing_ok=True)
+        return stopped
+
+
+def prepare_triton_backends(folder: Path) -> tuple[Path, Path]:
+    """Lay out the Python backend from the nvidia-pytriton wheel; returns (tritonserver, dir)."""
+    import pytriton
+
+    root = Path(pytriton.__file__).parent / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    python_backend = folder / "backends" / "python"
+    python_backend.mkdir(parents=True, exist_ok=True)
+    sources = [
+        root / "backends" / "python" / "libtriton_python.so",
+        root / "backends" / "python" / "triton_python_backend_utils.py",
+        root / "python_backend_stubs" / version / "triton_python_backend_stub",
+    ]
+    for src in sources:
+        dst = python_backend / src.name
+        if not dst.exists() or dst.stat().st_size != src.stat().st_size:
+            shutil.copy2(src, dst)
+    server = root / "bin" / "tritonserver"
+    server.chmod(server.stat().st_mode | 0o111)
+    (python_backend / "triton_python_backend_stub").chmod(0o755)
+    return server, folder / "backends"
+
+
+def _as_user(user: str) -> list[str]:
+    """Run as `user`, keeping the right to traverse folders only root can (CI's run folder sits
+    in a 0700 temporary directory). PostgreSQL refuses to run as root at all.
+    """
+    return [
+        "setpriv",
+        f"--reuid={user}",
+        f"--regid={user}",
+        "--clear-groups",
+        "--inh-caps=+dac_read_search",
+        "--ambient-caps=+dac_read_search",
+    ]
+
+
+def _terminate(record: ManagedProcess, timeout_s: float = 20.0) -> None:
+    def signal_group(sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if record.stop_signal == signal.SIGINT and sig != signal.SIGKILL:
+                os.kill(record.pid, sig)  # postgres: the postmaster stops its own children
+            else:
+                os.killpg(record.pid, sig)
+
+    signal_group(record.stop_signal)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not record.alive():
+            return
+        _reap(record.pid)
+        time.sleep(0.1)
+    signal_group(signal.SIGKILL)
+    _reap(record.pid)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _pg_ready(port: int) -> bool:
+    result = subprocess.run(
+        [str(PG_BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)], check=False
+    )
+    return result.returncode == 0
+
+
+def _ensure_database(admin_url: str, name: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def create() -> None:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+
+
+def _redis_command(port: int, command: bytes) -> bytes:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            sock.sendall(command)
+            return sock.recv(64)
+    except OSError:
+        return b""
+
+
+def _redis_ping(port: int) -> bool:
+    return _redis_command(port, b"PING\r\n").startswith(b"+PONG")
+
+
+def _redis_exists(port: int, key: str) -> bool:
+    return _redis_command(port, f"EXISTS {key}\r\n".encode()).startswith(b":1")
+
+
+def _triton_ready(http: str) -> bool:
+    """Ready when every model is; a model that failed to load fails the start at once."""
+    if _http_ok(f"{http}/v2/health/ready"):
+        return True
+    try:
+        request = urllib.request.Request(f"{http}/v2/repository/index", data=b"{}", method="POST")
+        with urllib.request.urlopen(request, timeout=2.0) as response:
+            models = json.loads(response.read())
+    except (OSError, ValueError):
+        return False
+    failed = [m for m in models if m.get("state") == "UNAVAILABLE" and m.get("reason")]
+    if failed:
+        reasons = "; ".join(f"{m['name']}: {m['reason']}" for m in failed)
+        raise PlatformError(f"Triton could not load every model: {reasons}")
+    return False
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False

@@ -1,0 +1,85 @@
+"""Runtime settings: built once per entry point from the environment, then passed down.
+
+Nothing in Doppel reads the environment at import time; `Settings.from_env()` is called by the
+entry points (API, worker, CLI, test session) and the result travels as a value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_cache_dir(env: Mapping[str, str]) -> Path:
+    """Where heavy downloads live (virtualenvs, model weights): outside the checkout, so a fresh
+    clone reuses them.
+    """
+    if env.get("DOPPEL_CACHE"):
+        return Path(env["DOPPEL_CACHE"])
+    xdg = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME", "/root")) / ".cache")
+    return Path(xdg) / "doppel"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything a Doppel process needs to know about its surroundings."""
+
+    database_url: str
+    redis_url: str
+    triton_grpc_url: str
+    triton_http_url: str
+    #: Uploaded media and job outputs; one folder per tenant below it.
+    data_dir: Path
+    #: Model weights assembled by `python -m doppel weights fetch`.
+    models_dir: Path
+    #: Largest upload the API accepts, in bytes (a 2-minute 1080p training video fits).
+    max_upload_bytes: int = 512 * 1024 * 1024
+    #: Seconds the API waits for one Triton inference before answering 503.
+    triton_timeout_s: float = 120.0
+    #: arq queue the API enqueues on and the worker reads.
+    queue_name: str = "doppel:queue"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from `env` (default: the process environment).
+
+        Unset values fall back to what `make up` wrote into `.run/endpoints.json`, so a
+        developer's shell needs no exports after `make up`.
+        """
+        env = dict(os.environ if env is None else env)
+        run_dir = Path(env.get("DOPPEL_RUN_DIR", REPO_ROOT / ".run"))
+        endpoints = _read_endpoints(run_dir / "endpoints.json")
+
+        def pick(var: str, key: str) -> str:
+            value = env.get(var) or endpoints.get(key)
+            if not value:
+                raise RuntimeError(
+                    f"{var} is not set and {run_dir / 'endpoints.json'} has no {key!r}: "
+                    "run `make up` first or export it"
+                )
+            return value
+
+        grpc_url = pick("TRITON_GRPC_URL", "triton_grpc")
+        return cls(
+            database_url=pick("DATABASE_URL", "database_url"),
+            redis_url=pick("REDIS_URL", "redis_url"),
+            triton_grpc_url=grpc_url,
+            triton_http_url=env.get("TRITON_HTTP_URL") or endpoints.get("triton_http", ""),
+            data_dir=Path(env.get("DOPPEL_DATA_DIR", run_dir / "data")),
+            models_dir=Path(env.get("DOPPEL_MODELS_DIR", default_cache_dir(env) / "models")),
+            max_upload_bytes=int(env.get("DOPPEL_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)),
+            triton_timeout_s=float(env.get("DOPPEL_TRITON_TIMEOUT_S", 120.0)),
+        )
+
+
+def _read_endpoints(path: Path) -> dict[str, str]:
+    import json
+
+    try:
+        return dict(json.loads(path.read_text()))
+    except (FileNotFoundError, ValueError):
+        return {}

@@ -1,0 +1,32 @@
+"""Blob storage for uploads and outputs: a folder per tenant on the local disk.
+
+Writes go to a temporary name and are renamed into place, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+
+class LocalStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path_for(self, tenant_id: uuid.UUID, kind: str, name: str) -> Path:
+        return self.root / str(tenant_id) / kind / name
+
+    def put(self, tenant_id: uuid.UUID, kind: str, name: str, data: bytes) -> Path:
+        path = self.path_for(tenant_id, kind, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.rename(path)
+        return path
+
+    def delete(self, path: Path) -> None:
+        path.unlink(missing_ok=True)

@@ -1,0 +1,193 @@
+"""Transcriptions: speech-to-text requests, answered at once or queued for the worker."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from arq.connections import ArqRedis
+
+from doppel import jobs, media
+from doppel.errors import InvalidMedia, NotFound, ServiceUnavailable
+from doppel.storage import LocalStorage
+from doppel.triton import TritonClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Transcription:
+    id: uuid.UUID
+    status: str
+    filename: str | None
+    duration_s: float | None
+    language: str | None
+    result: dict[str, Any] | None
+    error: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    completed_at: dt.datetime | None
+
+
+def _from_row(row: asyncpg.Record) -> Transcription:
+    result = row["result"]
+    return Transcription(
+        id=row["id"],
+        status=row["status"],
+        filename=row["filename"],
+        duration_s=row["duration_s"],
+        language=row["language"],
+        result=json.loads(result) if isinstance(result, str) else result,
+        error=row["error"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        completed_at=row["completed_at"],
+    )
+
+
+async def decode_upload(data: bytes) -> media.Audio:
+    """Decode an uploaded file and check it is worth transcribing (raises `InvalidMedia`)."""
+    if not data:
+        raise InvalidMedia("The uploaded file is empty.")
+    audio = await media.decode_audio(data)
+    media.require_speech_candidate(audio)
+    return audio
+
+
+async def transcribe_now(
+    pool: asyncpg.Pool,
+    triton: TritonClient,
+    tenant_id: uuid.UUID,
+    filename: str | None,
+    audio: media.Audio,
+    language: str | None = None,
+) -> Transcription:
+    """Transcribe while the caller waits; the result is recorded like a queued one."""
+    doc = await triton.transcribe(audio, language=language)
+    row = await pool.fetchrow(
+        """INSERT INTO transcriptions
+               (id, tenant_id, status, filename, duration_s, language, result, completed_at)
+           VALUES ($1, $2, 'completed', $3, $4, $5, $6, now())
+           RETURNING *""",
+        uuid.uuid4(),
+        tenant_id,
+        filename,
+        audio.duration_s,
+        doc.get("language"),
+        json.dumps(doc),
+    )
+    return _from_row(row)
+
+
+async def enqueue(
+    pool: asyncpg.Pool,
+    redis: ArqRedis,
+    storage: LocalStorage,
+    tenant_id: uuid.UUID,
+    filename: str | None,
+    data: bytes,
+    audio: media.Audio,
+    language: str | None = None,
+) -> Transcription:
+    """Store the upload, record a queued transcription and hand it to the worker.
+
+    If the queue cannot be reached, the row and the file are removed again and the caller gets
+    `ServiceUnavailable`: nothing is left half done.
+    """
+    tid = uuid.uuid4()
+    suffix = Path(filename or "").suffix[:16] or ".bin"
+    path = storage.put(tenant_id, "transcriptions", f"{tid}{suffix}", data)
+    try:
+        row = await pool.fetchrow(
+            """INSERT INTO transcriptions
+                   (id, tenant_id, status, filename, audio_path, duration_s, language)
+               VALUES ($1, $2, 'queued', $3, $4, $5, $6) RETURNING *""",
+            tid,
+            tenant_id,
+            filename,
+            str(path),
+            audio.duration_s,
+            language,
+        )
+    except BaseException:
+        storage.delete(path)
+        raise
+    try:
+        await jobs.enqueue(redis, jobs.TRANSCRIBE, tid)
+    except (OSError, ConnectionError, TimeoutError) as exc:
+        await pool.execute("DELETE FROM transcriptions WHERE id = $1", tid)
+        storage.delete(path)
+        raise ServiceUnavailable("The job queue is unavailable; try again shortly.") from exc
+    return _from_row(row)
+
+
+async def get(
+    pool: asyncpg.Pool, tenant_id: uuid.UUID, transcription_id: uuid.UUID
+) -> Transcription:
+    row = await pool.fetchrow(
+        "SELECT * FROM transcriptions WHERE id = $1 AND tenant_id = $2",
+        transcription_id,
+        tenant_id,
+    )
+    if row is None:
+        raise NotFound(f"No transcription {transcription_id} exists for this API key.")
+    return _from_row(row)
+
+
+async def claim(pool: asyncpg.Pool, transcription_id: uuid.UUID) -> Transcription | None:
+    """Mark a queued transcription as processing; None when it is already finished or gone."""
+    row = await pool.fetchrow(
+        """UPDATE transcriptions
+           SET status = 'processing', attempts = attempts + 1, updated_at = now()
+           WHERE id = $1 AND status IN ('queued', 'processing')
+           RETURNING *""",
+        transcription_id,
+    )
+    return None if row is None else _from_row(row)
+
+
+async def process(pool: asyncpg.Pool, triton: TritonClient, transcription_id: uuid.UUID) -> str:
+    """The worker's half: transcribe a claimed row and record the outcome; returns the status.
+
+    `ServiceUnavailable` propagates (the job is retried later); anything wrong with the input
+    fails the transcription with a reason.
+    """
+    item = await claim(pool, transcription_id)
+    if item is None:
+        return "skipped"
+    row = await pool.fetchrow("SELECT audio_path FROM transcriptions WHERE id = $1", item.id)
+    try:
+        audio = await media.decode_audio(Path(row["audio_path"]))
+        media.require_speech_candidate(audio)
+        doc = await triton.transcribe(audio, language=item.language)
+    except ServiceUnavailable:
+        await pool.execute(
+            "UPDATE transcriptions SET status = 'queued', updated_at = now() WHERE id = $1", item.id
+        )
+        raise
+    except Exception as exc:
+        reason = getattr(exc, "message", None) or f"Transcription failed: {exc}"
+        log.warning("transcription %s failed: %s", item.id, reason)
+        await pool.execute(
+            """UPDATE transcriptions SET status = 'failed', error = $2, updated_at = now(),
+                      completed_at = now() WHERE id = $1""",
+            item.id,
+            reason,
+        )
+        return "failed"
+    await pool.execute(
+        """UPDATE transcriptions
+           SET status = 'completed', result = $2, language = $3, updated_at = now(),
+               completed_at = now()
+           WHERE id = $1""",
+        item.id,
+        json.dumps(doc),
+        doc.get("language"),
+    )
+    return "completed"

@@ -1,0 +1,1 @@
+"""arq workers on Redis: training, rendering, batches, webhooks (and transcriptions today)."""

@@ -1,0 +1,91 @@
+"""The arq worker: shared clients in `ctx`, one function per job kind.
+
+Jobs take ids; their state is in PostgreSQL. A job that finds its backing model service down
+raises `Retry` with a growing delay instead of failing the user's request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any
+
+from arq import Retry
+from arq.connections import RedisSettings
+from arq.worker import Worker, func
+
+from doppel import db, jobs, transcriptions
+from doppel.errors import ServiceUnavailable
+from doppel.settings import Settings
+from doppel.storage import LocalStorage
+from doppel.triton import TritonClient
+
+log = logging.getLogger(__name__)
+
+#: A job whose model service stays down this many tries fails for good (about 2.5 minutes).
+MAX_TRIES = 8
+
+
+async def transcribe(ctx: dict[str, Any], transcription_id: str) -> str:
+    try:
+        return await transcriptions.process(ctx["pool"], ctx["triton"], uuid.UUID(transcription_id))
+    except ServiceUnavailable as exc:
+        tries = int(ctx.get("job_try", 1))
+        if tries >= MAX_TRIES:
+            await ctx["pool"].execute(
+                """UPDATE transcriptions SET status = 'failed', error = $2, updated_at = now(),
+                          completed_at = now() WHERE id = $1""",
+                uuid.UUID(transcription_id),
+                f"{exc.message} (gave up after {tries} tries)",
+            )
+            return "failed"
+        raise Retry(defer=min(2**tries, 30)) from exc
+
+
+async def _heartbeat(redis: Any) -> None:
+    while True:
+        await redis.set(jobs.HEARTBEAT_KEY, "1", ex=jobs.HEARTBEAT_TTL_S)
+        await asyncio.sleep(jobs.HEARTBEAT_EVERY_S)
+
+
+def build_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -> Worker:
+    """A worker for `settings`. Tests run it with `burst=True`: it returns when the queue is
+    empty.
+    """
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        ctx["settings"] = settings
+        ctx["pool"] = await db.create_pool(settings.database_url, max_size=4)
+        ctx["triton"] = TritonClient(settings.triton_grpc_url, timeout_s=settings.triton_timeout_s)
+        ctx["storage"] = LocalStorage(settings.data_dir)
+        if not burst:
+            ctx["heartbeat"] = asyncio.create_task(_heartbeat(ctx["redis"]))
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        if "heartbeat" in ctx:
+            ctx["heartbeat"].cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ctx["heartbeat"]
+            await ctx["redis"].delete(jobs.HEARTBEAT_KEY)
+        await ctx["triton"].close()
+        await ctx["pool"].close()
+
+    options: dict[str, Any] = dict(
+        functions=[func(transcribe, name=jobs.TRANSCRIBE, max_tries=MAX_TRIES)],
+        queue_name=jobs.QUEUE_NAME,
+        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+        job_serializer=jobs.serialize,
+        job_deserializer=jobs.deserialize,
+        burst=burst,
+        max_jobs=4,
+        # Transcribing a long file takes a while on CPU; training jobs (later) set their own.
+        job_timeout=900,
+        keep_result=3600,
+        handle_signals=not burst,
+    )
+    options.update(overrides)
+    return Worker(**options)

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs whatever Doppel needs and is missing, then exits. Idempotent; a rerun with everything
+# in place takes a few seconds.
+#   1. Debian packages (PostgreSQL, Redis, ffmpeg, espeak-ng, libb64 for perf_analyzer).
+#   2. A virtualenv with requirements.lock, kept in the cache and keyed by the lock's hash, so
+#      fresh clones share it; .venv links to it.
+#   3. Model weights from models.md, assembled and sha256-checked in the cache.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+CACHE=${DOPPEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/doppel}
+mkdir -p "$CACHE"
+
+say() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*"; }
+
+# --- 1. Debian packages -------------------------------------------------------------------
+DEB_PACKAGES=(postgresql redis-server ffmpeg espeak-ng libb64-0d python3-venv util-linux procps)
+missing=()
+for pkg in "${DEB_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  say "installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- 2. virtualenv ------------------------------------------------------------------------
+PYTHON=${DOPPEL_PYTHON:-$(command -v python3.11 || command -v python3)}
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || {
+  echo "Doppel needs Python 3.11 (found $("$PYTHON" --version)); set DOPPEL_PYTHON" >&2; exit 1; }
+lock_hash=$( (cat requirements.lock; "$PYTHON" --version) | sha256sum | cut -c1-16)
+VENV="$CACHE/venv-$lock_hash"
+if [ ! -f "$VENV/.complete" ]; then
+  say "creating virtualenv $VENV (first run: several minutes; pip's cache makes reruns fast)"
+  rm -rf "$VENV"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements.lock 2>&1 \
+    | grep -v "is ignored: it is neither a file nor a directory" || true
+  "$VENV/bin/python" -c "import litestar, asyncpg, arq, tritonclient.grpc.aio, faster_whisper, pytriton" \
+    || { echo "virtualenv install failed" >&2; exit 1; }
+  touch "$VENV/.complete"
+fi
+if [ "$(readlink .venv 2>/dev/null)" != "$VENV" ]; then
+  rm -rf .venv
+  ln -s "$VENV" .venv
+fi
+
+# --- 3. model weights ---------------------------------------------------------------------
+PYTHONPATH="$ROOT" .venv/bin/python -m doppel weights fetch
+say "ready"

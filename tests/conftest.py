@@ -1,0 +1,119 @@
+"""The test session starts its own PostgreSQL, Redis and Triton (never assumes one is running)
+with the same code `make up` uses, on free ports under a temporary run folder, and stops them
+after."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from api.app import create_app
+from doppel import db, tenants
+from doppel.local_platform import LocalPlatform
+from doppel.settings import REPO_ROOT, Settings
+
+SHARED_DATA = Path(os.environ.get("DOPPEL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def shared_file(*parts: str) -> Path:
+    """A file of ../shared/data, or a skip saying why the test cannot run here."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(
+            f"needs the real test data at {path} (../shared/data beside the checkout; "
+            "CI always has it)"
+        )
+    return path
+
+
+async def lavfi_wav(source: str, seconds: float) -> bytes:
+    """A WAV file made by one of ffmpeg's generators (`anullsrc`, `sine`, ...)."""
+    proc = await asyncio.create_subprocess_exec(
+        "ffmpeg",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-f",
+        "lavfi",
+        "-i",
+        source,
+        "-t",
+        str(seconds),
+        "-f",
+        "wav",
+        "pipe:1",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0, f"ffmpeg could not generate {source}"
+    return out
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
+    run_dir = tmp_path_factory.mktemp("run")
+    env = dict(os.environ, DOPPEL_EPHEMERAL="1")
+    # The session's services are its own even if the caller's shell points at others.
+    for var in ("DATABASE_URL", "REDIS_URL", "TRITON_GRPC_URL", "TRITON_HTTP_URL"):
+        env.pop(var, None)
+    local = LocalPlatform(run_dir, env=env)
+    try:
+        local.up(fixed_ports=False, with_app=False)
+        yield local
+    finally:
+        local.down()
+
+
+@pytest.fixture(scope="session")
+def settings(platform: LocalPlatform) -> Settings:
+    ep = platform.read_endpoints()
+    return Settings(
+        database_url=ep["database_url"],
+        redis_url=ep["redis_url"],
+        triton_grpc_url=ep["triton_grpc"],
+        triton_http_url=ep["triton_http"],
+        data_dir=platform.run_dir / "data",
+        models_dir=platform.models_dir,
+    )
+
+
+@pytest.fixture(scope="session")
+async def pool(settings: Settings) -> AsyncIterator[object]:
+    p = await db.create_pool(settings.database_url, max_size=4)
+    yield p
+    await p.close()
+
+
+@pytest.fixture(scope="session")
+async def client(settings: Settings) -> AsyncIterator[AsyncTestClient]:
+    async with AsyncTestClient(app=create_app(settings), timeout=300) as c:
+        yield c
+
+
+@dataclasses.dataclass(frozen=True)
+class Caller:
+    """A tenant and one of its keys, as headers ready to send."""
+
+    tenant: tenants.Tenant
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"x-api-key": self.key}
+
+
+async def new_caller(pool: object, prefix: str = "tenant") -> Caller:
+    new = await tenants.create_key(pool, f"{prefix}-{uuid.uuid4().hex[:8]}")  # type: ignore[arg-type]
+    return Caller(tenant=new.tenant, key=new.key)
+
+
+@pytest.fixture
+async def caller(pool: object) -> Caller:
+    return await new_caller(pool)
