@@ -109,19 +109,33 @@ def perf_analyzer_env() -> dict[str, str]:
 
 
 def run_perf_analyzer(
-    model: str, grpc_url: str, data: Path, shapes: list[str], concurrency: str, out_csv: Path,
+    model: str,
+    grpc_url: str,
+    data: Path,
+    shapes: list[str],
+    concurrency: str,
+    out_csv: Path,
     measurement_ms: int,
 ) -> list[dict[str, str]]:
     binary = Path(sys.executable).parent / "perf_analyzer"
     argv = [
-        str(binary), "-m", model, "-u", grpc_url, "-i", "grpc",
-        f"--input-data={data}", *shapes,
+        str(binary),
+        "-m",
+        model,
+        "-u",
+        grpc_url,
+        "-i",
+        "grpc",
+        f"--input-data={data}",
+        *shapes,
         f"--concurrency-range={concurrency}",
         f"--measurement-interval={measurement_ms}",
         # Shared 2-core machines are noisy: accept +-50% between windows, at most 4 tries.
-        "--stability-percentage=50", "--max-trials=4",
+        "--stability-percentage=50",
+        "--max-trials=4",
         "--percentile=95",
-        "-f", str(out_csv),
+        "-f",
+        str(out_csv),
     ]
     print("$ " + " ".join(argv), flush=True)
     subprocess.run(argv, check=True, env=perf_analyzer_env())
@@ -146,8 +160,10 @@ def table(model: str, results: dict[str, list[dict[str, str]]]) -> str:
         on = {r["Concurrency"]: float(r["Inferences/Second"]) for r in results["on"]}
         off = {r["Concurrency"]: float(r["Inferences/Second"]) for r in results["off"]}
         top = max(set(on) & set(off), key=int)
-        lines += ["", f"Throughput ratio on/off at concurrency {top}: "
-                      f"**{on[top] / off[top]:.2f}x**"]
+        lines += [
+            "",
+            f"Throughput ratio on/off at concurrency {top}: **{on[top] / off[top]:.2f}x**",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -179,12 +195,20 @@ def main(argv: list[str] | None = None) -> int:
                 out_csv = work / f"{model}_{mode}.csv"
                 external = os.environ.get("TRITON_GRPC_URL")
                 if external and mode == "on":
-                    rows = run_perf_analyzer(model, external, data, shapes, args.concurrency,
-                                             out_csv, args.measurement_ms)
+                    rows = run_perf_analyzer(
+                        model,
+                        external,
+                        data,
+                        shapes,
+                        args.concurrency,
+                        out_csv,
+                        args.measurement_ms,
+                    )
                 else:
                     with triton(repo, work / f"run_{model}_{mode}") as url:
-                        rows = run_perf_analyzer(model, url, data, shapes, args.concurrency,
-                                                 out_csv, args.measurement_ms)
+                        rows = run_perf_analyzer(
+                            model, url, data, shapes, args.concurrency, out_csv, args.measurement_ms
+                        )
                 results[mode] = rows
             report = table(model, results)
             (RESULTS / f"perf_{model}.md").write_text(report)
