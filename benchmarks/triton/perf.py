@@ -19,7 +19,6 @@ import csv
 import dataclasses
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
