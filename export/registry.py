@@ -1,0 +1,59 @@
+"""What each exportable model provides to `python -m export`."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.spec import ModelSpec
+
+
+@dataclasses.dataclass
+class Built:
+    """A model ready to export: the PyTorch module (None when the source is already ONNX),
+    a sample to trace with, and real inputs for the parity check."""
+
+    module: Any | None
+    sample: Mapping[str, np.ndarray]
+    check: Mapping[str, np.ndarray]
+    #: Where the graph comes from when there is no PyTorch module (a shipped ONNX file);
+    #: `transform` may rewrite it (e.g. expose an intermediate tensor as an output).
+    onnx_source: Path | None = None
+    transform: Callable[[Path, Path], None] | None = None
+    #: Reference outputs when `module` is None (e.g. the upstream runtime's own answer).
+    reference: Mapping[str, np.ndarray] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelExport:
+    spec: ModelSpec
+    #: build(models_dir) -> Built
+    build: Callable[[Path], Built]
+    atol: float = 1e-4
+    rtol: float = 1e-3
+    #: Models served from a Python backend with no ONNX graph (stt: CTranslate2).
+    onnx: bool = True
+
+
+#: model name -> module in export/ that defines `EXPORT: ModelExport`.
+MODULES = {
+    "audio_encoder": "export.audio_encoder",
+    "tts": "export.tts",
+    "vad": "export.vad",
+}
+
+
+def load(name: str) -> ModelExport:
+    if name not in MODULES:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(MODULES))}")
+    return importlib.import_module(MODULES[name]).EXPORT  # type: ignore[no-any-return]
+
+
+def onnx_path(models_dir: Path, name: str) -> Path:
+    """Where the CPU target's graph lives: in the models cache, never in git."""
+    return models_dir / "onnx" / f"{name}.onnx"
