@@ -52,6 +52,8 @@ class PerfCase:
 #: Models with a load test. Later models register here with their own real inputs.
 CASES: dict[str, PerfCase] = {
     "stt": PerfCase("stt", lambda: {"AUDIO": _jfk_16k()}),
+    # A live call's 512 ms piece of speech.
+    "vad": PerfCase("vad", lambda: {"AUDIO": _jfk_16k()[16000 : 16000 + 8192]}),
 }
 
 
