@@ -17,7 +17,7 @@ from pathlib import Path
 from doppel.settings import REPO_ROOT, default_cache_dir
 from export import registry
 from export.onnx_export import check_parity, export_onnx, onnx_outputs, torch_outputs
-from export.spec import render_config
+from export.spec import render_config, warmup_files
 from export.tensorrt import GpuUnavailable, build_engine, engine_outputs, require_gpu
 
 
@@ -27,6 +27,9 @@ def export_model(name: str, models_dir: Path, target: str = "cpu", out: Path | N
     config_dir = REPO_ROOT / "model_repository" / name
     config_dir.mkdir(parents=True, exist_ok=True)
     (config_dir / "config.pbtxt").write_text(render_config(item.spec, "cpu"))
+    for file_name, data in warmup_files(item.spec).items():
+        (config_dir / "warmup").mkdir(exist_ok=True)
+        (config_dir / "warmup" / file_name).write_bytes(data)
     if not item.onnx:
         return None
     path = registry.onnx_path(models_dir, name)

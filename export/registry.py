@@ -40,10 +40,13 @@ class ModelExport:
     onnx: bool = True
 
 
-#: model name -> module in export/ that defines `EXPORT: ModelExport`.
+#: model name -> module in export/ that defines `EXPORT: ModelExport` ("module:NAME" when one
+#: module defines several).
 MODULES = {
     "audio_encoder": "export.audio_encoder",
     "tts": "export.tts",
+    # The streaming (decoupled) twin of `tts`: same graph, its own config.
+    "tts_stream": "export.tts:STREAM_EXPORT",
     "vad": "export.vad",
 }
 
@@ -51,7 +54,8 @@ MODULES = {
 def load(name: str) -> ModelExport:
     if name not in MODULES:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(MODULES))}")
-    return importlib.import_module(MODULES[name]).EXPORT  # type: ignore[no-any-return]
+    module, _, attr = MODULES[name].partition(":")
+    return getattr(importlib.import_module(module), attr or "EXPORT")  # type: ignore[no-any-return]
 
 
 def onnx_path(models_dir: Path, name: str) -> Path:

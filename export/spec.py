@@ -4,6 +4,7 @@ optimisation profiles and the Triton `config.pbtxt` (CPU and GPU targets)."""
 from __future__ import annotations
 
 import dataclasses
+import struct
 from collections.abc import Mapping
 
 #: numpy dtype name -> Triton config data type.
@@ -67,6 +68,8 @@ class ModelSpec:
     #: Comments per config section, explaining non-default settings.
     notes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     warmup: bool = True
+    #: What a TYPE_STRING input says at warm-up (written to `warmup/warmup_text`).
+    warmup_text: str = "Hello."
 
     @property
     def batched(self) -> bool:
@@ -162,3 +165,15 @@ def render_config(spec: ModelSpec, target: str = "cpu") -> str:
         out.append("model_warmup [\n  {\n    name: \"opt_shape\"\n" + batch + "\n".join(inputs)
                    + "\n  }\n]\n")
     return "".join(out)
+
+
+def warmup_files(spec: ModelSpec) -> dict[str, bytes]:
+    """Files for the model's `warmup/` folder that `render_config`'s warm-up names.
+
+    Triton reads a TYPE_STRING `input_data_file` as elements, each prefixed by its length as a
+    4-byte little-endian integer.
+    """
+    if not spec.warmup or not any(t.dtype == "bytes" and not t.optional for t in spec.inputs):
+        return {}
+    text = spec.warmup_text.encode()
+    return {"warmup_text": struct.pack("<I", len(text)) + text}

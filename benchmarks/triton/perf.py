@@ -47,6 +47,8 @@ class PerfCase:
 
     model: str
     make_inputs: Callable[[], dict[str, np.ndarray]]
+    #: Models an ensemble or BLS model calls, loaded beside it.
+    composing: tuple[str, ...] = ()
 
 
 #: Models with a load test. Later models register here with their own real inputs.
@@ -187,10 +189,12 @@ def main(argv: list[str] | None = None) -> int:
             data, shapes = write_input_data(case, work)
             results: dict[str, list[dict[str, str]]] = {}
             for mode in modes:
-                repo = REPO_ROOT / "model_repository"
+                # A repository of this model (and the models it calls) alone, so both modes
+                # load the same thing and nothing else competes for the cores.
+                repo = work / f"repo_{model}_{mode}"
+                for name in (model, *case.composing):
+                    shutil.copytree(REPO_ROOT / "model_repository" / name, repo / name)
                 if mode == "off":
-                    repo = work / f"repo_{model}_off"
-                    shutil.copytree(REPO_ROOT / "model_repository" / model, repo / model)
                     cfg = repo / model / "config.pbtxt"
                     cfg.write_text(strip_dynamic_batching(cfg.read_text()))
                 out_csv = work / f"{model}_{mode}.csv"
