@@ -87,3 +87,13 @@ def require_speech_candidate(audio: Audio) -> None:
             f"The audio is silent (average level {shown} dBFS, below {SILENCE_DBFS:.0f} dBFS): "
             "check the microphone or the file."
         )
+
+
+def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Band-limited polyphase resampling (e.g. TTS at 22.05 kHz -> models at 16 kHz)."""
+    if from_rate == to_rate:
+        return samples.astype(np.float32, copy=False)
+    from scipy.signal import resample_poly
+
+    g = math.gcd(from_rate, to_rate)
+    return resample_poly(samples, to_rate // g, from_rate // g).astype(np.float32)

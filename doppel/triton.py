@@ -6,8 +6,10 @@ The API and the workers call models only through this module, never in-process.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
@@ -102,8 +104,90 @@ class TritonClient:
         )
         return out["PROBS"][0], StreamState(out["STATE_OUT"][0], out["CONTEXT_OUT"][0])
 
+    async def synthesize(
+        self, text: str, *, noise_scale: float | None = None, length_scale: float | None = None,
+        noise_w: float | None = None,
+    ) -> tuple[Audio, dict[str, Any]]:
+        """Text-to-speech through the `tts` model: the audio (22.05 kHz) and its timings.
+
+        Timings: `{sample_rate, words: [{word, start, end}], sentences: [...]}`, in seconds.
+        """
+        inputs = {"TEXT": np.array([[text.encode()]], dtype=np.object_),
+                  **_scales(noise_scale, length_scale, noise_w, batched=True)}
+        out = await self.infer("tts", inputs, ["AUDIO", "TIMINGS", "SAMPLE_RATE"])
+        rate = int(out["SAMPLE_RATE"].reshape(-1)[0])
+        timings = dict(json.loads(out["TIMINGS"].reshape(-1)[0]))
+        return Audio(out["AUDIO"].reshape(-1).astype(np.float32), rate), timings
+
+    async def synthesize_stream(
+        self, text: str, *, noise_scale: float | None = None, length_scale: float | None = None,
+        noise_w: float | None = None,
+    ) -> AsyncIterator[tuple[Audio, dict[str, Any]]]:
+        """Streaming text-to-speech through the decoupled `tts_stream` model: yields each
+        sentence's audio and timings (seconds from the start of the whole text) as it is spoken.
+
+        Leaving the loop early cancels the request, so the server stops speaking.
+        """
+        arrays = {"TEXT": np.array([text.encode()], dtype=np.object_),
+                  **_scales(noise_scale, length_scale, noise_w, batched=False)}
+        request = {
+            "model_name": "tts_stream",
+            "inputs": _infer_inputs(arrays),
+            "outputs": [grpcclient.InferRequestedOutput(n)
+                        for n in ("AUDIO", "TIMINGS", "SAMPLE_RATE")],
+            # Ask for the FINAL flag as an empty response, so the stream's end is known.
+            "parameters": {"triton_enable_empty_final_response": True},
+        }
+
+        async def requests() -> AsyncIterator[dict[str, Any]]:
+            yield request
+
+        responses = self._client.stream_infer(requests(), stream_timeout=self.timeout_s)
+        done = False
+        try:
+            async for result, error in responses:
+                if error is not None:
+                    raise InferenceFailed(
+                        f"The tts_stream model could not process this input: {error.message()}"
+                    )
+                response = result.get_response()
+                done = response.parameters["triton_final_response"].bool_param
+                if response.outputs:
+                    rate = int(result.as_numpy("SAMPLE_RATE").reshape(-1)[0])
+                    timings = dict(json.loads(result.as_numpy("TIMINGS").reshape(-1)[0]))
+                    yield Audio(result.as_numpy("AUDIO").reshape(-1).astype(np.float32), rate), \
+                        timings
+                if done:
+                    break
+        except grpc.aio.AioRpcError as exc:
+            raise ServiceUnavailable(
+                f"The inference service is unavailable (tts_stream); try again shortly. {exc}"
+            ) from exc
+        finally:
+            if not done:
+                responses.cancel()
+
 
 def _triton_dtype(dtype: np.dtype) -> str:
     from tritonclient.utils import np_to_triton_dtype
 
     return str(np_to_triton_dtype(dtype))
+
+
+def _infer_inputs(arrays: dict[str, np.ndarray]) -> list[grpcclient.InferInput]:
+    request = []
+    for name, array in arrays.items():
+        dtype = "BYTES" if array.dtype == np.object_ else _triton_dtype(array.dtype)
+        item = grpcclient.InferInput(name, list(array.shape), dtype)
+        item.set_data_from_numpy(array)
+        request.append(item)
+    return request
+
+
+def _scales(
+    noise_scale: float | None, length_scale: float | None, noise_w: float | None, *, batched: bool
+) -> dict[str, np.ndarray]:
+    """The optional VITS scale inputs that were given (None keeps the voice's default)."""
+    given = {"NOISE_SCALE": noise_scale, "LENGTH_SCALE": length_scale, "NOISE_W": noise_w}
+    shape = (1, 1) if batched else (1,)
+    return {k: np.full(shape, v, dtype=np.float32) for k, v in given.items() if v is not None}

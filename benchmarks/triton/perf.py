@@ -51,11 +51,18 @@ class PerfCase:
     composing: tuple[str, ...] = ()
 
 
+TTS_SENTENCE = (
+    "The invention of movable metal letters in the middle of the fifteenth century may justly "
+    "be considered as the invention of the art of printing."
+)
+
 #: Models with a load test. Later models register here with their own real inputs.
 CASES: dict[str, PerfCase] = {
     "stt": PerfCase("stt", lambda: {"AUDIO": _jfk_16k()}),
     # A live call's 512 ms piece of speech.
     "vad": PerfCase("vad", lambda: {"AUDIO": _jfk_16k()[16000 : 16000 + 8192]}),
+    # One real sentence of text (an LJ Speech transcript), about 7 s of speech.
+    "tts": PerfCase("tts", lambda: {"TEXT": np.array([TTS_SENTENCE.encode()], dtype=np.object_)}),
 }
 
 
