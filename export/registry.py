@@ -48,6 +48,7 @@ MODULES = {
     # The streaming (decoupled) twin of `tts`: same graph, its own config.
     "tts_stream": "export.tts:STREAM_EXPORT",
     "vad": "export.vad",
+    "speech_features": "export.speech_features",
 }
 
 
