@@ -19,6 +19,12 @@ class InvalidMedia(DoppelError):
     """An uploaded file cannot be used: unreadable, no audio, silent, too short."""
 
 
+class InvalidTrainingVideo(InvalidMedia):
+    """A training video cannot make a replica: no audio, too short, no face, several faces,
+    a face too small or turned away. The message says what to record instead.
+    """
+
+
 class InvalidRequest(DoppelError):
     """A request is well-formed HTTP but its content cannot be acted on."""
 
