@@ -26,7 +26,9 @@ def tokenizer(model_dir: Path, language: str = "en") -> object:
 
     return Tokenizer(
         tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json")),
-        multilingual=True, task="transcribe", language=language,
+        multilingual=True,
+        task="transcribe",
+        language=language,
     )
 
 

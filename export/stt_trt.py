@@ -33,10 +33,16 @@ ENCODER_SPEC = ModelSpec(
 DECODER_SPEC = ModelSpec(
     name="stt_decoder",
     description="Whisper base decoder without a KV cache (whisper_trt style): tokens so far and\n"
-                "encoder states -> next-token logits.",
+    "encoder states -> next-token logits.",
     inputs=(
-        TensorSpec("TOKENS", "int64", ("tokens",), min={"tokens": 1}, opt={"tokens": 32},
-                   max={"tokens": N_TEXT_CTX}),
+        TensorSpec(
+            "TOKENS",
+            "int64",
+            ("tokens",),
+            min={"tokens": 1},
+            opt={"tokens": 32},
+            max={"tokens": N_TEXT_CTX},
+        ),
         TensorSpec("STATES", "float32", (1500, DIM)),
     ),
     outputs=(TensorSpec("LOGITS", "float32", (N_VOCAB,)),),
@@ -47,12 +53,16 @@ DECODER_SPEC = ModelSpec(
 
 def decoder_state_dict(folder: Path) -> dict[str, np.ndarray]:
     """Whisper base's decoder weights from CTranslate2, named as `whisper.model.TextDecoder`'s."""
-    w = {k.removeprefix("decoder/"): v.astype(np.float32)
-         for k, v in read_ctranslate2(folder / "model.bin", "decoder/").items() if v.ndim}
+    w = {
+        k.removeprefix("decoder/"): v.astype(np.float32)
+        for k, v in read_ctranslate2(folder / "model.bin", "decoder/").items()
+        if v.ndim
+    }
     sd = {
         "token_embedding.weight": w["embeddings/weight"],
         "positional_embedding": w["position_encodings/encodings"],
-        "ln.weight": w["layer_norm/gamma"], "ln.bias": w["layer_norm/beta"],
+        "ln.weight": w["layer_norm/gamma"],
+        "ln.bias": w["layer_norm/beta"],
     }
     for i in range(N_LAYER):
         s, d = f"layer_{i}/", f"blocks.{i}."
@@ -63,15 +73,19 @@ def decoder_state_dict(folder: Path) -> dict[str, np.ndarray]:
         sd |= {
             d + "attn_ln.weight": w[s + "self_attention/layer_norm/gamma"],
             d + "attn_ln.bias": w[s + "self_attention/layer_norm/beta"],
-            d + "attn.query.weight": q, d + "attn.query.bias": qb, d + "attn.key.weight": k,
-            d + "attn.value.weight": v, d + "attn.value.bias": vb,
+            d + "attn.query.weight": q,
+            d + "attn.query.bias": qb,
+            d + "attn.key.weight": k,
+            d + "attn.value.weight": v,
+            d + "attn.value.bias": vb,
             d + "attn.out.weight": w[s + "self_attention/linear_1/weight"],
             d + "attn.out.bias": w[s + "self_attention/linear_1/bias"],
             d + "cross_attn_ln.weight": w[s + "attention/layer_norm/gamma"],
             d + "cross_attn_ln.bias": w[s + "attention/layer_norm/beta"],
             d + "cross_attn.query.weight": w[s + "attention/linear_0/weight"],
             d + "cross_attn.query.bias": w[s + "attention/linear_0/bias"],
-            d + "cross_attn.key.weight": ck, d + "cross_attn.value.weight": cv,
+            d + "cross_attn.key.weight": ck,
+            d + "cross_attn.value.weight": cv,
             d + "cross_attn.value.bias": cvb,
             d + "cross_attn.out.weight": w[s + "attention/linear_2/weight"],
             d + "cross_attn.out.bias": w[s + "attention/linear_2/bias"],
@@ -144,9 +158,12 @@ def build_gpu_repository(models_dir: Path, out: Path, speech: np.ndarray) -> Non
     import shutil
 
     (out / "stt" / "1").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(__file__).parent / "gpu_models" / "stt" / "model.py",
-                    out / "stt" / "1" / "model.py")
-    cpu_config = (Path(__file__).parents[1] / "model_repository" / "stt" / "config.pbtxt").read_text()
+    shutil.copyfile(
+        Path(__file__).parent / "gpu_models" / "stt" / "model.py", out / "stt" / "1" / "model.py"
+    )
+    cpu_config = (
+        Path(__file__).parents[1] / "model_repository" / "stt" / "config.pbtxt"
+    ).read_text()
     (out / "stt" / "config.pbtxt").write_text(cpu_config.replace("KIND_CPU", "KIND_GPU"))
 
 

@@ -1,5 +1,6 @@
 """GPU `stt`: the greedy Whisper loop of `doppel.whisper_greedy` over the TensorRT engines
-`stt_encoder` and `stt_decoder` (BLS). Same inputs and TRANSCRIPT document as the CPU model."""
+`stt_encoder` and `stt_decoder` (BLS). Same inputs and TRANSCRIPT document as the CPU model.
+"""
 
 import json
 import os
@@ -18,7 +19,8 @@ from doppel.whisper_greedy import tokenizer, transcribe_window  # noqa: E402
 
 def _call(model, inputs, output):
     response = pb_utils.InferenceRequest(
-        model_name=model, requested_output_names=[output],
+        model_name=model,
+        requested_output_names=[output],
         inputs=[pb_utils.Tensor(k, v) for k, v in inputs.items()],
     ).exec()
     if response.has_error():
@@ -48,10 +50,16 @@ class TritonPythonModel:
                     end = min(len(audio), (i + 1) * WINDOW_SAMPLES) / SAMPLE_RATE
                     segments.append({"start": start, "end": round(end, 3), "text": text})
                     texts.append(text)
-                doc = {"text": " ".join(texts).strip(), "language": "en",
-                       "duration_s": round(len(audio) / SAMPLE_RATE, 3), "segments": segments}
+                doc = {
+                    "text": " ".join(texts).strip(),
+                    "language": "en",
+                    "duration_s": round(len(audio) / SAMPLE_RATE, 3),
+                    "segments": segments,
+                }
                 out = np.array([[json.dumps(doc).encode()]], dtype=np.object_)
                 responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("TRANSCRIPT", out)]))
             except Exception as exc:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"stt: {exc}")))
+                responses.append(
+                    pb_utils.InferenceResponse(error=pb_utils.TritonError(f"stt: {exc}"))
+                )
         return responses
