@@ -104,6 +104,17 @@ class TritonClient:
         )
         return out["PROBS"][0], StreamState(out["STATE_OUT"][0], out["CONTEXT_OUT"][0])
 
+    async def encode_audio(self, samples: np.ndarray) -> np.ndarray:
+        """Lip-sync features through the `audio_encoder` model: 16 kHz samples ->
+        [ceil(len / 640), 512] float32, one vector per 25 fps video frame.
+        """
+        out = await self.infer(
+            "audio_encoder",
+            {"AUDIO": np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1)},
+            ["FEATURES"],
+        )
+        return out["FEATURES"].reshape(-1, out["FEATURES"].shape[-1])
+
     async def synthesize(
         self, text: str, *, noise_scale: float | None = None, length_scale: float | None = None,
         noise_w: float | None = None,

@@ -56,15 +56,15 @@ def test_gpu_target_stops_with_a_message_where_there_is_no_gpu() -> None:
 
 
 @pytest.mark.gpu
-def test_tensorrt_engine_matches_pytorch(tmp_path) -> None:
+def test_tensorrt_engines_match_pytorch(tmp_path) -> None:
     try:
         require_gpu()
     except GpuUnavailable as exc:
         pytest.skip(f"TensorRT path needs an NVIDIA GPU: {exc}")
-    done = subprocess.run([sys.executable, "-m", "export", "audio_encoder", "--target", "gpu",
-                           "--out", str(tmp_path)], capture_output=True, text=True, cwd=REPO_ROOT,
-                          check=False, timeout=1800)
+    done = subprocess.run([sys.executable, "-m", "export.stt_trt", "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=REPO_ROOT, check=False, timeout=1800)
     assert done.returncode == 0, done.stderr
-    assert "TensorRT fp16 vs PyTorch" in done.stdout
-    assert (tmp_path / "audio_encoder" / "1" / "model.plan").exists()
-    assert (tmp_path / "audio_encoder" / "1" / "model.json").exists()
+    assert done.stdout.count("TensorRT fp16 vs PyTorch") == 2
+    for name in ("stt_encoder", "stt_decoder"):
+        assert (tmp_path / name / "1" / "model.plan").exists()
+        assert (tmp_path / name / "1" / "model.json").exists()

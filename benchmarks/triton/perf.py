@@ -63,6 +63,8 @@ CASES: dict[str, PerfCase] = {
     "vad": PerfCase("vad", lambda: {"AUDIO": _jfk_16k()[16000 : 16000 + 8192]}),
     # One real sentence of text (an LJ Speech transcript), about 7 s of speech.
     "tts": PerfCase("tts", lambda: {"TEXT": np.array([TTS_SENTENCE.encode()], dtype=np.object_)}),
+    # JFK's 11 s (one 30 s encoder window): the lip-sync features of a spoken paragraph.
+    "audio_encoder": PerfCase("audio_encoder", lambda: {"AUDIO": _jfk_16k()}),
 }
 
 
