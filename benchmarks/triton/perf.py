@@ -65,6 +65,12 @@ CASES: dict[str, PerfCase] = {
     "tts": PerfCase("tts", lambda: {"TEXT": np.array([TTS_SENTENCE.encode()], dtype=np.object_)}),
     # JFK's 11 s (one 30 s encoder window): the lip-sync features of a spoken paragraph.
     "audio_encoder": PerfCase("audio_encoder", lambda: {"AUDIO": _jfk_16k()}),
+    # Text to audio + frame features in one call (BLS over tts and audio_encoder).
+    "speech_features": PerfCase(
+        "speech_features",
+        lambda: {"TEXT": np.array([TTS_SENTENCE.encode()], dtype=np.object_)},
+        composing=("tts", "audio_encoder"),
+    ),
 }
 
 
