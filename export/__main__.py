@@ -51,7 +51,7 @@ def export_model(name: str, models_dir: Path, target: str = "cpu", out: Path | N
     if check:
         got = onnx_outputs(path, built.check)
         check_parity(reference, {k: got[k] for k in reference}, "ONNX Runtime", item.atol,
-                     item.rtol)
+                     item.rtol, built.reference_name)
     if target == "gpu":
         require_gpu()
         if not item.spec.tensorrt:
@@ -62,7 +62,7 @@ def export_model(name: str, models_dir: Path, target: str = "cpu", out: Path | N
         (out / name / "config.pbtxt").write_text(render_config(item.spec, "gpu"))
         got = engine_outputs(plan, built.check)
         check_parity(reference, {k: got[k] for k in reference}, "TensorRT fp16",
-                     max(item.atol, 1e-2), max(item.rtol, 1e-2))
+                     max(item.atol, 1e-2), max(item.rtol, 1e-2), built.reference_name)
     return path
 
 

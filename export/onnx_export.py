@@ -22,6 +22,7 @@ class Parity:
     max_rel: float
     atol: float
     rtol: float
+    reference: str = "PyTorch"
 
     @property
     def ok(self) -> bool:
@@ -29,7 +30,7 @@ class Parity:
 
     def line(self, runtime: str) -> str:
         verdict = "ok" if self.ok else "FAIL"
-        return (f"{runtime} vs PyTorch {self.output}: max abs {self.max_abs:.3g} "
+        return (f"{runtime} vs {self.reference} {self.output}: max abs {self.max_abs:.3g} "
                 f"(tol {self.atol:g}), max rel {self.max_rel:.3g} (tol {self.rtol:g}) {verdict}")
 
 
@@ -94,10 +95,11 @@ def onnx_outputs(path: Path, inputs: Mapping[str, np.ndarray], threads: int = 2)
 
 def check_parity(
     reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray], runtime: str,
-    atol: float, rtol: float,
+    atol: float, rtol: float, reference_name: str = "PyTorch",
 ) -> list[Parity]:
     """Compare every output; prints one line each and raises `ParityError` on any failure."""
-    results = [compare(k, reference[k], candidate[k], atol, rtol) for k in reference]
+    results = [dataclasses.replace(compare(k, reference[k], candidate[k], atol, rtol),
+                                   reference=reference_name) for k in reference]
     for r in results:
         print(r.line(runtime), flush=True)
     bad = [r for r in results if not r.ok]

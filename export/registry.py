@@ -27,6 +27,8 @@ class Built:
     transform: Callable[[Path, Path], None] | None = None
     #: Reference outputs when `module` is None (e.g. the upstream runtime's own answer).
     reference: Mapping[str, np.ndarray] | None = None
+    #: What `reference` is, for the parity report.
+    reference_name: str = "PyTorch"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -124,7 +124,8 @@ def build(models_dir: Path) -> Built:
     inputs = check_inputs(Voice.load(folder / f"{ONNX_FILE}.json"))
     reference = onnx_outputs(source, inputs)
     return Built(module=None, sample=inputs, check=inputs, onnx_source=source,
-                 transform=expose_durations, reference={"output": reference["output"]})
+                 transform=expose_durations, reference={"output": reference["output"]},
+                 reference_name="the original Piper graph")
 
 
 EXPORT = ModelExport(spec=SPEC, build=build, atol=1e-5, rtol=1e-4)

@@ -58,7 +58,8 @@ def build(models_dir: Path) -> Built:
     check = {"input": x, "state": np.zeros((2, 1, 128), np.float32),
              "sr": np.array(16000, dtype=np.int64)}
     return Built(module=None, sample=check, check=check,
-                 onnx_source=folder / "silero_vad.onnx", reference={"output": prob})
+                 onnx_source=folder / "silero_vad.onnx", reference={"output": prob},
+                 reference_name="TorchScript (silero_vad.jit)")
 
 
 EXPORT = ModelExport(spec=SPEC, build=build, atol=1e-4, rtol=1e-3)
