@@ -22,7 +22,13 @@ def stt(models_dir):
 @pytest.mark.parametrize("beam", [1, 5])
 def test_stt_jfk(benchmark, stt, jfk, beam):
     benchmark.extra_info["audio_s"] = len(jfk) / 16000
-    doc = benchmark.pedantic(stt.transcribe, args=(jfk,), kwargs={"beam_size": beam},
-                             rounds=3, iterations=1, warmup_rounds=1)
+    doc = benchmark.pedantic(
+        stt.transcribe,
+        args=(jfk,),
+        kwargs={"beam_size": beam},
+        rounds=3,
+        iterations=1,
+        warmup_rounds=1,
+    )
     assert "ask not" in doc["text"].lower()
     benchmark.extra_info["real_time_factor"] = benchmark.stats["mean"] / (len(jfk) / 16000)

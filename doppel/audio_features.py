@@ -150,16 +150,20 @@ class OnnxAudioEncoder:
     def run_windows(self, mel: np.ndarray) -> np.ndarray:
         """[windows, 80, 3000] -> [windows, 750, 512]."""
         step = self.MAX_WINDOWS_PER_RUN
-        parts = [self.session.run(["FEATURES"], {"MEL": mel[i : i + step]})[0]
-                 for i in range(0, len(mel), step)]
+        parts = [
+            self.session.run(["FEATURES"], {"MEL": mel[i : i + step]})[0]
+            for i in range(0, len(mel), step)
+        ]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def encode(self, clips: list[np.ndarray]) -> list[np.ndarray]:
         """Each clip's [feature_count, 512] features, all clips' windows in shared runs."""
         windows = [mel_windows(c) for c in clips]
         encoded = self.run_windows(np.concatenate(windows))
-        return [frames_from_windows(e, len(c)) for e, c in
-                zip(split_batches([len(w) for w in windows], encoded), clips, strict=True)]
+        return [
+            frames_from_windows(e, len(c))
+            for e, c in zip(split_batches([len(w) for w in windows], encoded), clips, strict=True)
+        ]
 
 
 # --- CTranslate2 weights -> PyTorch -----------------------------------------------------------
@@ -219,10 +223,13 @@ def encoder_state_dict(folder: Path) -> dict[str, np.ndarray]:
         raise ValueError(f"{folder}: int8-quantized weights; the encoder needs float weights")
     w = {k.removeprefix("encoder/"): v.astype(np.float32) for k, v in ct2.items()}
     sd = {
-        "conv1.weight": w["conv1/weight"], "conv1.bias": w["conv1/bias"],
-        "conv2.weight": w["conv2/weight"], "conv2.bias": w["conv2/bias"],
+        "conv1.weight": w["conv1/weight"],
+        "conv1.bias": w["conv1/bias"],
+        "conv2.weight": w["conv2/weight"],
+        "conv2.bias": w["conv2/bias"],
         "positional_embedding": w["position_encodings/encodings"],
-        "ln_post.weight": w["layer_norm/gamma"], "ln_post.bias": w["layer_norm/beta"],
+        "ln_post.weight": w["layer_norm/gamma"],
+        "ln_post.bias": w["layer_norm/beta"],
     }
     for i in range(N_LAYER):
         src, dst = f"layer_{i}/", f"blocks.{i}."
@@ -232,9 +239,11 @@ def encoder_state_dict(folder: Path) -> dict[str, np.ndarray]:
         sd |= {
             dst + "attn_ln.weight": w[src + "self_attention/layer_norm/gamma"],
             dst + "attn_ln.bias": w[src + "self_attention/layer_norm/beta"],
-            dst + "attn.query.weight": qkv_w[0], dst + "attn.query.bias": qkv_b[0],
+            dst + "attn.query.weight": qkv_w[0],
+            dst + "attn.query.bias": qkv_b[0],
             dst + "attn.key.weight": qkv_w[1],
-            dst + "attn.value.weight": qkv_w[2], dst + "attn.value.bias": qkv_b[2],
+            dst + "attn.value.weight": qkv_w[2],
+            dst + "attn.value.bias": qkv_b[2],
             dst + "attn.out.weight": w[src + "self_attention/linear_1/weight"],
             dst + "attn.out.bias": w[src + "self_attention/linear_1/bias"],
             dst + "mlp_ln.weight": w[src + "ffn/layer_norm/gamma"],

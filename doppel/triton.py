@@ -84,7 +84,6 @@ class TritonClient:
         out = await self.infer("stt", inputs, ["TRANSCRIPT"])
         return dict(json.loads(out["TRANSCRIPT"].reshape(-1)[0]))
 
-
     async def vad(
         self, samples: np.ndarray, stream: StreamState | None = None
     ) -> tuple[np.ndarray, StreamState]:
@@ -116,22 +115,32 @@ class TritonClient:
         return out["FEATURES"].reshape(-1, out["FEATURES"].shape[-1])
 
     async def synthesize(
-        self, text: str, *, noise_scale: float | None = None, length_scale: float | None = None,
+        self,
+        text: str,
+        *,
+        noise_scale: float | None = None,
+        length_scale: float | None = None,
         noise_w: float | None = None,
     ) -> tuple[Audio, dict[str, Any]]:
         """Text-to-speech through the `tts` model: the audio (22.05 kHz) and its timings.
 
         Timings: `{sample_rate, words: [{word, start, end}], sentences: [...]}`, in seconds.
         """
-        inputs = {"TEXT": np.array([[text.encode()]], dtype=np.object_),
-                  **_scales(noise_scale, length_scale, noise_w, batched=True)}
+        inputs = {
+            "TEXT": np.array([[text.encode()]], dtype=np.object_),
+            **_scales(noise_scale, length_scale, noise_w, batched=True),
+        }
         out = await self.infer("tts", inputs, ["AUDIO", "TIMINGS", "SAMPLE_RATE"])
         rate = int(out["SAMPLE_RATE"].reshape(-1)[0])
         timings = dict(json.loads(out["TIMINGS"].reshape(-1)[0]))
         return Audio(out["AUDIO"].reshape(-1).astype(np.float32), rate), timings
 
     async def synthesize_stream(
-        self, text: str, *, noise_scale: float | None = None, length_scale: float | None = None,
+        self,
+        text: str,
+        *,
+        noise_scale: float | None = None,
+        length_scale: float | None = None,
         noise_w: float | None = None,
     ) -> AsyncIterator[tuple[Audio, dict[str, Any]]]:
         """Streaming text-to-speech through the decoupled `tts_stream` model: yields each
@@ -139,13 +148,16 @@ class TritonClient:
 
         Leaving the loop early cancels the request, so the server stops speaking.
         """
-        arrays = {"TEXT": np.array([text.encode()], dtype=np.object_),
-                  **_scales(noise_scale, length_scale, noise_w, batched=False)}
+        arrays = {
+            "TEXT": np.array([text.encode()], dtype=np.object_),
+            **_scales(noise_scale, length_scale, noise_w, batched=False),
+        }
         request = {
             "model_name": "tts_stream",
             "inputs": _infer_inputs(arrays),
-            "outputs": [grpcclient.InferRequestedOutput(n)
-                        for n in ("AUDIO", "TIMINGS", "SAMPLE_RATE")],
+            "outputs": [
+                grpcclient.InferRequestedOutput(n) for n in ("AUDIO", "TIMINGS", "SAMPLE_RATE")
+            ],
             # Ask for the FINAL flag as an empty response, so the stream's end is known.
             "parameters": {"triton_enable_empty_final_response": True},
         }
@@ -166,8 +178,10 @@ class TritonClient:
                 if response.outputs:
                     rate = int(result.as_numpy("SAMPLE_RATE").reshape(-1)[0])
                     timings = dict(json.loads(result.as_numpy("TIMINGS").reshape(-1)[0]))
-                    yield Audio(result.as_numpy("AUDIO").reshape(-1).astype(np.float32), rate), \
-                        timings
+                    yield (
+                        Audio(result.as_numpy("AUDIO").reshape(-1).astype(np.float32), rate),
+                        timings,
+                    )
                 if done:
                     break
         except grpc.aio.AioRpcError as exc:

@@ -43,10 +43,21 @@ SENTENCE_PUNCT = ".!?"
 ABBREVIATIONS = frozenset(
     "mr mrs ms dr prof sr jr st mt vs etc e.g i.e inc ltd co no fig approx dept".split()
 )
-_TRANSLATE = str.maketrans({
-    "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": ", ", "\u2014": ", ",
-    "\u2026": "...", "[": "(", "]": ")", "{": "(", "}": ")",
-})
+_TRANSLATE = str.maketrans(
+    {
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u2013": ", ",
+        "\u2014": ", ",
+        "\u2026": "...",
+        "[": "(",
+        "]": ")",
+        "{": "(",
+        "}": ")",
+    }
+)
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')]*\s+(?=[\"'(]*[A-Z0-9])")
 _CLAUSE_END = re.compile(r"(?<=[,;:])\s+")
 
@@ -159,8 +170,11 @@ class Speech:
 
     def timings(self) -> dict[str, Any]:
         words = [w for s in self.sentences for w in s.timings()["words"]]
-        return {"sample_rate": self.sample_rate, "words": words,
-                "sentences": [s.timings() for s in self.sentences]}
+        return {
+            "sample_rate": self.sample_rate,
+            "words": words,
+            "sentences": [s.timings() for s in self.sentences],
+        }
 
 
 # ---- text -------------------------------------------------------------------------------------
@@ -252,7 +266,10 @@ def _run_espeak(text: str, voice: str) -> str:
     try:
         proc = subprocess.run(
             ["espeak-ng", "-q", "-v", voice, "--ipa", "-b", "1"],
-            input=text.encode(), capture_output=True, check=True, timeout=60,
+            input=text.encode(),
+            capture_output=True,
+            check=True,
+            timeout=60,
         )
     except FileNotFoundError as exc:  # pragma: no cover - bootstrap installs it
         raise RuntimeError("espeak-ng is not installed (apt-get install espeak-ng)") from exc
@@ -372,8 +389,9 @@ class TextToSpeech:
         self._outputs = [o.name for o in self._session.get_outputs()]
 
     @classmethod
-    def from_models_dir(cls, models_dir: Path, voice: str, onnx: str, *, threads: int = 1
-                        ) -> TextToSpeech:
+    def from_models_dir(
+        cls, models_dir: Path, voice: str, onnx: str, *, threads: int = 1
+    ) -> TextToSpeech:
         """The graph at `models_dir/onnx` (exported) with the config of weight package `voice`."""
         from doppel import weights
 
@@ -400,11 +418,14 @@ class TextToSpeech:
         self, ids: list[int], options: SynthesisOptions
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Audio and samples per phoneme id (None with the shipped graph) for one id sequence."""
-        result = self._session.run(self._outputs, {
-            "input": np.array([ids], dtype=np.int64),
-            "input_lengths": np.array([len(ids)], dtype=np.int64),
-            "scales": self.voice.scales(options),
-        })
+        result = self._session.run(
+            self._outputs,
+            {
+                "input": np.array([ids], dtype=np.int64),
+                "input_lengths": np.array([len(ids)], dtype=np.int64),
+                "scales": self.voice.scales(options),
+            },
+        )
         audio = np.asarray(result[0], dtype=np.float32).reshape(-1)
         frames = result[1].reshape(-1) if len(result) > 1 else None
         return audio, None if frames is None else frames.astype(np.int64) * HOP_LENGTH

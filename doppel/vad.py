@@ -39,8 +39,9 @@ class SileroVad:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(str(onnx_path), options,
-                                             providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(
+            str(onnx_path), options, providers=["CPUExecutionProvider"]
+        )
 
     def run_batch(
         self, audio: np.ndarray, state: np.ndarray, context: np.ndarray
@@ -82,7 +83,8 @@ def segments(
     pad_s: float = 0.03,
 ) -> list[Segment]:
     """Speech segments from chunk probabilities, with hysteresis (enter at `threshold`, leave
-    below `threshold - 0.15`, as Silero's own get_speech_timestamps does)."""
+    below `threshold - 0.15`, as Silero's own get_speech_timestamps does).
+    """
     step = CHUNK / RATE
     low = threshold - 0.15
     found: list[Segment] = []

@@ -21,8 +21,15 @@ from export.spec import render_config, warmup_files
 from export.tensorrt import GpuUnavailable, build_engine, engine_outputs, require_gpu
 
 
-def export_model(name: str, models_dir: Path, target: str = "cpu", out: Path | None = None,
-                 *, check: bool = True, force: bool = False) -> Path | None:
+def export_model(
+    name: str,
+    models_dir: Path,
+    target: str = "cpu",
+    out: Path | None = None,
+    *,
+    check: bool = True,
+    force: bool = False,
+) -> Path | None:
     item = registry.load(name)
     config_dir = REPO_ROOT / "model_repository" / name
     config_dir.mkdir(parents=True, exist_ok=True)
@@ -50,8 +57,14 @@ def export_model(name: str, models_dir: Path, target: str = "cpu", out: Path | N
     print(f"{name}: ONNX at {path} (opset {item.spec.opset})")
     if check:
         got = onnx_outputs(path, built.check)
-        check_parity(reference, {k: got[k] for k in reference}, "ONNX Runtime", item.atol,
-                     item.rtol, built.reference_name)
+        check_parity(
+            reference,
+            {k: got[k] for k in reference},
+            "ONNX Runtime",
+            item.atol,
+            item.rtol,
+            built.reference_name,
+        )
     if target == "gpu":
         require_gpu()
         if not item.spec.tensorrt:
@@ -61,8 +74,14 @@ def export_model(name: str, models_dir: Path, target: str = "cpu", out: Path | N
         plan = build_engine(path, item.spec, out / name / "1" / "model.plan")
         (out / name / "config.pbtxt").write_text(render_config(item.spec, "gpu"))
         got = engine_outputs(plan, built.check)
-        check_parity(reference, {k: got[k] for k in reference}, "TensorRT fp16",
-                     max(item.atol, 1e-2), max(item.rtol, 1e-2), built.reference_name)
+        check_parity(
+            reference,
+            {k: got[k] for k in reference},
+            "TensorRT fp16",
+            max(item.atol, 1e-2),
+            max(item.rtol, 1e-2),
+            built.reference_name,
+        )
     return path
 
 
@@ -71,8 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("models", nargs="*", help="default: every model")
     parser.add_argument("--target", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--out", type=Path, help="GPU model repository to write")
-    parser.add_argument("--if-missing", action="store_true",
-                        help="skip models whose ONNX is already in the cache (used by make)")
+    parser.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="skip models whose ONNX is already in the cache (used by make)",
+    )
     args = parser.parse_args(argv)
     models_dir = Path(os.environ.get("DOPPEL_MODELS_DIR", default_cache_dir(os.environ) / "models"))
     names = args.models or sorted(registry.MODULES)

@@ -37,12 +37,25 @@ SPEC = ModelSpec(
         "clips padded with silence as Whisper was trained (see doppel/audio_features.py)."
     ),
     inputs=(
-        TensorSpec("AUDIO", "float32", ("samples",), min={"samples": 640},
-                   opt={"samples": 176_000}, max={"samples": 16_000 * 600}, ragged=True),
+        TensorSpec(
+            "AUDIO",
+            "float32",
+            ("samples",),
+            min={"samples": 640},
+            opt={"samples": 176_000},
+            max={"samples": 16_000 * 600},
+            ragged=True,
+        ),
     ),
     outputs=(
-        TensorSpec("FEATURES", "float32", ("frames", af.DIM), min={"frames": 1},
-                   opt={"frames": 275}, max={"frames": 15_000}),
+        TensorSpec(
+            "FEATURES",
+            "float32",
+            ("frames", af.DIM),
+            min={"frames": 1},
+            opt={"frames": 275},
+            max={"frames": 15_000},
+        ),
     ),
     max_batch_size=8,
     max_queue_delay_us=5000,
@@ -92,8 +105,14 @@ def build(models_dir: Path) -> Built:
     reference = torch_outputs(module, GRAPH_SPEC, check)
     traced = Path(tempfile.mkdtemp(prefix="doppel-audio-encoder-")) / "graph.onnx"
     export_onnx(module, GRAPH_SPEC, {"MEL": check["MEL"][:1]}, traced)
-    return Built(module=None, sample=check, check=check, onnx_source=traced,
-                 transform=_move, reference=reference)
+    return Built(
+        module=None,
+        sample=check,
+        check=check,
+        onnx_source=traced,
+        transform=_move,
+        reference=reference,
+    )
 
 
 def _move(source: Path, target: Path) -> None:

@@ -30,8 +30,10 @@ class Parity:
 
     def line(self, runtime: str) -> str:
         verdict = "ok" if self.ok else "FAIL"
-        return (f"{runtime} vs {self.reference} {self.output}: max abs {self.max_abs:.3g} "
-                f"(tol {self.atol:g}), max rel {self.max_rel:.3g} (tol {self.rtol:g}) {verdict}")
+        return (
+            f"{runtime} vs {self.reference} {self.output}: max abs {self.max_abs:.3g} "
+            f"(tol {self.atol:g}), max rel {self.max_rel:.3g} (tol {self.rtol:g}) {verdict}"
+        )
 
 
 def export_onnx(module, spec: ModelSpec, sample: Mapping[str, np.ndarray], path: Path) -> Path:
@@ -39,13 +41,18 @@ def export_onnx(module, spec: ModelSpec, sample: Mapping[str, np.ndarray], path:
     import torch
 
     module.eval()
-    args = tuple(torch.from_numpy(np.ascontiguousarray(sample[t.name])) for t in spec.inputs
-                 if t.name in sample)
+    args = tuple(
+        torch.from_numpy(np.ascontiguousarray(sample[t.name]))
+        for t in spec.inputs
+        if t.name in sample
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.onnx")
     with torch.no_grad():
         torch.onnx.export(
-            module, args, str(tmp),
+            module,
+            args,
+            str(tmp),
             input_names=[t.name for t in spec.inputs if t.name in sample],
             output_names=[t.name for t in spec.outputs],
             dynamic_axes=spec.onnx_dynamic_axes(),
@@ -60,7 +67,9 @@ def export_onnx(module, spec: ModelSpec, sample: Mapping[str, np.ndarray], path:
     return path
 
 
-def compare(name: str, expected: np.ndarray, actual: np.ndarray, atol: float, rtol: float) -> Parity:
+def compare(
+    name: str, expected: np.ndarray, actual: np.ndarray, atol: float, rtol: float
+) -> Parity:
     expected = np.asarray(expected, dtype=np.float64)
     actual = np.asarray(actual, dtype=np.float64)
     if expected.shape != actual.shape:
@@ -71,18 +80,27 @@ def compare(name: str, expected: np.ndarray, actual: np.ndarray, atol: float, rt
     return Parity(name, max_abs, max_abs / max(scale, 1e-12), atol, rtol)
 
 
-def torch_outputs(module, spec: ModelSpec, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def torch_outputs(
+    module, spec: ModelSpec, inputs: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     import torch
 
     with torch.no_grad():
-        out = module(*(torch.from_numpy(np.ascontiguousarray(inputs[t.name])) for t in spec.inputs
-                       if t.name in inputs))
+        out = module(
+            *(
+                torch.from_numpy(np.ascontiguousarray(inputs[t.name]))
+                for t in spec.inputs
+                if t.name in inputs
+            )
+        )
     if not isinstance(out, (tuple, list)):
         out = (out,)
     return {t.name: o.detach().cpu().numpy() for t, o in zip(spec.outputs, out, strict=True)}
 
 
-def onnx_outputs(path: Path, inputs: Mapping[str, np.ndarray], threads: int = 2) -> dict[str, np.ndarray]:
+def onnx_outputs(
+    path: Path, inputs: Mapping[str, np.ndarray], threads: int = 2
+) -> dict[str, np.ndarray]:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -94,12 +112,20 @@ def onnx_outputs(path: Path, inputs: Mapping[str, np.ndarray], threads: int = 2)
 
 
 def check_parity(
-    reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray], runtime: str,
-    atol: float, rtol: float, reference_name: str = "PyTorch",
+    reference: Mapping[str, np.ndarray],
+    candidate: Mapping[str, np.ndarray],
+    runtime: str,
+    atol: float,
+    rtol: float,
+    reference_name: str = "PyTorch",
 ) -> list[Parity]:
     """Compare every output; prints one line each and raises `ParityError` on any failure."""
-    results = [dataclasses.replace(compare(k, reference[k], candidate[k], atol, rtol),
-                                   reference=reference_name) for k in reference]
+    results = [
+        dataclasses.replace(
+            compare(k, reference[k], candidate[k], atol, rtol), reference=reference_name
+        )
+        for k in reference
+    ]
     for r in results:
         print(r.line(runtime), flush=True)
     bad = [r for r in results if not r.ok]

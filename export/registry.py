@@ -16,7 +16,8 @@ from export.spec import ModelSpec
 @dataclasses.dataclass
 class Built:
     """A model ready to export: the PyTorch module (None when the source is already ONNX),
-    a sample to trace with, and real inputs for the parity check."""
+    a sample to trace with, and real inputs for the parity check.
+    """
 
     module: Any | None
     sample: Mapping[str, np.ndarray]

@@ -1,5 +1,6 @@
 """Real speech for export-time checks: JFK from ../shared/data when present, else espeak-ng
-reading a sentence (always installed by `make`), so `python -m export` works in any clone."""
+reading a sentence (always installed by `make`), so `python -m export` works in any clone.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from doppel import media
 from doppel.settings import REPO_ROOT
 
 SHARED_DATA = Path(os.environ.get("DOPPEL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
-FALLBACK_TEXT = ("And so, my fellow Americans, ask not what your country can do for you, "
-                 "ask what you can do for your country.")
+FALLBACK_TEXT = (
+    "And so, my fellow Americans, ask not what your country can do for you, "
+    "ask what you can do for your country."
+)
 
 
 def speech(rate: int = media.SPEECH_RATE) -> np.ndarray:

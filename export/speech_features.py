@@ -27,8 +27,10 @@ SPEC = ModelSpec(
     ),
     max_batch_size=0,
     dynamic_batching=False,
-    notes={"instance_group": "Two instances: while one waits on tts, the other can wait on\n"
-                             "the encoder; the composing models batch across them."},
+    notes={
+        "instance_group": "Two instances: while one waits on tts, the other can wait on\n"
+        "the encoder; the composing models batch across them."
+    },
     cpu_instances=2,
     tensorrt=False,
     warmup=False,  # its composing models warm up themselves

@@ -68,7 +68,7 @@ def build_engine(onnx_path: Path, spec: ModelSpec, plan_path: Path, *, fp16: boo
         "onnx": onnx_path.name,
         "opset": spec.opset,
         "host": platform.node(),
-        "built_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "built_at": dt.datetime.now(dt.UTC).isoformat(),
     }
     try:
         import torch
@@ -98,7 +98,9 @@ def engine_outputs(plan_path: Path, inputs: Mapping[str, np.ndarray]) -> dict[st
         name = engine.get_tensor_name(i)
         if engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
             shape = tuple(context.get_tensor_shape(name))
-            dtype = torch.from_numpy(np.zeros(0, dtype=trt.nptype(engine.get_tensor_dtype(name)))).dtype
+            dtype = torch.from_numpy(
+                np.zeros(0, dtype=trt.nptype(engine.get_tensor_dtype(name)))
+            ).dtype
             buffers[name] = torch.empty(shape, dtype=dtype, device="cuda")
             outputs.append(name)
     for name, tensor in buffers.items():

@@ -43,8 +43,14 @@ _SCALES = (
     TensorSpec("NOISE_W", "float32", (1,), optional=True),
 )
 _OUTPUTS = (
-    TensorSpec("AUDIO", "float32", ("samples",), min={"samples": 1}, opt={"samples": 66150},
-               max={"samples": 22050 * 600}),
+    TensorSpec(
+        "AUDIO",
+        "float32",
+        ("samples",),
+        min={"samples": 1},
+        opt={"samples": 66150},
+        max={"samples": 22050 * 600},
+    ),
     TensorSpec("TIMINGS", "bytes", (1,)),
     TensorSpec("SAMPLE_RATE", "int32", (1,)),
 )
@@ -95,10 +101,14 @@ def expose_durations(source: Path, target: Path) -> None:
     ceil = [n.output[0] for n in model.graph.node if n.op_type == "Ceil"]
     if len(ceil) != 1:
         raise ValueError(f"{source}: expected one Ceil node (VITS durations), found {len(ceil)}")
-    model.graph.node.append(onnx.helper.make_node("Identity", [ceil[0]], [DURATIONS],
-                                                  name="expose_durations"))
-    model.graph.output.append(onnx.helper.make_tensor_value_info(
-        DURATIONS, onnx.TensorProto.FLOAT, ["batch_size", 1, "phonemes"]))
+    model.graph.node.append(
+        onnx.helper.make_node("Identity", [ceil[0]], [DURATIONS], name="expose_durations")
+    )
+    model.graph.output.append(
+        onnx.helper.make_tensor_value_info(
+            DURATIONS, onnx.TensorProto.FLOAT, ["batch_size", 1, "phonemes"]
+        )
+    )
     onnx.checker.check_model(model)
     tmp = target.with_suffix(".tmp.onnx")
     onnx.save(model, str(tmp))
@@ -123,9 +133,15 @@ def build(models_dir: Path) -> Built:
     source = folder / ONNX_FILE
     inputs = check_inputs(Voice.load(folder / f"{ONNX_FILE}.json"))
     reference = onnx_outputs(source, inputs)
-    return Built(module=None, sample=inputs, check=inputs, onnx_source=source,
-                 transform=expose_durations, reference={"output": reference["output"]},
-                 reference_name="the original Piper graph")
+    return Built(
+        module=None,
+        sample=inputs,
+        check=inputs,
+        onnx_source=source,
+        transform=expose_durations,
+        reference={"output": reference["output"]},
+        reference_name="the original Piper graph",
+    )
 
 
 EXPORT = ModelExport(spec=SPEC, build=build, atol=1e-5, rtol=1e-4)

@@ -19,8 +19,14 @@ SPEC = ModelSpec(
         "STATE and CONTEXT from the previous response to continue a stream (zeros to start)."
     ),
     inputs=(
-        TensorSpec("AUDIO", "float32", ("samples",), min={"samples": 512},
-                   opt={"samples": 8192}, max={"samples": 480_000}),
+        TensorSpec(
+            "AUDIO",
+            "float32",
+            ("samples",),
+            min={"samples": 512},
+            opt={"samples": 8192},
+            max={"samples": 480_000},
+        ),
         TensorSpec("STATE", "float32", (2, 128), optional=True),
         TensorSpec("CONTEXT", "float32", (CONTEXT,), optional=True),
     ),
@@ -34,7 +40,7 @@ SPEC = ModelSpec(
     notes={
         "max_batch_size": "Streams of equal chunk counts are stacked into one ONNX Runtime run.",
         "dynamic_batching": "Live calls send 32-256 ms of audio at a time; 1 ms of queueing lets\n"
-                            "concurrent calls share a run without adding noticeable latency.",
+        "concurrent calls share a run without adding noticeable latency.",
         "instance_group": "A 2 MB LSTM: one instance with one thread is plenty on 2 cores.",
     },
     # The graph branches on the sample rate (If nodes) and is tiny; it stays on the Python
@@ -55,11 +61,19 @@ def build(models_dir: Path) -> Built:
     with torch.no_grad():
         prob = jit(torch.from_numpy(chunk.copy()), 16000).numpy()
     x = np.concatenate([np.zeros((1, CONTEXT), np.float32), chunk], axis=1)
-    check = {"input": x, "state": np.zeros((2, 1, 128), np.float32),
-             "sr": np.array(16000, dtype=np.int64)}
-    return Built(module=None, sample=check, check=check,
-                 onnx_source=folder / "silero_vad.onnx", reference={"output": prob},
-                 reference_name="TorchScript (silero_vad.jit)")
+    check = {
+        "input": x,
+        "state": np.zeros((2, 1, 128), np.float32),
+        "sr": np.array(16000, dtype=np.int64),
+    }
+    return Built(
+        module=None,
+        sample=check,
+        check=check,
+        onnx_source=folder / "silero_vad.onnx",
+        reference={"output": prob},
+        reference_name="TorchScript (silero_vad.jit)",
+    )
 
 
 EXPORT = ModelExport(spec=SPEC, build=build, atol=1e-4, rtol=1e-3)

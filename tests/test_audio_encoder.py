@@ -87,8 +87,9 @@ def test_long_audio_runs_in_30s_windows(module, jfk: np.ndarray) -> None:
     assert diff.max() < 5e-2 and diff.mean() < 1e-3
 
 
-async def test_triton_features_match_pytorch(settings: Settings, module, jfk: np.ndarray,
-                                             lj_short: np.ndarray) -> None:
+async def test_triton_features_match_pytorch(
+    settings: Settings, module, jfk: np.ndarray, lj_short: np.ndarray
+) -> None:
     client = TritonClient(settings.triton_grpc_url)
     try:
         # Concurrent requests of different lengths: the dynamic batcher may stack them.

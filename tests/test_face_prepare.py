@@ -50,7 +50,9 @@ async def obama(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> P
     joined_s = time.perf_counter() - start
     start = time.perf_counter()
     prepared = await prepare(
-        joined, work / "prepared", options=PrepareOptions(min_duration_s=5.0),
+        joined,
+        work / "prepared",
+        options=PrepareOptions(min_duration_s=5.0),
         models_dir=models_dir,
     )
     total = time.perf_counter() - start
@@ -124,7 +126,10 @@ async def test_prepared_video_round_trips_through_its_folder(obama: PreparedVide
     loaded = PreparedVideo.load(folder)
     assert loaded.video_path == obama.video_path and loaded.audio_path == obama.audio_path
     assert (loaded.fps, loaded.frame_count, loaded.width, loaded.height) == (
-        obama.fps, obama.frame_count, obama.width, obama.height,
+        obama.fps,
+        obama.frame_count,
+        obama.width,
+        obama.height,
     )
     for name in ("landmarks", "tracked", "yaw_deg", "face_counts", "crop_boxes", "mouth_opening"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(obama, name))
@@ -145,8 +150,19 @@ async def test_video_without_audio_is_refused_at_once(models_dir: Path, tmp_path
 
 async def test_one_second_clip_is_too_short(models_dir: Path, tmp_path: Path) -> None:
     src = tmp_path / "one_second.mp4"
-    ffmpeg("-i", str(shared_file("talking", "obama", "obama_sent_04.mp4")), "-t", "1",
-           "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(src))
+    ffmpeg(
+        "-i",
+        str(shared_file("talking", "obama", "obama_sent_04.mp4")),
+        "-t",
+        "1",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        str(src),
+    )
     start = time.perf_counter()
     with pytest.raises(InvalidTrainingVideo, match=r"is 1\.\d s long.*at least 10 s"):
         await prepare(src, tmp_path / "out", models_dir=models_dir)
@@ -155,9 +171,26 @@ async def test_one_second_clip_is_too_short(models_dir: Path, tmp_path: Path) ->
 
 async def test_video_without_a_face_is_refused(models_dir: Path, tmp_path: Path) -> None:
     src = tmp_path / "test_pattern.mp4"
-    ffmpeg("-f", "lavfi", "-i", "testsrc=size=640x360:rate=25", "-f", "lavfi",
-           "-i", "sine=frequency=300:sample_rate=44100", "-t", "11", "-c:v", "libx264",
-           "-preset", "ultrafast", "-c:a", "aac", "-shortest", str(src))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=640x360:rate=25",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=300:sample_rate=44100",
+        "-t",
+        "11",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        "-shortest",
+        str(src),
+    )
     with pytest.raises(InvalidTrainingVideo, match="No face was found in any frame"):
         await prepare(src, tmp_path / "out", models_dir=models_dir)
 
@@ -165,9 +198,25 @@ async def test_video_without_a_face_is_refused(models_dir: Path, tmp_path: Path)
 async def test_two_people_side_by_side_are_refused(models_dir: Path, tmp_path: Path) -> None:
     grid = [shared_file("talking", "grid", name) for name in ("bbaf2n.mpg", "brbk7n.mpg")]
     src = tmp_path / "two_faces.mp4"
-    ffmpeg("-i", str(grid[0]), "-i", str(grid[1]), "-filter_complex",
-           "[0:v][1:v]hstack=inputs=2[v]", "-map", "[v]", "-map", "0:a", "-c:v", "libx264",
-           "-preset", "ultrafast", "-c:a", "aac", str(src))
+    ffmpeg(
+        "-i",
+        str(grid[0]),
+        "-i",
+        str(grid[1]),
+        "-filter_complex",
+        "[0:v][1:v]hstack=inputs=2[v]",
+        "-map",
+        "[v]",
+        "-map",
+        "0:a",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        str(src),
+    )
     with pytest.raises(InvalidTrainingVideo, match="More than one face is visible in 100%"):
         await prepare(src, tmp_path / "out", options=SHORT_CLIPS, models_dir=models_dir)
 
@@ -175,9 +224,19 @@ async def test_two_people_side_by_side_are_refused(models_dir: Path, tmp_path: P
 async def test_small_face_is_refused(models_dir: Path, tmp_path: Path) -> None:
     # A 360x288 GRID talker in the middle of a 1440x1152 canvas: the face is ~12% of the height.
     src = tmp_path / "far_away.mp4"
-    ffmpeg("-i", str(shared_file("talking", "grid", "lbax4n.mpg")), "-vf",
-           "pad=1440:1152:540:432:black", "-c:v", "libx264", "-preset", "ultrafast",
-           "-c:a", "aac", str(src))
+    ffmpeg(
+        "-i",
+        str(shared_file("talking", "grid", "lbax4n.mpg")),
+        "-vf",
+        "pad=1440:1152:540:432:black",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        str(src),
+    )
     with pytest.raises(InvalidTrainingVideo, match=r"fills only 1\d% of the frame height"):
         await prepare(src, tmp_path / "out", options=SHORT_CLIPS, models_dir=models_dir)
 

@@ -81,7 +81,11 @@ async def triton(settings: Settings):
 def test_sentences_split_at_sentence_ends_not_abbreviations() -> None:
     text = "Hello there, Dr. Smith!  It is late.\nIs it?  \u201cYes,\u201d she said\u2026 Bye"
     assert split_sentences(text) == [
-        "Hello there, Dr. Smith!", "It is late.", "Is it?", '"Yes," she said...', "Bye",
+        "Hello there, Dr. Smith!",
+        "It is late.",
+        "Is it?",
+        '"Yes," she said...',
+        "Bye",
     ]
     assert split_sentences(" ... \n\t ") == []
     assert normalize_text("a [[b]]\u00a0c") == "a ((b)) c"
@@ -108,8 +112,9 @@ def test_phoneme_ids_follow_piper() -> None:
 async def test_tts_is_understood_and_its_word_timings_match_whisper(
     triton: TritonClient, settings: Settings
 ) -> None:
-    whisper = SpeechToText(weights.model_dir(settings.models_dir, "whisper-base"),
-                           SttOptions(cpu_threads=1))
+    whisper = SpeechToText(
+        weights.model_dir(settings.models_dir, "whisper-base"), SttOptions(cpu_threads=1)
+    )
     references: list[str] = []
     hypotheses: list[str] = []
     offsets: list[float] = []
@@ -125,9 +130,13 @@ async def test_tts_is_understood_and_its_word_timings_match_whisper(
         ours = timings["words"]
         assert [w["word"] for w in ours] == [w.strip(".,!?") for w in sentence.split()]
         assert all(0 <= w["start"] < w["end"] <= audio.duration_s + 1e-3 for w in ours)
-        heard = [w for s in whisper.transcribe(speech.samples, language="en",
-                                               word_timestamps=True)["segments"]
-                 for w in s["words"]]
+        heard = [
+            w
+            for s in whisper.transcribe(speech.samples, language="en", word_timestamps=True)[
+                "segments"
+            ]
+            for w in s["words"]
+        ]
         a = [" ".join(_words(w["word"])) for w in ours]
         b = [" ".join(_words(w["word"])) for w in heard]
         for block in difflib.SequenceMatcher(None, a, b, autojunk=False).get_matching_blocks():
@@ -136,9 +145,11 @@ async def test_tts_is_understood_and_its_word_timings_match_whisper(
                 offsets += [abs(mine["start"] - theirs["start"]), abs(mine["end"] - theirs["end"])]
     wer = _wer(references, hypotheses)
     mean_offset = float(np.mean(offsets))
-    print(f"\ntts -> stt WER {wer:.1%} over {len(SENTENCES)} sentences; "
-          f"word boundaries vs Whisper: mean {mean_offset * 1000:.0f} ms over "
-          f"{len(offsets)} boundaries")
+    print(
+        f"\ntts -> stt WER {wer:.1%} over {len(SENTENCES)} sentences; "
+        f"word boundaries vs Whisper: mean {mean_offset * 1000:.0f} ms over "
+        f"{len(offsets)} boundaries"
+    )
     assert wer <= 0.10
     assert len(offsets) >= 0.8 * 2 * len(references)
     assert mean_offset <= 0.100

@@ -287,8 +287,9 @@ def check_track(track: Track, opts: PrepareOptions) -> None:
     # A frame the mesh tracked has a face even if the detector missed it on that frame.
     counts = np.where(track.found[ran] & (counts == 0), 1, counts)
     faceless = 1.0 - float(track.found.mean()) if track.frame_count else 1.0
-    check_faces(counts, track.face_heights[ran], track.yaw_deg[track.found], opts,
-                faceless_share=faceless)
+    check_faces(
+        counts, track.face_heights[ran], track.yaw_deg[track.found], opts, faceless_share=faceless
+    )
 
 
 def check_faces(

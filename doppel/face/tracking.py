@@ -105,7 +105,9 @@ class FaceTracker:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.close()
@@ -240,7 +242,10 @@ def crop_face(frame: np.ndarray, box: np.ndarray, size: int = 256) -> np.ndarray
     import cv2
 
     return cv2.warpAffine(  # type: ignore[no-any-return]
-        frame, crop_matrix(box, size), (size, size), flags=cv2.INTER_LINEAR,
+        frame,
+        crop_matrix(box, size),
+        (size, size),
+        flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REPLICATE,
     )
 

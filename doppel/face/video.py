@@ -60,7 +60,8 @@ def probe(path: Path) -> VideoInfo:
     streams = doc.get("streams", [])
     # Cover art is a video stream too (a single attached picture): never the video.
     videos = [
-        s for s in streams
+        s
+        for s in streams
         if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")
     ]
     audios = [s for s in streams if s.get("codec_type") == "audio"]
@@ -152,8 +153,9 @@ def read_frames(
     args += ["-map", "0:v:0"] + (["-vf", ",".join(filters)] if filters else [])
     args += ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
     frame_bytes = width * height * 3
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
     assert proc.stdout is not None and proc.stderr is not None
     try:
         while True:
@@ -192,8 +194,9 @@ def sample_frames(path: Path, count: int, *, height: int) -> tuple[np.ndarray, f
 
 
 def _run(args: list[str], what: str) -> None:
-    proc = subprocess.run(args, capture_output=True, text=True, check=False,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        args, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL
+    )
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
         raise InvalidMedia(f"{what} ({lines[-1] if lines else f'ffmpeg exit {proc.returncode}'}).")

@@ -21,8 +21,9 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         models_dir = Path(os.environ["DOPPEL_MODELS_DIR"])
         weights.model_dir(models_dir, params["weights"])  # the graph's source, verified
-        self.encoder = OnnxAudioEncoder(onnx_path(models_dir, "audio_encoder"),
-                                        threads=int(params["threads"]))
+        self.encoder = OnnxAudioEncoder(
+            onnx_path(models_dir, "audio_encoder"), threads=int(params["threads"])
+        )
 
     def execute(self, requests):
         clips, responses = [], [None] * len(requests)

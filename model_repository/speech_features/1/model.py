@@ -37,12 +37,14 @@ class TritonPythonModel:
         if enc.has_error():
             return _error(f"audio_encoder: {enc.error().message()}")
         features = pb_utils.get_output_tensor_by_name(enc, "FEATURES").as_numpy()
-        return pb_utils.InferenceResponse([
-            pb_utils.Tensor("AUDIO", audio.reshape(-1).astype(np.float32)),
-            pb_utils.Tensor("SAMPLE_RATE", rate.reshape(-1).astype(np.int32)),
-            pb_utils.Tensor("TIMINGS", timings.reshape(-1)),
-            pb_utils.Tensor("FEATURES", features.reshape(-1, features.shape[-1])),
-        ])
+        return pb_utils.InferenceResponse(
+            [
+                pb_utils.Tensor("AUDIO", audio.reshape(-1).astype(np.float32)),
+                pb_utils.Tensor("SAMPLE_RATE", rate.reshape(-1).astype(np.int32)),
+                pb_utils.Tensor("TIMINGS", timings.reshape(-1)),
+                pb_utils.Tensor("FEATURES", features.reshape(-1, features.shape[-1])),
+            ]
+        )
 
 
 def _error(message):

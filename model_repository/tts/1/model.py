@@ -18,10 +18,14 @@ from doppel.tts import SynthesisOptions, TextToSpeech  # noqa: E402
 
 class TritonPythonModel:
     def initialize(self, args):
-        params = {k: v["string_value"]
-                  for k, v in json.loads(args["model_config"]).get("parameters", {}).items()}
+        params = {
+            k: v["string_value"]
+            for k, v in json.loads(args["model_config"]).get("parameters", {}).items()
+        }
         self.tts = TextToSpeech.from_models_dir(
-            Path(os.environ["DOPPEL_MODELS_DIR"]), params["voice"], params["onnx"],
+            Path(os.environ["DOPPEL_MODELS_DIR"]),
+            params["voice"],
+            params["onnx"],
             threads=int(params["threads"]),
         )
 
@@ -31,11 +35,17 @@ class TritonPythonModel:
             try:
                 speech = self.tts.synthesize(*_read(request))
                 timings = json.dumps(speech.timings()).encode()
-                responses.append(pb_utils.InferenceResponse([
-                    pb_utils.Tensor("AUDIO", speech.audio[None, :].astype(np.float32)),
-                    pb_utils.Tensor("TIMINGS", np.array([[timings]], dtype=np.object_)),
-                    pb_utils.Tensor("SAMPLE_RATE", np.array([[speech.sample_rate]], np.int32)),
-                ]))
+                responses.append(
+                    pb_utils.InferenceResponse(
+                        [
+                            pb_utils.Tensor("AUDIO", speech.audio[None, :].astype(np.float32)),
+                            pb_utils.Tensor("TIMINGS", np.array([[timings]], dtype=np.object_)),
+                            pb_utils.Tensor(
+                                "SAMPLE_RATE", np.array([[speech.sample_rate]], np.int32)
+                            ),
+                        ]
+                    )
+                )
             except Exception as exc:  # one bad request must not fail the others in the batch
                 message = exc.message if isinstance(exc, DoppelError) else f"tts: {exc}"
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(message)))

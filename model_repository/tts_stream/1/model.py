@@ -20,10 +20,14 @@ FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 class TritonPythonModel:
     def initialize(self, args):
-        params = {k: v["string_value"]
-                  for k, v in json.loads(args["model_config"]).get("parameters", {}).items()}
+        params = {
+            k: v["string_value"]
+            for k, v in json.loads(args["model_config"]).get("parameters", {}).items()
+        }
         self.tts = TextToSpeech.from_models_dir(
-            Path(os.environ["DOPPEL_MODELS_DIR"]), params["voice"], params["onnx"],
+            Path(os.environ["DOPPEL_MODELS_DIR"]),
+            params["voice"],
+            params["onnx"],
             threads=int(params["threads"]),
         )
 
@@ -36,11 +40,17 @@ class TritonPythonModel:
                     if sender.is_cancelled():
                         break
                     timings = json.dumps(part.timings()).encode()
-                    sender.send(pb_utils.InferenceResponse([
-                        pb_utils.Tensor("AUDIO", part.audio.astype(np.float32)),
-                        pb_utils.Tensor("TIMINGS", np.array([timings], dtype=np.object_)),
-                        pb_utils.Tensor("SAMPLE_RATE", np.array([part.sample_rate], np.int32)),
-                    ]))
+                    sender.send(
+                        pb_utils.InferenceResponse(
+                            [
+                                pb_utils.Tensor("AUDIO", part.audio.astype(np.float32)),
+                                pb_utils.Tensor("TIMINGS", np.array([timings], dtype=np.object_)),
+                                pb_utils.Tensor(
+                                    "SAMPLE_RATE", np.array([part.sample_rate], np.int32)
+                                ),
+                            ]
+                        )
+                    )
                 sender.send(flags=FINAL)
             except Exception as exc:
                 message = exc.message if isinstance(exc, DoppelError) else f"tts_stream: {exc}"

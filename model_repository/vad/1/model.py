@@ -30,8 +30,14 @@ class TritonPythonModel:
                 audio = pb_utils.get_input_tensor_by_name(request, "AUDIO").as_numpy()
                 state = _optional(request, "STATE", (1, *STATE_SHAPE))
                 context = _optional(request, "CONTEXT", (1, CONTEXT))
-                parsed.append((i, audio.reshape(1, -1), state.reshape(1, *STATE_SHAPE),
-                               context.reshape(1, CONTEXT)))
+                parsed.append(
+                    (
+                        i,
+                        audio.reshape(1, -1),
+                        state.reshape(1, *STATE_SHAPE),
+                        context.reshape(1, CONTEXT),
+                    )
+                )
             except Exception as exc:
                 responses[i] = _error(exc)
         groups = {}
@@ -49,11 +55,13 @@ class TritonPythonModel:
                     responses[i] = _error(exc)
                 continue
             for row, (i, *_rest) in enumerate(items):
-                responses[i] = pb_utils.InferenceResponse([
-                    pb_utils.Tensor("PROBS", probs[row : row + 1]),
-                    pb_utils.Tensor("STATE_OUT", state[row : row + 1]),
-                    pb_utils.Tensor("CONTEXT_OUT", ctx[row : row + 1]),
-                ])
+                responses[i] = pb_utils.InferenceResponse(
+                    [
+                        pb_utils.Tensor("PROBS", probs[row : row + 1]),
+                        pb_utils.Tensor("STATE_OUT", state[row : row + 1]),
+                        pb_utils.Tensor("CONTEXT_OUT", ctx[row : row + 1]),
+                    ]
+                )
         return responses
 
 
