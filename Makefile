@@ -30,4 +30,6 @@ bench: install
 	@bash benchmarks/triton/run_perf.sh
 
 lint: install
+	@$(PY) -m ruff format --check doppel api orchestrator export tests benchmarks model_repository
+	@$(PY) -m mypy
 	@$(PY) -m ruff check doppel api orchestrator export tests benchmarks model_repository

@@ -46,6 +46,7 @@ class ModelExport:
 #: model name -> module in export/ that defines `EXPORT: ModelExport` ("module:NAME" when one
 #: module defines several).
 MODULES = {
+    "stt": "export.stt",
     "audio_encoder": "export.audio_encoder",
     "tts": "export.tts",
     # The streaming (decoupled) twin of `tts`: same graph, its own config.

@@ -69,6 +69,9 @@ class ModelSpec:
     #: Comments per config section, explaining non-default settings.
     notes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     warmup: bool = True
+    #: How numeric warm-up inputs are filled: "random_data" or "zero_data" (silence, for speech
+    #: models that would otherwise decode noise for a long time).
+    warmup_fill: str = "random_data"
     #: What a TYPE_STRING input says at warm-up (written to `warmup/warmup_text`).
     warmup_text: str = "Hello."
 
@@ -162,9 +165,9 @@ def render_config(spec: ModelSpec, target: str = "cpu") -> str:
                 continue
             dtype = TRITON_DTYPES[t.dtype]
             dims = ", ".join(map(str, t.dims("opt")))
-            data = "random_data: true" if t.dtype != "bytes" else 'input_data_file: "warmup_text"'
-            if t.dtype in ("float32", "float16"):
-                data = "random_data: true"
+            data = f"{spec.warmup_fill}: true"
+            if t.dtype == "bytes":
+                data = 'input_data_file: "warmup_text"'
             inputs.append(
                 f'    inputs {{\n      key: "{t.name}"\n      value: {{ data_type: {dtype}, '
                 f"dims: [ {dims} ], {data} }}\n    }}"
