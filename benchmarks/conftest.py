@@ -4,13 +4,12 @@ import os
 
 import pytest
 
-from doppel.settings import default_cache_dir
+from doppel.settings import models_dir_from_env
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
 def models_dir():
-    from pathlib import Path
 
-    return Path(os.environ.get("DOPPEL_MODELS_DIR", default_cache_dir(os.environ) / "models"))
+    return models_dir_from_env(os.environ)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from doppel.jobs import HEARTBEAT_KEY
-from doppel.settings import REPO_ROOT, default_cache_dir
+from doppel.settings import REPO_ROOT, models_dir_from_env
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +101,7 @@ class LocalPlatform:
         self.env = dict(os.environ if env is None else env)
         self.python = python
         self.model_repository = model_repository
-        self.models_dir = Path(
-            self.env.get("DOPPEL_MODELS_DIR", default_cache_dir(self.env) / "models")
-        )
+        self.models_dir = models_dir_from_env(self.env)
         self.pid_dir = self.run_dir / "pids"
         self.log_dir = self.run_dir / "logs"
         # Children started by this object, kept so they are reaped when stopped.

@@ -24,6 +24,13 @@ def default_cache_dir(env: Mapping[str, str]) -> Path:
     return Path(xdg) / "doppel"
 
 
+def models_dir_from_env(env: Mapping[str, str]) -> Path:
+    """The models cache: `DOPPEL_MODELS_DIR`, else `<cache>/models`."""
+    if env.get("DOPPEL_MODELS_DIR"):
+        return Path(env["DOPPEL_MODELS_DIR"])
+    return default_cache_dir(env) / "models"
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Everything a Doppel process needs to know about its surroundings."""
@@ -70,7 +77,7 @@ class Settings:
             triton_grpc_url=grpc_url,
             triton_http_url=env.get("TRITON_HTTP_URL") or endpoints.get("triton_http", ""),
             data_dir=Path(env.get("DOPPEL_DATA_DIR", run_dir / "data")),
-            models_dir=Path(env.get("DOPPEL_MODELS_DIR", default_cache_dir(env) / "models")),
+            models_dir=models_dir_from_env(env),
             max_upload_bytes=int(env.get("DOPPEL_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)),
             triton_timeout_s=float(env.get("DOPPEL_TRITON_TIMEOUT_S", 120.0)),
         )

@@ -14,7 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from doppel.settings import REPO_ROOT, default_cache_dir
+from doppel.settings import REPO_ROOT, models_dir_from_env
 from export import registry
 from export.onnx_export import check_parity, export_onnx, onnx_outputs, torch_outputs
 from export.spec import render_config, warmup_files
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         help="skip models whose ONNX is already in the cache (used by make)",
     )
     args = parser.parse_args(argv)
-    models_dir = Path(os.environ.get("DOPPEL_MODELS_DIR", default_cache_dir(os.environ) / "models"))
+    models_dir = models_dir_from_env(os.environ)
     names = args.models or sorted(registry.MODULES)
     try:
         for name in names:

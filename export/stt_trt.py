@@ -170,14 +170,14 @@ def build_gpu_repository(models_dir: Path, out: Path, speech: np.ndarray) -> Non
 def main(argv: list[str] | None = None) -> int:
     import os
 
-    from doppel.settings import default_cache_dir
+    from doppel.settings import models_dir_from_env
     from export.samples import speech
     from export.tensorrt import GpuUnavailable
 
     parser = argparse.ArgumentParser(prog="python -m export.stt_trt")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    models_dir = Path(os.environ.get("DOPPEL_MODELS_DIR", default_cache_dir(os.environ) / "models"))
+    models_dir = models_dir_from_env(os.environ)
     try:
         build_gpu_repository(models_dir, args.out, speech())
     except GpuUnavailable as exc:

@@ -12,7 +12,7 @@ import pytest
 
 from doppel import audio_features as af
 from doppel import media, weights
-from doppel.settings import Settings, default_cache_dir
+from doppel.settings import Settings, models_dir_from_env
 from doppel.triton import TritonClient
 from tests.conftest import shared_file
 
@@ -31,7 +31,7 @@ def lj_short() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def whisper_folder() -> Path:
-    models_dir = Path(os.environ.get("DOPPEL_MODELS_DIR", default_cache_dir(os.environ) / "models"))
+    models_dir = models_dir_from_env(os.environ)
     return weights.model_dir(models_dir, "whisper-base")
 
 

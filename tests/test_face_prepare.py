@@ -15,7 +15,7 @@ import pytest
 from doppel.errors import InvalidMedia, InvalidTrainingVideo
 from doppel.face import tracking, video
 from doppel.face.prepare import PreparedVideo, PrepareOptions, check_faces, prepare
-from doppel.settings import default_cache_dir
+from doppel.settings import models_dir_from_env
 from export.registry import onnx_path
 from tests.conftest import shared_file
 
@@ -33,7 +33,7 @@ def ffmpeg(*args: str) -> None:
 
 @pytest.fixture(scope="module")
 def models_dir() -> Path:
-    folder = Path(os.environ.get("DOPPEL_MODELS_DIR") or default_cache_dir(os.environ) / "models")
+    folder = models_dir_from_env(os.environ)
     if not onnx_path(folder, "vad").exists():
         pytest.skip(f"needs the exported VAD graph {onnx_path(folder, 'vad')} (`make up` makes it)")
     return folder
