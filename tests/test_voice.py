@@ -1,0 +1,175 @@
+"""Voice cloning on real speech: a profile learned from ~40 s of LJ Speech (small settings, so
+the whole module runs in about a minute) must sound closer to the target than its base voice,
+keep the base voice's timings, and refuse unusable input with a clear error.
+
+The full-size evaluation (60 s of training speech, ten held-out sentences, Whisper WER, a male
+target too) is `benchmarks/quality/voice.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from doppel.errors import InvalidRequest, InvalidVoiceSample
+from doppel.media import decode_audio
+from doppel.settings import default_cache_dir
+from doppel.voice import conversion, enrol, loudness, world
+from doppel.voice.clone import ClonedVoice, CloneSettings
+from doppel.voice.profile import VoiceProfile, train
+from tests.conftest import shared_file
+
+torch.set_num_threads(1)
+RATE = world.RATE
+HELD_OUT = "Could you please send me the quarterly report before Friday afternoon?"
+
+
+def _models_dir() -> Path:
+    return Path(os.environ.get("DOPPEL_MODELS_DIR", default_cache_dir(os.environ) / "models"))
+
+
+def _lj(name: str) -> np.ndarray:
+    path = shared_file("speech", "ljspeech", "wavs", f"{name}.wav")
+    return asyncio.run(decode_audio(path)).samples
+
+
+@pytest.fixture(scope="module")
+def lj_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A profile learned from LJ001-0001..0006 with their metadata transcripts (~40 s)."""
+    meta = shared_file("speech", "ljspeech", "metadata.csv")
+    with meta.open(encoding="utf-8") as f:
+        rows = list(csv.reader(f, delimiter="|", quoting=csv.QUOTE_NONE))[:6]
+    learned = train(
+        [_lj(r[0]) for r in rows], _models_dir(), transcripts=[r[2] for r in rows],
+        options=conversion.TrainOptions(epochs=8, align_passes=1),
+    )
+    folder = tmp_path_factory.mktemp("voice") / "lj"
+    learned.save(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def lj_centroid() -> np.ndarray:
+    encoder = enrol.SpeakerEncoder()
+    embs = [encoder.embed(_lj(f"LJ001-{n:04d}")) for n in range(21, 25)]
+    centroid = np.mean(embs, axis=0)
+    return centroid / np.linalg.norm(centroid)
+
+
+def test_profile_picks_the_female_base_voice_for_lj_speech(lj_profile: Path) -> None:
+    profile = VoiceProfile.load(lj_profile)
+    assert profile.base_voice == "festival-slt", profile.base_similarity
+    assert 35 < profile.speech_s < 60
+    assert len(profile.embedding) == 256
+
+
+def test_cloned_voice_is_closer_to_the_target_than_the_base_voice(
+    lj_profile: Path, lj_centroid: np.ndarray
+) -> None:
+    voice = ClonedVoice.load(lj_profile, _models_dir())
+    (base,) = voice.base.speak([HELD_OUT])
+    cloned = voice.convert(base)
+    encoder = enrol.SpeakerEncoder()
+    base_sim = float(encoder.embed(base.audio) @ lj_centroid)
+    cloned_sim = float(encoder.embed(cloned) @ lj_centroid)
+    assert cloned_sim > base_sim + 0.08, (base_sim, cloned_sim)
+
+
+def test_timings_survive_conversion(lj_profile: Path) -> None:
+    voice = ClonedVoice.load(lj_profile, _models_dir())
+    text = "The weather was cold. So we stayed inside and read books by the fire."
+    speech = voice.say(text)
+    bases = voice.base.speak(voice.sentences(text))
+    assert len(speech.sentences) == len(bases) == 2
+    offset = 0.0
+    for cloned, base in zip(speech.sentences, bases, strict=True):
+        # WORLD keeps the frame grid: same length, so the same timings hold.
+        assert len(cloned.audio) == len(base.audio)
+        assert [w.text for w in cloned.words] == [w.text for w in base.words]
+        for c, b in zip(cloned.words, base.words, strict=True):
+            assert c.start == pytest.approx(b.start + offset)
+        assert cloned.phonemes and cloned.offset_s == pytest.approx(offset)
+        offset += cloned.duration_s
+    assert speech.words[-1].text.lower() == "fire"
+    assert speech.words[-1].end <= len(speech.audio) / RATE + 1e-6
+    level = loudness.integrated_loudness(speech.sentences[0].audio, RATE)
+    assert level == pytest.approx(loudness.TARGET_LUFS, abs=1.0)
+
+
+def test_world_keeps_the_time_axis() -> None:
+    x = _lj("LJ001-0002")
+    y = world.synthesise(world.analyse(x))
+    assert len(y) == len(x)
+    # Energy envelopes line up (no shift): correlation of 10 ms frame levels.
+    def env(a: np.ndarray) -> np.ndarray:
+        return np.sqrt(np.mean(a[: len(a) // 160 * 160].reshape(-1, 160) ** 2, axis=1))
+    assert np.corrcoef(env(x), env(y))[0, 1] > 0.9
+
+
+def test_k_weighting_matches_bs1770_at_48k() -> None:
+    b, a = loudness._biquad(48_000, "shelf")
+    np.testing.assert_allclose(b, [1.53512485958697, -2.69169618940638, 1.19839281085285],
+                               rtol=1e-9)
+    np.testing.assert_allclose(a, [1.0, -1.69065929318241, 0.73248077421585], rtol=1e-9)
+    # A 1 kHz full-scale sine reads -3.01 LUFS (the standard's calibration point).
+    t = np.arange(48_000 * 3) / 48_000
+    assert loudness.integrated_loudness(np.sin(2 * np.pi * 1000 * t), 48_000) == pytest.approx(
+        -3.01, abs=0.05)
+
+
+def test_text_errors(lj_profile: Path) -> None:
+    voice = ClonedVoice.load(lj_profile, _models_dir(), CloneSettings(max_text_chars=40))
+    with pytest.raises(InvalidRequest, match="empty"):
+        voice.say("  ... ")
+    with pytest.raises(InvalidRequest, match="at most 40"):
+        voice.say("word " * 20)
+
+
+def test_silence_is_refused_as_no_speech() -> None:
+    with pytest.raises(InvalidVoiceSample, match="no speech") as info:
+        train([np.zeros(RATE * 15, np.float32)], _models_dir())
+    assert info.value.reason == "no_speech"
+
+
+def test_music_is_refused() -> None:
+    # A melody of harmonic notes with vibrato: loud, tonal, not speech.
+    rng = np.random.default_rng(0)
+    notes = []
+    for f in rng.choice([220, 247, 262, 294, 330, 349, 392, 440], size=30):
+        t = np.arange(int(0.5 * RATE)) / RATE
+        phase = 2 * np.pi * f * t + 0.3 * np.sin(2 * np.pi * 5 * t)
+        tone = sum(np.sin(k * phase) / k for k in range(1, 6)) * np.exp(-2 * t)
+        notes.append(0.3 * tone)
+    with pytest.raises(InvalidVoiceSample, match="music") as info:
+        train([np.concatenate(notes).astype(np.float32)], _models_dir())
+    assert info.value.reason == "music"
+
+
+def test_under_ten_seconds_of_speech_is_refused() -> None:
+    clips = [_lj("LJ001-0002"), _lj("LJ001-0008")]
+    with pytest.raises(InvalidVoiceSample, match="at least 10 s") as info:
+        train(clips, _models_dir())
+    assert info.value.reason == "too_short"
+
+
+def test_cli_say_writes_audio_and_timings(lj_profile: Path, tmp_path: Path) -> None:
+    import json
+
+    from scipy.io import wavfile
+
+    from doppel.__main__ import main
+
+    out, timings = tmp_path / "out.wav", tmp_path / "t.json"
+    rc = main(["say", "--voice", str(lj_profile), "--text", "It has never been surpassed.",
+               "--out", str(out), "--timings", str(timings)])
+    assert rc == 0
+    rate, audio = wavfile.read(out)
+    assert rate == RATE and len(audio) > RATE
+    words = [w["word"].lower() for w in json.loads(timings.read_text())["words"]]
+    assert words == ["it", "has", "never", "been", "surpassed"]
