@@ -5,7 +5,7 @@ PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install up down status test bench lint key
+.PHONY: install up down status test bench quality lint key
 
 install:
 	@bash scripts/bootstrap.sh
@@ -28,6 +28,10 @@ test: install
 bench: install
 	@$(PY) -m pytest benchmarks --benchmark-only $(PYTEST_ARGS)
 	@bash benchmarks/triton/run_perf.sh
+
+quality: install ## full-size quality runs on real data: results in benchmarks/results/
+	@OMP_NUM_THREADS=1 $(PY) -m benchmarks.quality.mouth
+	@OMP_NUM_THREADS=1 $(PY) -m benchmarks.quality.voice
 
 lint: install
 	@$(PY) -m ruff format --check doppel api orchestrator export tests benchmarks model_repository
