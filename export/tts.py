@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from doppel import weights
-from doppel.tts import DETERMINISTIC, Voice, phoneme_ids, phonemize_sentence
+from doppel.phonemes import phoneme_ids, phonemize_sentence
+from doppel.tts import DETERMINISTIC, Voice
 from export.registry import Built, ModelExport
 from export.spec import ModelSpec, TensorSpec
 

@@ -90,7 +90,7 @@ class FestivalBase:
         assert proc is not None and proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(f'{script}\n(format t "{self._END}\\n")(fflush nil)\n')
         proc.stdin.flush()
-        lines = []
+        lines: list[str] = []
         while True:
             line = proc.stdout.readline()
             if not line:

@@ -123,7 +123,8 @@ def utterances(
             "the person talking clearly.", "music",
         )
     # Keep whole utterances up to the cap, in order.
-    kept, total = [], 0.0
+    kept: list[Utterance] = []
+    total = 0.0
     for u in out:
         if total + u.duration_s > MAX_SPEECH_S and kept:
             break
