@@ -17,7 +17,7 @@ import dataclasses
 import json
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +220,24 @@ def _cut_long(sentence: str, max_chars: int) -> list[str]:
     return _cut_long(sentence[:cut].strip(), max_chars) + _cut_long(
         sentence[cut:].strip(), max_chars
     )
+
+
+def request_from_tensors(
+    get: Callable[[str], np.ndarray | None],
+) -> tuple[str, SynthesisOptions]:
+    """(text, options) from a model request's tensors, `get(name)` giving each (None if absent).
+
+    Shared by the `tts` and `tts_stream` adapters so both read a request the same way.
+    """
+    raw = get("TEXT")
+    text = raw.reshape(-1)[0] if raw is not None else ""
+    text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
+
+    def scale(name: str) -> float | None:
+        tensor = get(name)
+        return None if tensor is None else float(tensor.reshape(-1)[0])
+
+    return text, SynthesisOptions(scale("NOISE_SCALE"), scale("LENGTH_SCALE"), scale("NOISE_W"))
 
 
 # ---- synthesis --------------------------------------------------------------------------------

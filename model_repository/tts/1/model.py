@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from doppel.errors import DoppelError  # noqa: E402
-from doppel.tts import SynthesisOptions, TextToSpeech  # noqa: E402
+from doppel.tts import TextToSpeech, request_from_tensors  # noqa: E402
 
 
 class TritonPythonModel:
@@ -56,12 +56,10 @@ class TritonPythonModel:
 
 
 def _read(request):
-    """(text, options) of one request."""
-    text = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)[0]
-    text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
+    """(text, options) of one request, read by `doppel.tts.request_from_tensors`."""
 
-    def scale(name):
+    def get(name):
         tensor = pb_utils.get_input_tensor_by_name(request, name)
-        return None if tensor is None else float(tensor.as_numpy().reshape(-1)[0])
+        return None if tensor is None else tensor.as_numpy()
 
-    return text, SynthesisOptions(scale("NOISE_SCALE"), scale("LENGTH_SCALE"), scale("NOISE_W"))
+    return request_from_tensors(get)
