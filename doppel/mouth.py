@@ -29,9 +29,48 @@ import numpy as np
 from doppel.face import tracking
 
 #: Lip contour (MediaPipe FACEMESH_LIPS): 20 outer then 20 inner points.
-LIPS = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 185, 40, 39, 37, 0, 267, 269, 270,
-        409, 78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 191, 80, 81, 82, 13, 312, 311,
-        310, 415)
+LIPS = (
+    61,
+    146,
+    91,
+    181,
+    84,
+    17,
+    314,
+    405,
+    321,
+    375,
+    291,
+    185,
+    40,
+    39,
+    37,
+    0,
+    267,
+    269,
+    270,
+    409,
+    78,
+    95,
+    88,
+    178,
+    87,
+    14,
+    317,
+    402,
+    318,
+    324,
+    308,
+    191,
+    80,
+    81,
+    82,
+    13,
+    312,
+    311,
+    310,
+    415,
+)
 #: Lower face oval, left jaw angle to right jaw angle through the chin (152).
 JAW = (172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379, 365, 397)
 POINTS = LIPS + JAW
@@ -44,6 +83,7 @@ FPS = 25
 
 # --- shape representation ----------------------------------------------------------------------
 
+
 def face_frames(landmarks: np.ndarray) -> np.ndarray:
     """Per-frame similarity transform [T, 4] = (origin x, origin y, eye distance, angle) from
     the outer eye corners, smoothed over time.
@@ -53,8 +93,9 @@ def face_frames(landmarks: np.ndarray) -> np.ndarray:
     left = landmarks[:, tracking.EYE_OUTER_LEFT].astype(np.float64)
     right = landmarks[:, tracking.EYE_OUTER_RIGHT].astype(np.float64)
     d = right - left
-    out = np.column_stack([(left + right) / 2, np.linalg.norm(d, axis=1),
-                           np.unwrap(np.arctan2(d[:, 1], d[:, 0]))])
+    out = np.column_stack(
+        [(left + right) / 2, np.linalg.norm(d, axis=1), np.unwrap(np.arctan2(d[:, 1], d[:, 0]))]
+    )
     if len(out) > 1:
         out = gaussian_filter1d(out, ALIGN_SIGMA, axis=0, mode="nearest")
     return out
@@ -122,6 +163,7 @@ class MouthBasis:
 
 # --- data ----------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class Clip:
     """One utterance: features [T, 512] and aligned mouth points [T, 53, 2], same T."""
@@ -130,8 +172,9 @@ class Clip:
     points: np.ndarray
 
 
-def extract_clip(path: Path, encoder: Any, tracker: tracking.FaceTracker,
-                 size: tuple[int, int] | None = None) -> Clip:
+def extract_clip(
+    path: Path, encoder: Any, tracker: tracking.FaceTracker, size: tuple[int, int] | None = None
+) -> Clip:
     """Features (one encoder call for the clip, so it starts its own 30 s window, as inference
     does) and tracked mouth points of a talking clip at 25 fps.
     """
@@ -148,6 +191,7 @@ def extract_clip(path: Path, encoder: Any, tracker: tracking.FaceTracker,
 
 
 # --- model ---------------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class NetConfig:
@@ -170,8 +214,11 @@ def build_net(cfg: NetConfig) -> Any:
             self.inp = nn.Conv1d(cfg.dim_in, cfg.width, 1)
             self.drop = nn.Dropout(cfg.dropout)
             self.blocks = nn.ModuleList(
-                nn.Conv1d(cfg.width, cfg.width, cfg.kernel, dilation=d,
-                          padding=d * (cfg.kernel // 2)) for d in cfg.dilations)
+                nn.Conv1d(
+                    cfg.width, cfg.width, cfg.kernel, dilation=d, padding=d * (cfg.kernel // 2)
+                )
+                for d in cfg.dilations
+            )
             self.out = nn.Conv1d(cfg.width, cfg.k, 1)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -207,7 +254,7 @@ class MouthModel:
         with torch.no_grad():
             y = self.net(x)[0].numpy()
         if self.lead:
-            y = np.concatenate([y[self.lead:], np.repeat(y[-1:], min(self.lead, len(y)), 0)])
+            y = np.concatenate([y[self.lead :], np.repeat(y[-1:], min(self.lead, len(y)), 0)])
         return (y * self.coef_scale * self.gain).astype(np.float32)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
@@ -218,16 +265,21 @@ class MouthModel:
         import torch
 
         state = {k: v.half() for k, v in self.net.state_dict().items()}  # half: size
-        torch.save({
-            "net": state, "cfg": dataclasses.asdict(self.cfg),
-            "components": torch.from_numpy(self.basis.components),
-            "feat_mean": torch.from_numpy(self.feat_mean),
-            "feat_std": torch.from_numpy(self.feat_std),
-            "coef_scale": torch.from_numpy(self.coef_scale),
-            "mean_shape": torch.from_numpy(self.mean_shape), "gain": self.gain,
-            "lead": self.lead,
-            "meta": meta or {},
-        }, path)
+        torch.save(
+            {
+                "net": state,
+                "cfg": dataclasses.asdict(self.cfg),
+                "components": torch.from_numpy(self.basis.components),
+                "feat_mean": torch.from_numpy(self.feat_mean),
+                "feat_std": torch.from_numpy(self.feat_std),
+                "coef_scale": torch.from_numpy(self.coef_scale),
+                "mean_shape": torch.from_numpy(self.mean_shape),
+                "gain": self.gain,
+                "lead": self.lead,
+                "meta": meta or {},
+            },
+            path,
+        )
 
     @classmethod
     def load(cls, path: Path) -> MouthModel:
@@ -237,17 +289,35 @@ class MouthModel:
         cfg = NetConfig(**{**d["cfg"], "dilations": tuple(d["cfg"]["dilations"])})
         net = build_net(cfg)
         net.load_state_dict({k: v.float() for k, v in d["net"].items()})
-        return cls(net, cfg, MouthBasis(d["components"].numpy()), d["feat_mean"].numpy(),
-                   d["feat_std"].numpy(), d["coef_scale"].numpy(), d["mean_shape"].numpy(),
-                   float(d["gain"]), int(d.get("lead", 0)))
+        return cls(
+            net,
+            cfg,
+            MouthBasis(d["components"].numpy()),
+            d["feat_mean"].numpy(),
+            d["feat_std"].numpy(),
+            d["coef_scale"].numpy(),
+            d["mean_shape"].numpy(),
+            float(d["gain"]),
+            int(d.get("lead", 0)),
+        )
 
 
 def person_mean(clips: list[Clip]) -> np.ndarray:
     return np.concatenate([c.points for c in clips]).mean(axis=0).astype(np.float32)
 
 
-def train(model: MouthModel, clips: list[Clip], *, steps: int, lr: float, batch: int = 16,
-          window: int = 64, seed: int = 0, anchor: float = 0.0, log_every: int = 0) -> None:
+def train(
+    model: MouthModel,
+    clips: list[Clip],
+    *,
+    steps: int,
+    lr: float,
+    batch: int = 16,
+    window: int = 64,
+    seed: int = 0,
+    anchor: float = 0.0,
+    log_every: int = 0,
+) -> None:
     """Fit `model.net` to `clips` (targets: coefficients around `model.mean_shape`) on random
     windows; `anchor` > 0 pulls weights towards their starting values (L2-SP), which is what
     keeps a fine-tune on seconds of speech from forgetting the generic model.
@@ -268,16 +338,17 @@ def train(model: MouthModel, clips: list[Clip], *, steps: int, lr: float, batch:
     for step in range(steps):
         idx = rng.choice(len(xs), size=batch, p=weights)
         offs = [rng.integers(0, lengths[i] - win + 1) for i in idx]
-        x = torch.from_numpy(np.stack([xs[i][o:o + win] for i, o in zip(idx, offs, strict=True)]))
-        y = torch.from_numpy(np.stack([ys[i][o:o + win] for i, o in zip(idx, offs, strict=True)]))
+        x = torch.from_numpy(np.stack([xs[i][o : o + win] for i, o in zip(idx, offs, strict=True)]))
+        y = torch.from_numpy(np.stack([ys[i][o : o + win] for i, o in zip(idx, offs, strict=True)]))
         x = x + 0.1 * torch.randn_like(x)
         pred = model.net(x)
         if model.lead:
-            pred, y = pred[:, model.lead:], y[:, :-model.lead]
+            pred, y = pred[:, model.lead :], y[:, : -model.lead]
         loss = ((pred - y) ** 2).mean() + 0.5 * ((pred.diff(dim=1) - y.diff(dim=1)) ** 2).mean()
         if anchor:
-            loss = loss + anchor * sum(((p - start[k]) ** 2).sum()
-                                       for k, p in model.net.named_parameters())
+            loss = loss + anchor * sum(
+                ((p - start[k]) ** 2).sum() for k, p in model.net.named_parameters()
+            )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -299,9 +370,15 @@ def new_model(clips: list[Clip], cfg: NetConfig, seed: int = 0) -> MouthModel:
     dev = np.concatenate([c.points for c in clips]) - mean
     basis = MouthBasis.fit(dev, cfg.k)
     coefs = basis.encode(dev + mean, mean)
-    return MouthModel(build_net(cfg), cfg, basis, feats.mean(axis=0).astype(np.float32),
-                      feats.std(axis=0).astype(np.float32) + 1e-3,
-                      coefs.std(axis=0).astype(np.float32) + 1e-6, mean)
+    return MouthModel(
+        build_net(cfg),
+        cfg,
+        basis,
+        feats.mean(axis=0).astype(np.float32),
+        feats.std(axis=0).astype(np.float32) + 1e-3,
+        coefs.std(axis=0).astype(np.float32) + 1e-6,
+        mean,
+    )
 
 
 def _copy(model: MouthModel) -> MouthModel:
@@ -319,8 +396,16 @@ def calibrate_gain(preds: list[np.ndarray], reals: list[np.ndarray]) -> float:
     return float(np.clip(r / max(p, 1e-6), 1.0, 3.0))
 
 
-def adapt(generic: MouthModel, clips: list[Clip], *, steps: int = 400, lr: float = 1e-3,
-          anchor: float = 1e-4, folds: int = 3, seed: int = 0) -> MouthModel:
+def adapt(
+    generic: MouthModel,
+    clips: list[Clip],
+    *,
+    steps: int = 400,
+    lr: float = 1e-3,
+    anchor: float = 1e-4,
+    folds: int = 3,
+    seed: int = 0,
+) -> MouthModel:
     """A replica's model from the generic one and the replica's own clips: the replica's mean
     shape, a fine-tune anchored to the generic weights, and a gain calibrated on folds of the
     clips held out from that fold's fine-tune (the same recipe, so the gain is the one the
@@ -346,10 +431,11 @@ def adapt(generic: MouthModel, clips: list[Clip], *, steps: int = 400, lr: float
 
 # --- ridge baseline (the lipsync study's) ------------------------------------------------------
 
+
 def stack_context(features: np.ndarray, context: int) -> np.ndarray:
     """[T, D] -> [T, (2 context + 1) D]: each frame with its neighbours (edges repeated)."""
     padded = np.pad(features, ((context, context), (0, 0)), mode="edge")
-    return np.concatenate([padded[i:i + len(features)] for i in range(2 * context + 1)], axis=1)
+    return np.concatenate([padded[i : i + len(features)] for i in range(2 * context + 1)], axis=1)
 
 
 @dataclasses.dataclass
@@ -364,8 +450,9 @@ class RidgeMouth:
     context: int
 
     @classmethod
-    def fit(cls, clips: list[Clip], *, k: int = 12, context: int = 4,
-            alpha: float = 1e3) -> RidgeMouth:
+    def fit(
+        cls, clips: list[Clip], *, k: int = 12, context: int = 4, alpha: float = 1e3
+    ) -> RidgeMouth:
         mean = person_mean(clips)
         basis = MouthBasis.fit(np.concatenate([c.points for c in clips]) - mean, k)
         x = np.concatenate([stack_context(c.features, context) for c in clips]).astype(np.float64)
@@ -374,8 +461,9 @@ class RidgeMouth:
         xc = x - xm
         # Dual form: a few hundred frames against thousands of input dimensions.
         w = xc.T @ np.linalg.solve(xc @ xc.T + alpha * np.eye(len(xc)), y - ym)
-        return cls(w.astype(np.float32), xm.astype(np.float32), ym.astype(np.float32), basis,
-                   mean, context)
+        return cls(
+            w.astype(np.float32), xm.astype(np.float32), ym.astype(np.float32), basis, mean, context
+        )
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         x = stack_context(features, self.context) - self.x_mean

@@ -60,8 +60,7 @@ def test_face_frame_and_pca_round_trip_on_real_landmarks() -> None:
     points = mouth.to_face_frame(track.landmarks, frames)
     back = mouth.from_face_frame(points, frames)
     np.testing.assert_allclose(back, track.landmarks[:, list(mouth.POINTS)], atol=1e-2)
-    np.testing.assert_allclose(mouth.onto_mesh(points, track.landmarks), track.landmarks,
-                               atol=1e-2)
+    np.testing.assert_allclose(mouth.onto_mesh(points, track.landmarks), track.landmarks, atol=1e-2)
     # The aligned opening is quality.md's (13-14 over 33-263), up to the smoothed eye distance.
     corr = np.corrcoef(mouth.opening(points), track.mouth_opening)[0, 1]
     assert corr > 0.98

@@ -46,7 +46,9 @@ def lj_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with meta.open(encoding="utf-8") as f:
         rows = list(csv.reader(f, delimiter="|", quoting=csv.QUOTE_NONE))[:6]
     learned = train(
-        [_lj(r[0]) for r in rows], _models_dir(), transcripts=[r[2] for r in rows],
+        [_lj(r[0]) for r in rows],
+        _models_dir(),
+        transcripts=[r[2] for r in rows],
         options=conversion.TrainOptions(epochs=8, align_passes=1),
     )
     folder = tmp_path_factory.mktemp("voice") / "lj"
@@ -106,21 +108,25 @@ def test_world_keeps_the_time_axis() -> None:
     x = _lj("LJ001-0002")
     y = world.synthesise(world.analyse(x))
     assert len(y) == len(x)
+
     # Energy envelopes line up (no shift): correlation of 10 ms frame levels.
     def env(a: np.ndarray) -> np.ndarray:
         return np.sqrt(np.mean(a[: len(a) // 160 * 160].reshape(-1, 160) ** 2, axis=1))
+
     assert np.corrcoef(env(x), env(y))[0, 1] > 0.9
 
 
 def test_k_weighting_matches_bs1770_at_48k() -> None:
     b, a = loudness._biquad(48_000, "shelf")
-    np.testing.assert_allclose(b, [1.53512485958697, -2.69169618940638, 1.19839281085285],
-                               rtol=1e-9)
+    np.testing.assert_allclose(
+        b, [1.53512485958697, -2.69169618940638, 1.19839281085285], rtol=1e-9
+    )
     np.testing.assert_allclose(a, [1.0, -1.69065929318241, 0.73248077421585], rtol=1e-9)
     # A 1 kHz full-scale sine reads -3.01 LUFS (the standard's calibration point).
     t = np.arange(48_000 * 3) / 48_000
     assert loudness.integrated_loudness(np.sin(2 * np.pi * 1000 * t), 48_000) == pytest.approx(
-        -3.01, abs=0.05)
+        -3.01, abs=0.05
+    )
 
 
 def test_text_errors(lj_profile: Path) -> None:
@@ -166,8 +172,19 @@ def test_cli_say_writes_audio_and_timings(lj_profile: Path, tmp_path: Path) -> N
     from doppel.__main__ import main
 
     out, timings = tmp_path / "out.wav", tmp_path / "t.json"
-    rc = main(["say", "--voice", str(lj_profile), "--text", "It has never been surpassed.",
-               "--out", str(out), "--timings", str(timings)])
+    rc = main(
+        [
+            "say",
+            "--voice",
+            str(lj_profile),
+            "--text",
+            "It has never been surpassed.",
+            "--out",
+            str(out),
+            "--timings",
+            str(timings),
+        ]
+    )
     assert rc == 0
     rate, audio = wavfile.read(out)
     assert rate == RATE and len(audio) > RATE

@@ -56,8 +56,11 @@ def mouth_metrics(pred_points: np.ndarray, real_points: np.ndarray) -> dict[str,
     corrs = {lag: lagged(p, r, lag) for lag in range(-MAX_LAG, MAX_LAG + 1)}
     finite = {k: v for k, v in corrs.items() if np.isfinite(v)}
     best = max(finite, key=lambda k: finite[k]) * 1000 / mouth.FPS if finite else float("nan")
-    return {"mouth_corr": pearson(p, r), "offset_ms": best,
-            "motion": float(p.std() / max(r.std(), 1e-9))}
+    return {
+        "mouth_corr": pearson(p, r),
+        "offset_ms": best,
+        "motion": float(p.std() / max(r.std(), 1e-9)),
+    }
 
 
 def obama_clip(number: str) -> mouth.Clip:
@@ -71,8 +74,9 @@ def obama_clip(number: str) -> mouth.Clip:
 
         encoder = OnnxAudioEncoder(registry.onnx_path(MODELS, "audio_encoder"), threads=1)
         with FaceTracker(video=True) as tracker:
-            clip = mouth.extract_clip(OBAMA / f"obama_sent_{number}.mp4", encoder, tracker,
-                                      size=TRACK_SIZE)
+            clip = mouth.extract_clip(
+                OBAMA / f"obama_sent_{number}.mp4", encoder, tracker, size=TRACK_SIZE
+            )
         np.savez(cached, features=clip.features, points=clip.points)
     with np.load(cached) as d:
         return mouth.Clip(d["features"], d["points"])
@@ -85,8 +89,9 @@ def ridge_alpha(clips: list[mouth.Clip]) -> float:
         corrs = []
         for i, held in enumerate(clips):
             fit = mouth.RidgeMouth.fit([c for j, c in enumerate(clips) if j != i], alpha=alpha)
-            corrs.append(pearson(mouth.opening(fit.predict(held.features)),
-                                 mouth.opening(held.points)))
+            corrs.append(
+                pearson(mouth.opening(fit.predict(held.features)), mouth.opening(held.points))
+            )
         if np.nanmean(corrs) > best:
             best, best_alpha = float(np.nanmean(corrs)), alpha
     return best_alpha
@@ -104,9 +109,11 @@ def leave_one_out(generic: mouth.MouthModel, alpha: float) -> dict[str, list[flo
         rest = [clips[n] for n in names if n != held]
         test = clips[held]
         as_is = dataclasses.replace(generic, mean_shape=mouth.person_mean(rest))
-        preds = {"ridge": mouth.RidgeMouth.fit(rest, alpha=alpha).predict(test.features),
-                 "generic": as_is.predict(test.features),
-                 "adapted": mouth.adapt(generic, rest, folds=0).predict(test.features)}
+        preds = {
+            "ridge": mouth.RidgeMouth.fit(rest, alpha=alpha).predict(test.features),
+            "generic": as_is.predict(test.features),
+            "adapted": mouth.adapt(generic, rest, folds=0).predict(test.features),
+        }
         for k, p in preds.items():
             out[k].append(mouth_metrics(p, test.points)["mouth_corr"])
     return out
@@ -122,45 +129,83 @@ def main() -> None:
     real = test.points
 
     mean = mouth.person_mean(train)
-    rows.append(("static: the person's mean shape", mouth_metrics(
-        np.repeat(mean[None], len(real), 0), real), "0 s"))
+    rows.append(
+        (
+            "static: the person's mean shape",
+            mouth_metrics(np.repeat(mean[None], len(real), 0), real),
+            "0 s",
+        )
+    )
 
     t = time.perf_counter()
     alpha = ridge_alpha(train)
     ridge = mouth.RidgeMouth.fit(train, alpha=alpha)
-    rows.append((f"ridge on Obama only (+-4 frames, 12 PCA, alpha {alpha:g})",
-                 mouth_metrics(ridge.predict(test.features), real),
-                 f"{time.perf_counter() - t:.1f} s (alpha search included)"))
+    rows.append(
+        (
+            f"ridge on Obama only (+-4 frames, 12 PCA, alpha {alpha:g})",
+            mouth_metrics(ridge.predict(test.features), real),
+            f"{time.perf_counter() - t:.1f} s (alpha search included)",
+        )
+    )
 
     generic = mouth.MouthModel.load(CHECKPOINT)
     as_is = dataclasses.replace(generic, mean_shape=mean, gain=1.0)
-    rows.append(("generic checkpoint, Obama's mean shape", mouth_metrics(
-        as_is.predict(test.features), real), "0 s"))
+    rows.append(
+        (
+            "generic checkpoint, Obama's mean shape",
+            mouth_metrics(as_is.predict(test.features), real),
+            "0 s",
+        )
+    )
 
     t = time.perf_counter()
     preds = [as_is.predict(c.features) for c in train]
     as_is.gain = mouth.calibrate_gain(preds, [c.points for c in train])
-    rows.append((f"generic + gain calibrated on Obama (x{as_is.gain:.2f})", mouth_metrics(
-        as_is.predict(test.features), real), f"{time.perf_counter() - t:.1f} s"))
+    rows.append(
+        (
+            f"generic + gain calibrated on Obama (x{as_is.gain:.2f})",
+            mouth_metrics(as_is.predict(test.features), real),
+            f"{time.perf_counter() - t:.1f} s",
+        )
+    )
 
     t = time.perf_counter()
     adapted = mouth.adapt(generic, train)
-    rows.append((f"adapted: fine-tune + gain (x{adapted.gain:.2f})", mouth_metrics(
-        adapted.predict(test.features), real), f"{time.perf_counter() - t:.1f} s"))
+    rows.append(
+        (
+            f"adapted: fine-tune + gain (x{adapted.gain:.2f})",
+            mouth_metrics(adapted.predict(test.features), real),
+            f"{time.perf_counter() - t:.1f} s",
+        )
+    )
 
     # One 72-frame clip is a noisy judge: the spread over fine-tune seeds (same recipe).
-    seeds = [mouth_metrics(mouth.adapt(generic, train, seed=s, folds=0).predict(test.features),
-                           real)["mouth_corr"] for s in (1, 2, 3)]
+    seeds = [
+        mouth_metrics(mouth.adapt(generic, train, seed=s, folds=0).predict(test.features), real)[
+            "mouth_corr"
+        ]
+        for s in (1, 2, 3)
+    ]
     spread = f"seeds 1-3: {min(seeds):.3f}-{max(seeds):.3f} (mean {np.mean(seeds):.3f})"
 
     t = time.perf_counter()
     scratch = mouth.new_model(train, mouth.NetConfig())
     mouth.train(scratch, train, steps=400, lr=1e-3, batch=8)  # adapt's recipe
-    rows.append(("same net trained on Obama only (no pretraining)", mouth_metrics(
-        scratch.predict(test.features), real), f"{time.perf_counter() - t:.1f} s"))
+    rows.append(
+        (
+            "same net trained on Obama only (no pretraining)",
+            mouth_metrics(scratch.predict(test.features), real),
+            f"{time.perf_counter() - t:.1f} s",
+        )
+    )
 
-    rows.append(("ceiling: 08's real shape through the 16-d generic basis", mouth_metrics(
-        generic.basis.decode(generic.basis.encode(real, mean), mean), real), ""))
+    rows.append(
+        (
+            "ceiling: 08's real shape through the 16-d generic basis",
+            mouth_metrics(generic.basis.decode(generic.basis.encode(real, mean), mean), real),
+            "",
+        )
+    )
 
     loo = leave_one_out(generic, alpha)
     frames = sum(len(c.features) for c in train)
@@ -180,17 +225,25 @@ def main() -> None:
         "|---|---|---|---|---|",
     ]
     for name, m, cost in rows:
-        lines.append(f"| {name} | {m['mouth_corr']:.3f} | {m['offset_ms']:+.0f} | "
-                     f"{m['motion']:.2f} | {cost} |")
+        lines.append(
+            f"| {name} | {m['mouth_corr']:.3f} | {m['offset_ms']:+.0f} | "
+            f"{m['motion']:.2f} | {cost} |"
+        )
     names = (*TRAIN, HELD_OUT)
-    lines += ["", "Leave-one-clip-out over all eight clips with audio (mouth_corr, each clip held "
-              "out in turn, the other seven adapting):", "",
-              "| variant | " + " | ".join(names) + " | mean |",
-              "|---|" + "---|" * (len(names) + 1)]
+    lines += [
+        "",
+        "Leave-one-clip-out over all eight clips with audio (mouth_corr, each clip held "
+        "out in turn, the other seven adapting):",
+        "",
+        "| variant | " + " | ".join(names) + " | mean |",
+        "|---|" + "---|" * (len(names) + 1),
+    ]
     for k, v in loo.items():
         lines.append(f"| {k} | " + " | ".join(f"{x:.3f}" for x in v) + f" | {np.mean(v):.3f} |")
-    lines += ["", "Adapted mouth_corr over other fine-tune seeds (gain does not change it): "
-              f"{spread}."]
+    lines += [
+        "",
+        f"Adapted mouth_corr over other fine-tune seeds (gain does not change it): {spread}.",
+    ]
     text = "\n".join(lines) + "\n"
     RESULTS.write_text(text)
     print(text)

@@ -85,8 +85,13 @@ def lj_target(stt: SpeechToText) -> Target:
     with (root / "metadata.csv").open(encoding="utf-8") as f:
         meta = [row[2] for row in csv.reader(f, delimiter="|", quoting=csv.QUOTE_NONE)]
     extra = [stt.transcribe(enrol.load([wav(n)])[0], language="en")["text"] for n in (17, 18)]
-    return Target("LJ Speech (female)", [wav(n) for n in range(9, 17)], None,
-                  [wav(n) for n in range(21, 33)], meta[:8] + extra)
+    return Target(
+        "LJ Speech (female)",
+        [wav(n) for n in range(9, 17)],
+        None,
+        [wav(n) for n in range(21, 33)],
+        meta[:8] + extra,
+    )
 
 
 def obama_target() -> Target:
@@ -95,19 +100,32 @@ def obama_target() -> Target:
         rows = [r for r in csv.DictReader(f) if "NO AUDIO" not in r["note"]]
     # Caption speaker labels are not spoken.
     text = {r["file"]: r["transcript"].replace("The President:", "").strip() for r in rows}
-    train_files = ["obama_sent_01.mp4", "obama_sent_02.mp4", "obama_sent_03.mp4",
-                   "obama_sent_04.mp4", "obama_sent_09.mp4"]
+    train_files = [
+        "obama_sent_01.mp4",
+        "obama_sent_02.mp4",
+        "obama_sent_03.mp4",
+        "obama_sent_04.mp4",
+        "obama_sent_09.mp4",
+    ]
     ref_files = [r["file"] for r in rows if r["file"] not in train_files]
-    return Target("Obama (male)", [root / f for f in train_files], [text[f] for f in train_files],
-                  [root / f for f in ref_files], caption_sentences(root, 10))
+    return Target(
+        "Obama (male)",
+        [root / f for f in train_files],
+        [text[f] for f in train_files],
+        [root / f for f in ref_files],
+        caption_sentences(root, 10),
+    )
 
 
 def caption_sentences(root: Path, count: int) -> list[str]:
     """Whole sentences of the weekly address captions, without numbers (read aloud, they
     differ from Whisper's digits for reasons that have nothing to do with the voice)."""
     vtt = (root / "weekly_address_payroll_tax_cut.en.vtt").read_text(encoding="utf-8")
-    lines = [ln for ln in vtt.splitlines()
-             if ln and "-->" not in ln and not ln.startswith(("WEBVTT", "Kind:", "Language:"))]
+    lines = [
+        ln
+        for ln in vtt.splitlines()
+        if ln and "-->" not in ln and not ln.startswith(("WEBVTT", "Kind:", "Language:"))
+    ]
     text = re.sub(r"\s+", " ", " ".join(lines).replace("The President:", "")).replace(" --", ",")
     sentences = re.split(r"(?<=[.!?])\s+", text)
     good = [s for s in sentences if not re.search(r"\d", s) and 6 <= len(s.split()) <= 30]
@@ -121,9 +139,13 @@ def evaluate(target: Target, models_dir: Path, stt: SpeechToText, work: Path) ->
     clips = enrol.load(target.train)
     print(f"== {target.name}: training on {sum(len(c) for c in clips) / 16000:.1f} s", flush=True)
     started = time.perf_counter()
-    profile = train(clips, models_dir, transcripts=target.transcripts,
-                    options=conversion.TrainOptions(),
-                    progress=lambda m: print("  " + m, flush=True))
+    profile = train(
+        clips,
+        models_dir,
+        transcripts=target.transcripts,
+        options=conversion.TrainOptions(),
+        progress=lambda m: print("  " + m, flush=True),
+    )
     train_time = time.perf_counter() - started
     folder = work / re.sub(r"\W+", "_", target.name)
     profile.save(folder)
@@ -148,9 +170,18 @@ def evaluate(target: Target, models_dir: Path, stt: SpeechToText, work: Path) ->
         err, base_err, n_words = err + e, base_err + eb, n_words + n
         print(f"  {sims[-1]:.3f} (base {base_sims[-1]:.3f}) {e}/{n} {heard!r}", flush=True)
     pairs = [float(a @ b) for a, b in itertools.combinations(embs, 2)]
-    return Row(target.name, profile.speech_s, train_time, profile.base_voice,
-               float(np.mean(base_sims)), base_err / n_words, float(np.mean(sims)),
-               err / n_words, synth_s / audio_s, float(np.mean(pairs)))
+    return Row(
+        target.name,
+        profile.speech_s,
+        train_time,
+        profile.base_voice,
+        float(np.mean(base_sims)),
+        base_err / n_words,
+        float(np.mean(sims)),
+        err / n_words,
+        synth_s / audio_s,
+        float(np.mean(pairs)),
+    )
 
 
 def report(rows: list[Row]) -> str:
@@ -165,8 +196,7 @@ def report(rows: list[Row]) -> str:
         "pooled over ten sentences; RTF is synthesis + conversion seconds per second of audio on",
         "this machine (2 shared CPU cores, one thread). Goals: similarity >= "
         f"{GOALS['similarity']},",
-        f"WER <= {GOALS['wer']:.0%}, RTF <= {GOALS['rtf']}, consistency >= "
-        f"{GOALS['consistency']}.",
+        f"WER <= {GOALS['wer']:.0%}, RTF <= {GOALS['rtf']}, consistency >= {GOALS['consistency']}.",
         "",
         "| target | speech trained on (s) | training time (s) | base voice | base similarity | "
         "base WER | cloned similarity | cloned WER | RTF | consistency |",
@@ -189,8 +219,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    models_dir = Path(os.environ.get("DOPPEL_MODELS_DIR",
-                                     default_cache_dir(os.environ) / "models"))
+    models_dir = Path(os.environ.get("DOPPEL_MODELS_DIR", default_cache_dir(os.environ) / "models"))
     stt = SpeechToText(weights.model_dir(models_dir, "whisper-base"), SttOptions(cpu_threads=1))
     which = sys.argv[1:] or ["lj", "obama"]
     rows = []

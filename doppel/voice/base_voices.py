@@ -50,8 +50,11 @@ class PiperBase:
         out = []
         for sentence in sentences:
             s = self._tts.synthesize_sentence(sentence)
-            out.append(SentenceAudio(s.text, resample(s.audio, s.sample_rate, RATE), RATE, 0.0,
-                                     s.words, s.phonemes))
+            out.append(
+                SentenceAudio(
+                    s.text, resample(s.audio, s.sample_rate, RATE), RATE, 0.0, s.words, s.phonemes
+                )
+            )
         return out
 
 
@@ -75,8 +78,12 @@ class FestivalBase:
                 # Line-buffered stdout (stdbuf): Festival's own buffering would hold the
                 # answer back until it exits.
                 self._proc = subprocess.Popen(
-                    ["stdbuf", "-oL", "festival", "--pipe"], stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
+                    ["stdbuf", "-oL", "festival", "--pipe"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                    bufsize=1,
                 )
             except FileNotFoundError as exc:  # pragma: no cover - bootstrap installs it
                 raise RuntimeError(
@@ -130,10 +137,10 @@ class FestivalBase:
                     f'(set! utt (utt.synth (Utterance Text "{text}")))'
                     f'(utt.save.wave utt "{tmp}/{i}.wav" \'riff)'
                     f'(format t "U {i}\\n")'
-                    "(mapcar (lambda (s) (format t \"S %s %f\\n\" (item.name s) "
-                    "(item.feat s \"end\"))) (utt.relation.items utt 'Segment))"
-                    "(mapcar (lambda (w) (format t \"W %s %f %f\\n\" (item.name w) "
-                    "(item.feat w \"word_start\") (item.feat w \"word_end\"))) "
+                    '(mapcar (lambda (s) (format t "S %s %f\\n" (item.name s) '
+                    '(item.feat s "end"))) (utt.relation.items utt \'Segment))'
+                    '(mapcar (lambda (w) (format t "W %s %f %f\\n" (item.name w) '
+                    '(item.feat w "word_start") (item.feat w "word_end"))) '
                     "(utt.relation.items utt 'Word))"
                 )
             timings = _parse_timings(self._send("".join(script)))
@@ -141,8 +148,9 @@ class FestivalBase:
             for i, sentence in enumerate(sentences):
                 audio, rate = _read_wav(Path(tmp) / f"{i}.wav")
                 words, phonemes = timings.get(i, ([], []))
-                out.append(SentenceAudio(sentence, resample(audio, rate, RATE), RATE, 0.0,
-                                         words, phonemes))
+                out.append(
+                    SentenceAudio(sentence, resample(audio, rate, RATE), RATE, 0.0, words, phonemes)
+                )
             return out
 
 

@@ -35,15 +35,17 @@ class CloneSettings:
 class ClonedVoice:
     """A loaded voice profile that speaks text."""
 
-    def __init__(self, profile: VoiceProfile, models_dir: Path,
-                 settings: CloneSettings = CloneSettings()) -> None:
+    def __init__(
+        self, profile: VoiceProfile, models_dir: Path, settings: CloneSettings = CloneSettings()
+    ) -> None:
         self.profile = profile
         self.settings = settings
         self.base = base_voices.by_name(profile.base_voice, models_dir)
 
     @classmethod
-    def load(cls, folder: Path, models_dir: Path,
-             settings: CloneSettings = CloneSettings()) -> ClonedVoice:
+    def load(
+        cls, folder: Path, models_dir: Path, settings: CloneSettings = CloneSettings()
+    ) -> ClonedVoice:
         return cls(VoiceProfile.load(folder), models_dir, settings)
 
     @property
@@ -81,14 +83,19 @@ class ClonedVoice:
         whole script) before the first is converted; the conversion is the same.
         """
         sentences = self.sentences(text)
-        spoken = iter(self.base.speak(sentences)) if batch else (
-            self.base.speak([s])[0] for s in sentences
+        spoken = (
+            iter(self.base.speak(sentences))
+            if batch
+            else (self.base.speak([s])[0] for s in sentences)
         )
         offset = 0.0
         for sentence, base in zip(sentences, spoken, strict=True):
             audio = self.convert(base)
             yield SentenceAudio(
-                sentence, audio, world.RATE, offset,
+                sentence,
+                audio,
+                world.RATE,
+                offset,
                 [Timing(w.text, w.start + offset, w.end + offset) for w in base.words],
                 [Timing(p.text, p.start + offset, p.end + offset) for p in base.phonemes],
             )

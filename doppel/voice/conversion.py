@@ -67,9 +67,14 @@ class Conversion:
     def save(self, path: Path) -> None:
         arrays = {f"w{i}": w for i, w in enumerate(self.weights)}
         np.savez_compressed(
-            path, src_mean=self.src_mean, src_std=self.src_std, tgt_mean=self.tgt_mean,
-            tgt_std=self.tgt_std, logf0=np.array([*self.src_logf0, *self.tgt_logf0]),
-            pool=self.pool.astype(np.float16), **arrays,
+            path,
+            src_mean=self.src_mean,
+            src_std=self.src_std,
+            tgt_mean=self.tgt_mean,
+            tgt_std=self.tgt_std,
+            logf0=np.array([*self.src_logf0, *self.tgt_logf0]),
+            pool=self.pool.astype(np.float16),
+            **arrays,
         )
 
     @classmethod
@@ -77,9 +82,16 @@ class Conversion:
         with np.load(path) as z:
             n = sum(1 for k in z.files if k.startswith("w"))
             f0 = z["logf0"]
-            return cls(z["src_mean"], z["src_std"], z["tgt_mean"], z["tgt_std"],
-                       [z[f"w{i}"] for i in range(n)], (float(f0[0]), float(f0[1])),
-                       (float(f0[2]), float(f0[3])), z["pool"].astype(np.float32))
+            return cls(
+                z["src_mean"],
+                z["src_std"],
+                z["tgt_mean"],
+                z["tgt_std"],
+                [z[f"w{i}"] for i in range(n)],
+                (float(f0[0]), float(f0[1])),
+                (float(f0[2]), float(f0[3])),
+                z["pool"].astype(np.float32),
+            )
 
     def map_coded(self, coded: np.ndarray) -> np.ndarray:
         """The MLP's target-normalised shape (dims 1:) for base-voice coded envelopes [T, D]."""
@@ -122,8 +134,9 @@ def context_window(x: np.ndarray, context: int = CONTEXT) -> np.ndarray:
     return np.concatenate([padded[i : i + t] for i in range(2 * context + 1)], axis=1)
 
 
-def knn_mean(query: np.ndarray, keys: np.ndarray, k: int, values: np.ndarray,
-             chunk: int = 2048) -> np.ndarray:
+def knn_mean(
+    query: np.ndarray, keys: np.ndarray, k: int, values: np.ndarray, chunk: int = 2048
+) -> np.ndarray:
     """For each query row, the mean of `values` at its k nearest `keys` (Euclidean)."""
     out = np.empty((len(query), values.shape[1]), dtype=np.float64)
     key_sq = np.einsum("ij,ij->i", keys, keys)
@@ -178,8 +191,16 @@ def train(
     tgt_on = [_sounding(f.coded) for f in target]
     pool = np.concatenate([t[on, 1:] for t, on in zip(tgt_n, tgt_on, strict=True)])
     pool = pool.astype(np.float32)
-    conv = Conversion(src_mean, src_std, tgt_mean, tgt_std, [], log_f0_stats([f.f0 for f in base]),
-                      log_f0_stats([f.f0 for f in target]), pool)
+    conv = Conversion(
+        src_mean,
+        src_std,
+        tgt_mean,
+        tgt_std,
+        [],
+        log_f0_stats([f.f0 for f in base]),
+        log_f0_stats([f.f0 for f in target]),
+        pool,
+    )
     model = None
     for p in range(options.align_passes):
         xs, ys = [], []
@@ -188,8 +209,10 @@ def train(
             # distance): c0, the level, differs between recordings; high orders are noise.
             raw_t = t * tgt_std + tgt_mean
             raw_s = s * src_std + src_mean
-            key = raw_s[:, 1:] if model is None else (
-                conv.map_coded(raw_s) * tgt_std[1:] + tgt_mean[1:]
+            key = (
+                raw_s[:, 1:]
+                if model is None
+                else (conv.map_coded(raw_s) * tgt_std[1:] + tgt_mean[1:])
             )
             ia, ib = dtw_path(key[:, : ALIGN_DIMS - 1], raw_t[:, 1:ALIGN_DIMS])
             keep = s_on[ia] & t_on[ib]
@@ -199,8 +222,12 @@ def train(
         y = torch.tensor(np.concatenate(ys), dtype=torch.float32)
         progress(f"alignment pass {p + 1}/{options.align_passes}: {len(x)} frame pairs")
         model = _fit(x, y, options, progress)
-        conv.weights = [t.detach().numpy().astype(np.float32).T if t.ndim == 2
-                        else t.detach().numpy().astype(np.float32) for t in model.parameters()]
+        conv.weights = [
+            t.detach().numpy().astype(np.float32).T
+            if t.ndim == 2
+            else t.detach().numpy().astype(np.float32)
+            for t in model.parameters()
+        ]
     return conv
 
 
@@ -213,8 +240,9 @@ def _fit(x, y, options: TrainOptions, progress: Callable[[str], None]):  # type:
 
     epochs = options.epochs or max(10, min(40, round(len(x) / FRAMES_PER_EPOCH)))
     d_in, h = x.shape[1], options.hidden
-    model = nn.Sequential(nn.Linear(d_in, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(),
-                          nn.Linear(h, CODED_DIMS - 1))
+    model = nn.Sequential(
+        nn.Linear(d_in, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, CODED_DIMS - 1)
+    )
     opt = torch.optim.Adam(model.parameters(), lr=options.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     n = len(x)

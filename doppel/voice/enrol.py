@@ -108,8 +108,9 @@ def utterances(
         if stt is None:
             from doppel.speech_to_text import SpeechToText, SttOptions
 
-            stt = SpeechToText(weights.model_dir(models_dir, "whisper-base"),
-                               SttOptions(cpu_threads=1))
+            stt = SpeechToText(
+                weights.model_dir(models_dir, "whisper-base"), SttOptions(cpu_threads=1)
+            )
         result = stt.transcribe(clip, language="en", beam_size=5)
         progress(f"transcribed clip {i + 1}/{len(clips)}: {result['text'][:60]!r}")
         for seg in result["segments"]:
@@ -120,7 +121,8 @@ def utterances(
     if not any(any(c.isalpha() for c in u.text) for u in out):
         raise InvalidVoiceSample(
             "No words could be recognised in the training audio (music or noise only?): record "
-            "the person talking clearly.", "music",
+            "the person talking clearly.",
+            "music",
         )
     # Keep whole utterances up to the cap, in order.
     kept: list[Utterance] = []

@@ -46,8 +46,10 @@ class VoiceProfile:
             "speech_s": round(self.speech_s, 2),
             "train_s": round(self.train_s, 1),
             "base_similarity": {k: round(v, 4) for k, v in self.base_similarity.items()},
-            "log_f0": {"base": list(self.conversion.src_logf0),
-                       "target": list(self.conversion.tgt_logf0)},
+            "log_f0": {
+                "base": list(self.conversion.src_logf0),
+                "target": list(self.conversion.tgt_logf0),
+            },
             "embedding": [round(float(x), 6) for x in self.embedding],
             "transcripts": self.transcripts,
         }
@@ -60,8 +62,10 @@ class VoiceProfile:
             raise FileNotFoundError(f"{folder} is not a voice profile (no {PROFILE_JSON})")
         meta = json.loads(path.read_text(encoding="utf-8"))
         if meta.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{folder}: profile format {meta.get('format')}, expected "
-                             f"{FORMAT_VERSION}; train the voice again")
+            raise ValueError(
+                f"{folder}: profile format {meta.get('format')}, expected "
+                f"{FORMAT_VERSION}; train the voice again"
+            )
         return cls(
             base_voice=meta["base_voice"],
             embedding=np.array(meta["embedding"], dtype=np.float32),
@@ -97,7 +101,8 @@ def train(
     texts = [u.text for u in utts]
 
     candidates = (
-        [base_voices.by_name(base_voice, models_dir)] if base_voice
+        [base_voices.by_name(base_voice, models_dir)]
+        if base_voice
         else base_voices.available(models_dir)
     )
     scores: dict[str, float] = {}
@@ -115,8 +120,9 @@ def train(
     base_frames = [world.analyse(a) for a in base_audio]
     target_frames = [world.analyse(u.samples) for u in utts]
     progress("WORLD analysis done; learning the mapping")
-    conv = conversion.train(base_frames, target_frames, options or conversion.TrainOptions(),
-                            progress)
+    conv = conversion.train(
+        base_frames, target_frames, options or conversion.TrainOptions(), progress
+    )
     train_s = time.perf_counter() - started
     progress(f"voice learned in {train_s:.0f} s")
     return VoiceProfile(chosen.name, embedding, speech_s, scores, texts, train_s, conv)

@@ -72,8 +72,11 @@ def synthesise(frames: Frames) -> np.ndarray:
         np.ascontiguousarray(frames.coded, dtype=np.float64), RATE, fft_size()
     )
     y = pw.synthesize(
-        np.ascontiguousarray(frames.f0, dtype=np.float64), sp,
-        np.ascontiguousarray(frames.ap, dtype=np.float64), RATE, FRAME_MS,
+        np.ascontiguousarray(frames.f0, dtype=np.float64),
+        sp,
+        np.ascontiguousarray(frames.ap, dtype=np.float64),
+        RATE,
+        FRAME_MS,
     )
     if len(y) < frames.n_samples:
         y = np.pad(y, (0, frames.n_samples - len(y)))
