@@ -5,8 +5,10 @@ The API and the workers call models only through this module, never in-process.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -15,6 +17,7 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from doppel.errors import InferenceFailed, ServiceUnavailable
+from doppel.face.renderer import SIZE
 from doppel.media import Audio
 from doppel.vad import StreamState
 
@@ -113,6 +116,63 @@ class TritonClient:
             ["FEATURES"],
         )
         return out["FEATURES"].reshape(-1, out["FEATURES"].shape[-1])
+
+    async def render_faces(
+        self, replica: Path, inputs: np.ndarray, *, max_batch: int = 16
+    ) -> np.ndarray:
+        """Face frames through the `talking_head` model with `replica`'s renderer:
+        uint8 [N, 7, S, S] -> uint8 [N, 3, S, S] (S = renderer.SIZE), in order.
+
+        `replica` is the replica's absolute folder (it must hold `renderer.onnx`). Every frame
+        is its own request, sent concurrently, so Triton's dynamic batcher forms the batches
+        (across callers too); at most 2 x `max_batch` (the model's max batch size) are in
+        flight, so one batch can queue while the previous one runs.
+        """
+        frames = np.asarray(inputs)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (7, SIZE, SIZE):
+            raise ValueError(
+                f"render_faces takes uint8 [N, 7, {SIZE}, {SIZE}], "
+                f"not {frames.dtype} {frames.shape}"
+            )
+        if len(frames) == 0:
+            return np.zeros((0, 3, SIZE, SIZE), np.uint8)
+        name = np.array([[str(replica).encode()]], dtype=np.object_)
+        gate = asyncio.Semaphore(max(1, 2 * max_batch))
+
+        async def one(frame: np.ndarray) -> np.ndarray:
+            async with gate:
+                out = await self.infer(
+                    "talking_head",
+                    {"INPUT": np.ascontiguousarray(frame[None]), "REPLICA": name},
+                    ["IMAGE"],
+                )
+            return out["IMAGE"][0]
+
+        tasks = [asyncio.ensure_future(one(frame)) for frame in frames]
+        try:
+            images = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:  # one frame failed (or the caller gave up): stop the others
+                task.cancel()
+            raise
+        return np.stack(images)
+
+    async def mouth_points(self, replica: Path, features: np.ndarray) -> np.ndarray:
+        """Mouth points through the `mouth_motion` model with `replica`'s mouth model:
+        float32 features [T, 512] (`encode_audio`'s output) -> [T, 53, 2].
+        """
+        feats = np.ascontiguousarray(features, dtype=np.float32)
+        if feats.ndim != 2 or feats.shape[1] != 512:
+            raise ValueError(f"mouth_points takes features [T, 512], not {feats.shape}")
+        out = await self.infer(
+            "mouth_motion",
+            {
+                "FEATURES": feats[None],
+                "REPLICA": np.array([str(replica).encode()], dtype=np.object_),
+            },
+            ["POINTS"],
+        )
+        return out["POINTS"][0]
 
     async def synthesize(
         self,

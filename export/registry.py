@@ -39,7 +39,8 @@ class ModelExport:
     build: Callable[[Path], Built]
     atol: float = 1e-4
     rtol: float = 1e-3
-    #: Models served from a Python backend with no ONNX graph (stt: CTranslate2).
+    #: Models served from a Python backend with no ONNX graph of their own in the models cache
+    #: (stt: CTranslate2; talking_head, mouth_motion: each replica's graphs).
     onnx: bool = True
 
 
@@ -53,6 +54,9 @@ MODULES = {
     "tts_stream": "export.tts:STREAM_EXPORT",
     "vad": "export.vad",
     "speech_features": "export.speech_features",
+    # Per-replica graphs (each replica's folder), from an LRU cache of sessions in the model.
+    "talking_head": "export.talking_head",
+    "mouth_motion": "export.mouth_motion",
 }
 
 

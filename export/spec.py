@@ -12,6 +12,7 @@ from collections.abc import Mapping
 TRITON_DTYPES = {
     "float32": "TYPE_FP32",
     "float16": "TYPE_FP16",
+    "uint8": "TYPE_UINT8",
     "int64": "TYPE_INT64",
     "int32": "TYPE_INT32",
     "bool": "TYPE_BOOL",
@@ -66,7 +67,9 @@ class ModelSpec:
     opset: int = 17
     #: Whether the graph can run as a TensorRT plan on the GPU target.
     tensorrt: bool = True
-    #: Comments per config section, explaining non-default settings.
+    #: Comments per config section, explaining non-default settings: "max_batch_size",
+    #: "dynamic_batching", "instance_group", "parameters", and "model_warmup" (why there is
+    #: none, when `warmup` is False).
     notes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     warmup: bool = True
     #: How numeric warm-up inputs are filled: "random_data" or "zero_data" (silence, for speech
@@ -155,6 +158,8 @@ def render_config(spec: ModelSpec, target: str = "cpu") -> str:
     out.append(_comment(spec.notes.get("instance_group", "")))
     out.append(f"instance_group [ {{ count: {count}, kind: {kind} }} ]\n")
     if not gpu:
+        if spec.parameters:
+            out.append(_comment(spec.notes.get("parameters", "")))
         for key, value in spec.parameters.items():
             out.append(f'parameters {{ key: "{key}", value: {{ string_value: "{value}" }} }}\n')
     if spec.warmup:
@@ -179,6 +184,8 @@ def render_config(spec: ModelSpec, target: str = "cpu") -> str:
             + "\n".join(inputs)
             + "\n  }\n]\n"
         )
+    else:
+        out.append(_comment(spec.notes.get("model_warmup", "")))
     return "".join(out)
 
 
