@@ -237,15 +237,22 @@ def crop_matrix(box: np.ndarray, size: int) -> np.ndarray:
     )
 
 
-def crop_face(frame: np.ndarray, box: np.ndarray, size: int = 256) -> np.ndarray:
-    """The aligned face crop of `frame` (edge pixels repeated where the box leaves the frame)."""
+def crop_face(
+    frame: np.ndarray, box: np.ndarray, size: int = 256, *, sharp: bool = False
+) -> np.ndarray:
+    """The aligned face crop of `frame` (edge pixels repeated where the box leaves the frame).
+
+    `sharp`: bicubic instead of bilinear sampling. Rendering uses it: a frame -> crop -> frame
+    round trip keeps 0.88 of the mouth's Laplacian variance bicubic, 0.61 bilinear (Obama 08,
+    160 px region).
+    """
     import cv2
 
     return cv2.warpAffine(  # type: ignore[no-any-return]
         frame,
         crop_matrix(box, size),
         (size, size),
-        flags=cv2.INTER_LINEAR,
+        flags=cv2.INTER_CUBIC if sharp else cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REPLICATE,
     )
 
