@@ -32,6 +32,7 @@ bench: install
 quality: install ## full-size quality runs on real data: results in benchmarks/results/
 	@OMP_NUM_THREADS=1 $(PY) -m benchmarks.quality.mouth
 	@OMP_NUM_THREADS=1 $(PY) -m benchmarks.quality.voice
+	@OMP_NUM_THREADS=1 $(PY) -m benchmarks.quality.talking_head
 
 lint: install
 	@$(PY) -m ruff format --check doppel api orchestrator export tests benchmarks model_repository

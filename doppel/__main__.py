@@ -1,4 +1,4 @@
-"""Command line: `python -m doppel {up,down,status,keys,weights,voice,say}`."""
+"""Command line: `python -m doppel {up,down,status,keys,weights,voice,say,replica,render}`."""
 
 from __future__ import annotations
 
@@ -43,14 +43,35 @@ def main(argv: list[str] | None = None) -> int:
     vtrain = voice.add_parser("train", help="learn a voice profile from speech (audio or video)")
     vtrain.add_argument("sources", nargs="+", type=Path, metavar="AUDIO_OR_VIDEO")
     vtrain.add_argument("--out", type=Path, required=True, help="profile folder to write")
-    vtrain.add_argument("--transcripts", type=Path,
-                        help="text file with one transcript per source (else Whisper)")
+    vtrain.add_argument(
+        "--transcripts", type=Path, help="text file with one transcript per source (else Whisper)"
+    )
     vtrain.add_argument("--epochs", type=int, default=None)
     say = sub.add_parser("say", help="speak text in a cloned voice")
     say.add_argument("--voice", type=Path, required=True, help="profile folder (voice train)")
     say.add_argument("--text", required=True)
     say.add_argument("--out", type=Path, required=True, help="WAV file to write")
     say.add_argument("--timings", type=Path, help="JSON file for word and phoneme timings")
+    rep = sub.add_parser("replica", help="talking-head replicas").add_subparsers(
+        dest="replica_command", required=True
+    )
+    rtrain = rep.add_parser("train", help="train a replica from training video(s) of one person")
+    rtrain.add_argument("videos", nargs="+", type=Path, metavar="VIDEO")
+    rtrain.add_argument("--out", type=Path, required=True, help="replica folder to write")
+    rtrain.add_argument("--steps", type=int, help="renderer training steps (default: by length)")
+    rtrain.add_argument("--mouth-steps", type=int, help="mouth-model adaptation steps")
+    rtrain.add_argument("--triton", help="Triton gRPC address (default: the running platform's)")
+    render = sub.add_parser("render", help="render a replica speaking an audio file (MP4)")
+    render.add_argument("--replica", type=Path, required=True, help="replica folder")
+    render.add_argument("--audio", type=Path, required=True, help="speech (any audio/video file)")
+    render.add_argument("--video", type=Path, help="dubbing mode: re-mouth this video instead")
+    render.add_argument("--out", type=Path, required=True, help="MP4 file to write")
+    render.add_argument(
+        "--no-watermark",
+        action="store_true",
+        help="leave out the visible AI-generated mark (the metadata stays)",
+    )
+    render.add_argument("--triton", help="Triton gRPC address (default: the running platform's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -84,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command in ("voice", "say"):
         return _voice(args)
+    if args.command in ("replica", "render"):
+        return asyncio.run(_talking_head(args))
     return asyncio.run(_keys(args))
 
 
@@ -108,7 +131,10 @@ def _voice(args: argparse.Namespace) -> int:
             if args.epochs:
                 options = conversion.TrainOptions(epochs=args.epochs)
             learned = profile.train(
-                args.sources, models_dir, transcripts=transcripts, options=options,
+                args.sources,
+                models_dir,
+                transcripts=transcripts,
+                options=options,
                 progress=lambda msg: print(msg, flush=True),
             )
             learned.save(args.out)
@@ -127,6 +153,82 @@ def _voice(args: argparse.Namespace) -> int:
     except DoppelError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
+
+
+def _triton_url(given: str | None) -> str:
+    import os
+
+    from doppel.settings import _read_endpoints
+
+    run_dir = Path(os.environ.get("DOPPEL_RUN_DIR", REPO_ROOT / ".run"))
+    url = (
+        given
+        or os.environ.get("TRITON_GRPC_URL")
+        or _read_endpoints(run_dir / "endpoints.json").get("triton_grpc")
+    )
+    if not url:
+        raise SystemExit("no Triton address: start the platform (`make up`) or pass --triton")
+    return url
+
+
+async def _talking_head(args: argparse.Namespace) -> int:
+    import time
+
+    from doppel.errors import DoppelError
+    from doppel.triton import TritonClient
+
+    client = TritonClient(_triton_url(args.triton), timeout_s=600)
+    start = time.perf_counter()
+
+    def say(msg: str) -> None:
+        print(f"[{time.perf_counter() - start:6.1f} s] {msg}", flush=True)
+
+    try:
+        if not await client.ready():
+            print("error: Triton is not ready: start the platform with `make up`", file=sys.stderr)
+            return 3
+        if args.command == "replica":
+            from doppel import replica
+
+            options = replica.TrainOptions()
+            if args.steps:
+                options.renderer.steps = args.steps
+            if args.mouth_steps:
+                options.mouth_steps = args.mouth_steps
+            made = await replica.train(
+                args.videos,
+                args.out,
+                encode=client.encode_audio,
+                vad=client.vad,
+                options=options,
+                progress=say,
+            )
+            for name in sorted(p.name for p in made.folder.iterdir()):
+                print(f"  {made.folder / name}")
+            print(json.dumps(made.meta["timings"]))
+            return 0
+        from doppel import render
+        from doppel.replica import Replica
+
+        result = await render.render(
+            Replica.load(args.replica),
+            args.audio,
+            args.out,
+            engine=client,
+            base_video=args.video,
+            watermark=not args.no_watermark,
+            progress=say,
+        )
+        print(
+            f"{result.frames} frames ({result.duration_s:.1f} s) written to {result.path} in "
+            f"{result.seconds:.1f} s ({result.fps:.1f} frames/s)"
+        )
+        return 0
+    except (DoppelError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 2
+    finally:
+        await client.close()
 
 
 async def _keys(args: argparse.Namespace) -> int:

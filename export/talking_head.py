@@ -44,14 +44,16 @@ SPEC = ModelSpec(
     outputs=(TensorSpec("IMAGE", "uint8", (OUTPUT_CHANNELS, IMAGE_SIZE, IMAGE_SIZE)),),
     max_batch_size=16,
     max_queue_delay_us=2000,
-    parameters={"max_replicas": "16", "threads": "1"},
+    parameters={"max_replicas": "16", "threads": "2"},
     notes={
         "max_batch_size": "Callers send one request per frame; a batch's requests are grouped\n"
         "by replica and each group runs as one ONNX Runtime call (frames concatenated).",
         "dynamic_batching": "A video renders hundreds of frames at once: 2 ms of queueing\n"
         "gathers a full batch of them for a few milliseconds of latency.",
         "instance_group": "One instance on the 2-core target; its cache holds the sessions.",
-        "parameters": DESIGN_NOTE + "\nthreads: ONNX Runtime intra-op threads per run.",
+        "parameters": DESIGN_NOTE
+        + "\nthreads: ONNX Runtime intra-op threads per run (2: rendering is the one heavy step\n"
+        "of a video; with 1 thread it was ~31 ms a frame, the frame loop's bottleneck).",
         "model_warmup": NO_WARMUP_NOTE,
     },
     # Every replica has its own graph, so there is no single TensorRT plan to build; on the GPU

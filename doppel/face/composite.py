@@ -1,0 +1,152 @@
+"""Pasting rendered regions back into full frames, and the AI-generated disclosure mark.
+
+The blend weight (`renderer.blend_mask`) is 1 over the area the network painted and falls to 0
+through a ring where the network reproduces the base frame, so the two images agree where they
+meet: no seam. What residual colour offset remains between the rendered region and the base
+frame (measured on that ring) is removed, smoothed over time so it cannot flicker.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from doppel.face import renderer, tracking
+
+#: Visible disclosure on every generated frame unless the owner turns it off.
+MARK_TEXT = "AI-generated"
+#: Container metadata of every generated video (ffmpeg -metadata arguments).
+DISCLOSURE = "AI-generated synthetic media (Doppel): this person did not film this video"
+
+
+def metadata_args() -> list[str]:
+    return [
+        "-metadata",
+        f"comment={DISCLOSURE}",
+        "-metadata",
+        f"description={DISCLOSURE}",
+        "-metadata",
+        "ai_generated=true",
+        "-movflags",
+        "+faststart+use_metadata_tags",
+    ]
+
+
+class Compositor:
+    """Pastes region crops into frames; keeps the colour correction's running state.
+
+    Colour correction is a smooth offset field rather than one offset: the difference between
+    the base frame and the rendered crop where the base is known (outside the hidden area) is
+    spread into the hidden area by normalised convolution (an inexpensive stand-in for Poisson
+    blending), so a brightness step at the hidden area's edge fades out instead of showing as
+    a line. The field is smoothed over time so it cannot flicker.
+    """
+
+    def __init__(
+        self, size: int = renderer.SIZE, *, colour_smoothing: float = 0.7, spread: float = 0.1
+    ) -> None:
+        import cv2
+
+        self.size = size
+        self.alpha = renderer.blend_mask(size)
+        hidden = renderer.input_mask(size)
+        self.known = ((self.alpha > 0.02) & (hidden < 0.5)).astype(np.float32)
+        self.sigma = spread * size
+        self.weight = cv2.GaussianBlur(self.known, (0, 0), self.sigma)[..., None] + 1e-3
+        self.smoothing = colour_smoothing
+        self._field: np.ndarray | None = None
+
+    def correct(self, rendered: np.ndarray, base: np.ndarray) -> np.ndarray:
+        """`rendered` plus the time-smoothed offset field towards `base` (float32)."""
+        import cv2
+
+        out = rendered.astype(np.float32)
+        diff = (base.astype(np.float32) - out) * self.known[..., None]
+        field = cv2.GaussianBlur(diff, (0, 0), self.sigma) / self.weight
+        if self._field is None:
+            self._field = field
+        else:
+            self._field = self.smoothing * self._field + (1 - self.smoothing) * field
+        return np.clip(out + self._field, 0, 255)
+
+    def paste(
+        self, frame: np.ndarray, rendered: np.ndarray, base: np.ndarray, box: np.ndarray
+    ) -> np.ndarray:
+        """`frame` (modified in place and returned) with `rendered` [S, S, 3] blended in at the
+        region `box`; `base` is the frame's own region crop (for the colour correction).
+        """
+        import cv2
+
+        patch = self.correct(rendered, base)
+        to_crop = tracking.crop_matrix(box, self.size)
+        to_frame = cv2.invertAffineTransform(to_crop)
+        corners = (
+            np.array(
+                [[0, 0, 1], [self.size, 0, 1], [0, self.size, 1], [self.size, self.size, 1]],
+                np.float64,
+            )
+            @ to_frame.T
+        )
+        h, w = frame.shape[:2]
+        x0, y0 = (max(0, int(np.floor(v))) for v in corners.min(axis=0))
+        x1, y1 = (
+            min(w, int(np.ceil(corners[:, 0].max())) + 1),
+            min(h, int(np.ceil(corners[:, 1].max())) + 1),
+        )
+        if x1 <= x0 or y1 <= y0:
+            return frame
+        shift = to_frame.copy()
+        shift[:, 2] -= (x0, y0)
+        size = (x1 - x0, y1 - y0)
+        warped = cv2.warpAffine(
+            patch, shift, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE
+        )
+        alpha = cv2.warpAffine(
+            self.alpha,
+            shift,
+            size,
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )[..., None]
+        roi = frame[y0:y1, x0:x1].astype(np.float32)
+        frame[y0:y1, x0:x1] = np.clip(alpha * warped + (1 - alpha) * roi + 0.5, 0, 255).astype(
+            np.uint8
+        )
+        return frame
+
+
+class Mark:
+    """The visible "AI-generated" label, bottom right, drawn once per frame size."""
+
+    def __init__(self, width: int, height: int) -> None:
+        import cv2
+
+        scale = max(0.4, height / 900)
+        thick = max(1, round(scale * 2))
+        (tw, th), base = cv2.getTextSize(MARK_TEXT, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        pad = round(8 * scale)
+        bw, bh = tw + 2 * pad, th + base + 2 * pad
+        self.x0, self.y0 = width - bw - 2 * pad, height - bh - 2 * pad
+        label = np.zeros((bh, bw, 3), np.uint8)
+        cv2.putText(
+            label,
+            MARK_TEXT,
+            (pad, pad + th),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            (255, 255, 255),
+            thick,
+            cv2.LINE_AA,
+        )
+        text = label[..., :1].astype(np.float32) / 255
+        self.colour = label.astype(np.float32)
+        # A dark translucent box under white text: readable on any background.
+        self.alpha = np.maximum(0.45, text)
+
+    def apply(self, frame: np.ndarray) -> np.ndarray:
+        h, w = self.alpha.shape[:2]
+        roi = frame[self.y0 : self.y0 + h, self.x0 : self.x0 + w].astype(np.float32)
+        frame[self.y0 : self.y0 + h, self.x0 : self.x0 + w] = (
+            self.alpha * self.colour + (1 - self.alpha) * roi + 0.5
+        ).astype(np.uint8)
+        return frame

@@ -1,0 +1,441 @@
+"""Rendering a replica: audio in, lip-synced talking-head MP4 out.
+
+Two modes, one engine:
+* replica mode: the base frames are the replica's own training video, its talking stretch
+  played forward then backward (no jump at the turn), for as long as the audio lasts;
+* dubbing mode (`base_video`): the base frames are an existing video of the person, re-mouthed
+  for the new audio (Tavus's lip-sync product).
+
+Per frame: audio features (`audio_encoder`) -> mouth shape (the replica's `mouth_motion`) ->
+target landmarks on the base frame -> a reference crop of the person with the nearest shape,
+warped to the target -> the replica's renderer (`talking_head`) -> composited into the frame,
+marked AI-generated, and encoded to H.264 + AAC at 25 fps with the audio.
+
+`engine` is anything with the three async methods of `TritonClient` used here
+(`encode_audio`, `mouth_points`, `render_faces`); `LocalEngine` runs the same graphs
+in-process for scripts and tests that have no platform.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from doppel import media, mouth
+from doppel.errors import InvalidMedia, InvalidRequest
+from doppel.face import composite, renderer, tracking, video
+from doppel.replica import Bank, Replica
+
+#: Longest audio one render takes (a demanding user's 10-minute video).
+MAX_AUDIO_S = 600.0
+#: Frames per chunk sent to the renderer (Triton's max batch).
+CHUNK = 16
+#: neural: the engine; static and retrieval: the baselines of the evaluation (issue 4); warp: the
+#: warped, colour-matched reference alone, without the network (an ablation).
+METHODS = ("neural", "static", "retrieval", "warp")
+
+
+class Engine(Protocol):
+    async def encode_audio(self, samples: np.ndarray) -> np.ndarray: ...
+    async def mouth_points(self, replica: Path, features: np.ndarray) -> np.ndarray: ...
+    async def render_faces(self, replica: Path, inputs: np.ndarray) -> np.ndarray: ...
+
+
+@dataclasses.dataclass
+class RenderResult:
+    path: Path
+    frames: int
+    duration_s: float
+    seconds: float
+    timings: dict[str, float]
+
+    @property
+    def fps(self) -> float:
+        return self.frames / max(self.seconds, 1e-9)
+
+
+@dataclasses.dataclass
+class Base:
+    """Where each output frame comes from: a frame schedule into a video, with its tracking."""
+
+    path: Path
+    schedule: np.ndarray  # [T] frame index in `path` (25 fps)
+    landmarks: np.ndarray  # [T, 478, 2]
+    boxes: np.ndarray  # [T, 4] face crop boxes
+    width: int
+    height: int
+
+
+def pingpong(start: int, end: int, count: int) -> np.ndarray:
+    """`count` frame indices walking start..end-1 forward, then back, and so on."""
+    n = max(1, end - start)
+    if n == 1:
+        return np.full(count, start, np.int64)
+    period = 2 * (n - 1)
+    k = np.arange(count) % period
+    return start + np.where(k < n, k, period - k)
+
+
+async def render(
+    replica: Replica,
+    audio_path: Path,
+    out: Path,
+    *,
+    engine: Engine,
+    base_video: Path | None = None,
+    watermark: bool = True,
+    method: str = "neural",
+    progress: Callable[[str], None] | None = None,
+) -> RenderResult:
+    """Render `replica` speaking `audio_path` into `out` (MP4)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}")
+    say = progress or (lambda _: None)
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+    clock = start
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 3)
+        clock = now
+
+    audio = await media.decode_audio(audio_path)
+    if audio.duration_s < 0.2:
+        raise InvalidMedia("The audio is shorter than 0.2 s: there is nothing to lip-sync.")
+    if audio.duration_s > MAX_AUDIO_S:
+        raise InvalidRequest(
+            f"The audio lasts {audio.duration_s:.0f} s; one video takes at most "
+            f"{MAX_AUDIO_S:.0f} s. Split the script into several videos."
+        )
+    features = await engine.encode_audio(audio.samples)
+    count = math.ceil(audio.duration_s * video.ENGINE_FPS)
+    features = _fit(features, count)
+    lap("features_s")
+    shaped = method in ("neural", "warp")
+    aligned = await engine.mouth_points(replica.folder, features) if shaped else None
+    lap("mouth_s")
+
+    with tempfile.TemporaryDirectory(prefix="doppel-render-") as tmp:
+        base = await asyncio.to_thread(_base, replica, base_video, count, Path(tmp))
+        lap("base_s")
+        bank = replica.bank() if method != "static" else None
+        plan = _plan(base, aligned, bank, features, method)
+        lap("plan_s")
+        say(f"rendering {count} frames ({audio.duration_s:.1f} s) with {method}")
+        await _render_frames(
+            replica, base, plan, bank, audio_path, out, engine, watermark, method, say, timings
+        )
+        lap("frames_s")
+    return RenderResult(out, count, audio.duration_s, time.perf_counter() - start, timings)
+
+
+def _fit(features: np.ndarray, count: int) -> np.ndarray:
+    if len(features) >= count:
+        return features[:count]
+    return np.concatenate([features, np.repeat(features[-1:], count - len(features), 0)])
+
+
+def _base(replica: Replica, base_video: Path | None, count: int, tmp: Path) -> Base:
+    if base_video is None:
+        prepared = replica.prepared
+        a, b = replica.base_range
+        schedule = pingpong(a, b, count)
+        return Base(
+            prepared.video_path,
+            schedule,
+            prepared.landmarks[schedule],
+            prepared.crop_boxes[schedule],
+            prepared.width,
+            prepared.height,
+        )
+    info = video.probe(base_video)
+    norm = video.normalise(
+        base_video, tmp / "base.mp4", fps=video.ENGINE_FPS, max_height=video.MAX_HEIGHT
+    )
+    with tracking.FaceTracker(video=True) as tracker:
+        track = tracker.track(video.read_frames(norm.path))
+    if track.frame_count == 0 or track.found.mean() < 0.5:
+        raise InvalidMedia(
+            f"No face was found in most of {info.path.name}: dubbing needs a video "
+            "of the replica's person facing the camera."
+        )
+    boxes = tracking.crop_boxes(track.landmarks)
+    schedule = (
+        np.arange(count) if track.frame_count >= count else pingpong(0, track.frame_count, count)
+    )
+    return Base(
+        norm.path, schedule, track.landmarks[schedule], boxes[schedule], track.width, track.height
+    )
+
+
+@dataclasses.dataclass
+class Plan:
+    regions: np.ndarray  # [T, 4] region boxes
+    targets: np.ndarray | None  # [T, P, 2] target warp points in region coordinates
+    references: np.ndarray | None  # [T] bank index
+
+
+def _plan(
+    base: Base, aligned: np.ndarray | None, bank: Bank | None, features: np.ndarray, method: str
+) -> Plan:
+    regions = renderer.region_boxes(base.boxes)
+    if method == "static":
+        return Plan(regions, None, None)
+    assert bank is not None
+    if method == "retrieval":
+        # Baseline: the training frame whose audio features are nearest, pasted as it is.
+        f = features / (np.linalg.norm(features, axis=1, keepdims=True) + 1e-6)
+        g = bank.features / (np.linalg.norm(bank.features, axis=1, keepdims=True) + 1e-6)
+        return Plan(regions, None, np.argmax(f @ g.T, axis=1))
+    assert aligned is not None
+    mesh = mouth.onto_mesh(aligned, base.landmarks)
+    targets = np.stack(
+        [
+            renderer.to_region(mesh[t, list(renderer.WARP_POINTS)], regions[t])
+            for t in range(len(mesh))
+        ]
+    )
+    refs = renderer.choose_references(aligned, bank.aligned, bank.frames)
+    return Plan(regions, targets, refs)
+
+
+def _frames(base: Base) -> Iterator[np.ndarray]:
+    """Base frames in schedule order: streamed when the schedule only moves forward, else
+    from a decoded copy of the frames it uses (a memory-mapped file, not RAM).
+    """
+    sched = base.schedule
+    if np.all(np.diff(sched) == 1):
+        it = video.read_frames(base.path)
+        for _ in range(sched[0]):
+            next(it)
+        for _, frame in zip(range(len(sched)), it, strict=False):
+            yield frame
+        return
+    lo, hi = int(sched.min()), int(sched.max()) + 1
+    with tempfile.NamedTemporaryFile(prefix="doppel-frames-") as f:
+        frames = np.lib.format.open_memmap(
+            f.name, "w+", np.uint8, (hi - lo, base.height, base.width, 3)
+        )
+        for i, frame in enumerate(video.read_frames(base.path)):
+            if i >= hi:
+                break
+            if i >= lo:
+                frames[i - lo] = frame
+        for t in sched:
+            yield np.array(frames[t - lo])
+
+
+async def _render_frames(
+    replica: Replica,
+    base: Base,
+    plan: Plan,
+    bank: Bank | None,
+    audio_path: Path,
+    out: Path,
+    engine: Engine,
+    watermark: bool,
+    method: str,
+    say: Callable[[str], None],
+    timings: dict[str, float],
+) -> None:
+    comp = composite.Compositor()
+    mark = composite.Mark(base.width, base.height) if watermark else None
+    mask = renderer.input_mask()
+    frames = _frames(base)
+    total = len(base.schedule)
+    writer = _Writer(out, base.width, base.height, audio_path)
+    spent = {"prepare_s": 0.0, "infer_s": 0.0, "composite_s": 0.0}
+
+    def prepare(k: int) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray | None]:
+        t0 = time.perf_counter()
+        batch = [next(frames) for _ in range(k, min(total, k + CHUNK))]
+        crops = [
+            tracking.crop_face(f, plan.regions[k + i], renderer.SIZE, sharp=True)
+            for i, f in enumerate(batch)
+        ]
+        inputs = None
+        if method in ("neural", "warp"):
+            assert bank is not None and plan.targets is not None and plan.references is not None
+            inputs = np.stack(
+                [
+                    renderer.make_input(
+                        c,
+                        plan.targets[k + i],
+                        bank.crops[plan.references[k + i]],
+                        bank.points[plan.references[k + i]],
+                        mask,
+                    )
+                    for i, c in enumerate(crops)
+                ]
+            )
+        spent["prepare_s"] += time.perf_counter() - t0
+        return batch, crops, inputs
+
+    def finish(
+        k: int, batch: list[np.ndarray], crops: list[np.ndarray], rendered: np.ndarray | None
+    ) -> None:
+        t0 = time.perf_counter()
+        for i, frame in enumerate(batch):
+            frame = frame.copy()
+            if rendered is not None:
+                comp.paste(frame, rendered[i], crops[i], plan.regions[k + i])
+            elif method == "retrieval":
+                assert bank is not None and plan.references is not None
+                comp.paste(frame, bank.crops[plan.references[k + i]], crops[i], plan.regions[k + i])
+            if mark is not None:
+                mark.apply(frame)
+            writer.write(frame)
+        spent["composite_s"] += time.perf_counter() - t0
+
+    # Three stages overlap: preparing chunk k+1 (a thread), rendering chunk k (Triton), and
+    # compositing/encoding chunk k-1 (a thread; chunks stay in order, one at a time).
+    finishing: asyncio.Task[None] | None = None
+    pending: asyncio.Task[Any] | None = None
+    try:
+        pending = asyncio.create_task(asyncio.to_thread(prepare, 0))
+        for k in range(0, total, CHUNK):
+            batch, crops, inputs = await pending
+            pending = None
+            if k + CHUNK < total:
+                pending = asyncio.create_task(asyncio.to_thread(prepare, k + CHUNK))
+            rendered = None
+            if method == "warp" and inputs is not None:
+                rendered = inputs[:, 3:6].transpose(0, 2, 3, 1)
+            elif inputs is not None:
+                t0 = time.perf_counter()
+                rendered = (await engine.render_faces(replica.folder, inputs)).transpose(0, 2, 3, 1)
+                spent["infer_s"] += time.perf_counter() - t0
+            if finishing is not None:
+                await finishing
+            finishing = asyncio.create_task(asyncio.to_thread(finish, k, batch, crops, rendered))
+            if k // CHUNK % 10 == 0:
+                say(f"frame {min(total, k + CHUNK)}/{total}")
+        if finishing is not None:
+            await finishing
+        await asyncio.to_thread(writer.close)
+    except BaseException:
+        for task in (pending, finishing):
+            if task is not None and not task.done():
+                task.cancel()
+        writer.abort()
+        raise
+    timings.update({k: round(v, 3) for k, v in spent.items()})
+
+
+class _Writer:
+    """ffmpeg encoder fed RGB frames on stdin, muxing the audio file: H.264 + AAC, 25 fps,
+    with the AI-generated disclosure in the container metadata. Writes to a temporary name and
+    renames on success, so a failed render leaves no half-written file.
+    """
+
+    def __init__(self, out: Path, width: int, height: int, audio: Path) -> None:
+        self.out = out
+        self.tmp = out.with_name(f".{out.stem}.partial.mp4")
+        args = [
+            "ffmpeg",
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-s",
+            f"{width}x{height}",
+            "-r",
+            str(video.ENGINE_FPS),
+            "-i",
+            "pipe:0",
+            "-i",
+            str(audio),
+            "-map",
+            "0:v:0",
+            "-map",
+            "1:a:0",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-crf",
+            "18",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-ar",
+            "48000",
+            *composite.metadata_args(),
+            str(self.tmp),
+        ]
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def write(self, frame: np.ndarray) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None and self.proc.stderr is not None
+        self.proc.stdin.close()
+        err = self.proc.stderr.read().decode(errors="replace")
+        if self.proc.wait() != 0:
+            self.tmp.unlink(missing_ok=True)
+            raise InvalidMedia(f"The video could not be encoded ({err.strip()[-300:]}).")
+        shutil.move(self.tmp, self.out)
+
+    def abort(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self.tmp.unlink(missing_ok=True)
+
+
+class LocalEngine:
+    """The Triton models' graphs in-process (ONNX Runtime): for scripts and tests without a
+    platform. Same methods as `TritonClient`.
+    """
+
+    def __init__(self, models_dir: Path, threads: int = 1) -> None:
+        from doppel.replica import local_encoder
+
+        self._encode = local_encoder(models_dir)
+        self.threads = threads
+        self._sessions: dict[Path, Any] = {}
+
+    def _session(self, path: Path) -> Any:
+        import onnxruntime as ort
+
+        if path not in self._sessions:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = self.threads
+            self._sessions[path] = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        return self._sessions[path]
+
+    async def encode_audio(self, samples: np.ndarray) -> np.ndarray:
+        return await self._encode(samples)
+
+    async def mouth_points(self, replica: Path, features: np.ndarray) -> np.ndarray:
+        s = self._session(replica / "mouth.onnx")
+        out = await asyncio.to_thread(s.run, None, {"FEATURES": features[None].astype(np.float32)})
+        return out[0][0]  # type: ignore[no-any-return]
+
+    async def render_faces(self, replica: Path, inputs: np.ndarray) -> np.ndarray:
+        s = self._session(replica / "renderer.onnx")
+        out = await asyncio.to_thread(s.run, None, {"INPUT": inputs})
+        return out[0]  # type: ignore[no-any-return]

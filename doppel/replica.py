@@ -1,0 +1,448 @@
+"""Replica training: from a person's training video(s) to the artefacts that render them.
+
+A replica is a folder:
+
+    replica.json     what was trained, from what, how long each step took, base/idle ranges
+    prepared/        the checked 25 fps training video, its audio and per-frame tracking
+    mouth.pt/.onnx   audio features -> mouth shape, adapted to this person (doppel.mouth)
+    renderer.pt/.onnx  lower-face renderer trained on this person's frames (face.renderer)
+    bank.npz         the person's region crops with their shapes: render-time references
+
+Inference never happens here except through the callables passed in (`encode`, `vad`), so the
+CLI and workers run the Triton models and tests may run the same graphs in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from doppel import mouth
+from doppel.errors import InvalidTrainingVideo
+from doppel.face import prepare as prep
+from doppel.face import renderer, video
+from doppel.settings import REPO_ROOT
+
+FORMAT_VERSION = 1
+META = "replica.json"
+GENERIC_MOUTH = REPO_ROOT / "doppel" / "assets" / "mouth_generic.pt"
+#: Bank size cap: enough shapes for retrieval, bounded disk (JPEG crops, ~10 KB each).
+MAX_BANK = 1500
+#: Mouth-model clips longer than this are cut into pieces (the fold calibration needs several).
+CLIP_S = 10.0
+
+#: 16 kHz samples -> [ceil(n / 640), 512] features (TritonClient.encode_audio fits).
+Encode = Callable[[np.ndarray], Awaitable[np.ndarray]]
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    prepare: prep.PrepareOptions = dataclasses.field(default_factory=prep.PrepareOptions)
+    renderer: renderer.TrainConfig = dataclasses.field(default_factory=renderer.TrainConfig)
+    mouth_steps: int = 400
+    threads: int = 2
+
+
+@dataclasses.dataclass
+class Source:
+    name: str
+    start: int  # first frame in the prepared video
+    frames: int
+
+
+@dataclasses.dataclass
+class Replica:
+    """A trained replica folder, as render needs it."""
+
+    folder: Path
+    meta: dict[str, Any]
+
+    @classmethod
+    def load(cls, folder: Path) -> Replica:
+        path = folder / META
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{folder} is not a replica folder (no {META}): train one with "
+                "`python -m doppel replica train`"
+            )
+        meta = json.loads(path.read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{folder} holds a replica of format {meta.get('format_version')}; "
+                f"this code reads {FORMAT_VERSION}: train it again"
+            )
+        return cls(folder.resolve(), meta)
+
+    @property
+    def prepared(self) -> prep.PreparedVideo:
+        return prep.PreparedVideo.load(self.folder / "prepared")
+
+    @property
+    def base_range(self) -> tuple[int, int]:
+        a, b = self.meta["base"]
+        return int(a), int(b)
+
+    @property
+    def idle_range(self) -> tuple[int, int] | None:
+        idle = self.meta.get("idle")
+        return (int(idle[0]), int(idle[1])) if idle else None
+
+    def bank(self) -> Bank:
+        return Bank.load(self.folder / "bank.npz")
+
+    def mouth_model(self) -> mouth.MouthModel:
+        return mouth.MouthModel.load(self.folder / "mouth.pt")
+
+
+@dataclasses.dataclass
+class Bank:
+    """Reference crops of the person with their shapes (renderer.choose_references)."""
+
+    crops: np.ndarray  # [M, S, S, 3] uint8
+    points: np.ndarray  # [M, P, 2]
+    aligned: np.ndarray  # [M, 53, 2]
+    frames: np.ndarray  # [M]
+    features: np.ndarray  # [M, 512] audio features of those frames (the retrieval baseline)
+
+    def save(self, path: Path) -> None:
+        import cv2
+
+        blobs = [
+            cv2.imencode(".jpg", c[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[1]
+            for c in self.crops
+        ]
+        offsets = np.cumsum([0] + [len(b) for b in blobs])
+        np.savez(
+            path,
+            jpeg=np.concatenate(blobs).astype(np.uint8),
+            offsets=offsets,
+            points=self.points.astype(np.float32),
+            aligned=self.aligned.astype(np.float32),
+            frames=self.frames.astype(np.int64),
+            features=self.features.astype(np.float16),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> Bank:
+        import cv2
+
+        with np.load(path) as d:
+            data = {k: d[k] for k in d.files}
+        o = data["offsets"]
+        crops = np.stack(
+            [
+                cv2.imdecode(data["jpeg"][o[i] : o[i + 1]], cv2.IMREAD_COLOR)[..., ::-1]
+                for i in range(len(o) - 1)
+            ]
+        )
+        return cls(
+            np.ascontiguousarray(crops),
+            data["points"],
+            data["aligned"],
+            data["frames"],
+            data["features"].astype(np.float32),
+        )
+
+
+async def train(
+    sources: Sequence[Path],
+    out: Path,
+    *,
+    encode: Encode,
+    vad: prep.SpeechProbabilities,
+    options: TrainOptions | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Replica:
+    """Train a replica from one or more videos of one person into the folder `out`."""
+    import torch
+
+    opts = options or TrainOptions()
+    say = progress or (lambda _: None)
+    torch.set_num_threads(opts.threads)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    start = clock
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 2)
+        clock = now
+
+    work = out / "work"
+    await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
+    infos = [video.probe(p) for p in sources]
+    if len(sources) == 1:
+        joined = Path(sources[0])
+    else:
+        say(f"joining {len(sources)} clips")
+        for info in infos:
+            if not info.has_audio:
+                raise InvalidTrainingVideo(
+                    f"{info.path.name} has no audio track. Every training clip needs sound: a "
+                    "replica learns your voice and how your mouth moves with it."
+                )
+        joined = work / "joined.mp4"
+        await asyncio.to_thread(video.concatenate, list(sources), joined)
+    prepared = await prep.prepare(
+        joined, out / "prepared", options=opts.prepare, vad=vad, progress=say
+    )
+    lap("prepare_s")
+    spans = _sources(infos, prepared.frame_count)
+
+    # --- audio -> mouth ----------------------------------------------------------------------
+    say("audio features and mouth model")
+    from doppel import media
+
+    audio = await media.decode_audio(prepared.audio_path)
+    aligned = mouth.to_face_frame(prepared.landmarks)
+    clips: list[mouth.Clip] = []
+    features = np.zeros((prepared.frame_count, 512), np.float32)
+    for src in spans:
+        a, b = src.start, src.start + src.frames
+        samples = audio.samples[a * 640 : b * 640]
+        feats = await encode(samples)
+        n = min(len(feats), b - a)
+        features[a : a + n] = feats[:n]
+        piece = max(1, round(CLIP_S * mouth.FPS))
+        for s in range(a, a + n, piece):
+            e = min(a + n, s + piece)
+            if e - s >= 2 * mouth.FPS and prepared.tracked[s:e].mean() > 0.8:
+                clips.append(mouth.Clip(features[s:e], aligned[s:e]))
+    lap("features_s")
+    if not clips:
+        raise InvalidTrainingVideo(
+            "The face could not be followed through any stretch of "
+            "speech long enough (2 s) to learn the mouth from."
+        )
+    generic = mouth.MouthModel.load(GENERIC_MOUTH)
+    model = await asyncio.to_thread(mouth.adapt, generic, clips, steps=opts.mouth_steps)
+    model.save(out / "mouth.pt", {"clips": len(clips), "frames": sum(len(c.points) for c in clips)})
+    await asyncio.to_thread(export_mouth, model, out / "mouth.onnx")
+    lap("mouth_s")
+    say(f"mouth model adapted on {len(clips)} clips (gain {model.gain:.2f})")
+
+    # --- renderer ----------------------------------------------------------------------------
+    say("cropping training frames")
+    keep = np.flatnonzero(prepared.tracked)
+    crops, points = await asyncio.to_thread(
+        renderer.crop_regions,
+        video.read_frames(prepared.video_path),
+        prepared.landmarks,
+        prepared.crop_boxes,
+    )
+    n = min(len(crops), prepared.frame_count)
+    keep = keep[keep < n]
+    data = renderer.TrainingSet(crops[keep], points[keep], aligned[keep], keep)
+    lap("crop_s")
+    net, stats = await asyncio.to_thread(renderer.train, data, opts.renderer, progress=say)
+    torch.save({k: v.half() for k, v in net.state_dict().items()}, out / "renderer.pt")
+    parity = await asyncio.to_thread(export_renderer, net, out / "renderer.onnx", data)
+    lap("renderer_s")
+
+    bank_idx = (
+        keep if len(keep) <= MAX_BANK else keep[np.linspace(0, len(keep) - 1, MAX_BANK).astype(int)]
+    )
+    sel = np.searchsorted(keep, bank_idx)
+    Bank(data.crops[sel], data.points[sel], data.aligned[sel], bank_idx, features[bank_idx]).save(
+        out / "bank.npz"
+    )
+    lap("bank_s")
+
+    base, idle = _base_and_idle(prepared, spans)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "size": renderer.SIZE,
+        "sources": [dataclasses.asdict(s) for s in spans],
+        "frames": prepared.frame_count,
+        "base": list(base),
+        "idle": list(idle) if idle else None,
+        "mouth": {"gain": model.gain, "lead": model.lead, "clips": len(clips)},
+        "renderer": {
+            **{k: round(float(v), 4) for k, v in stats.items()},
+            "parity_max_diff": parity,
+        },
+        "timings": {**timings, "total_s": round(time.perf_counter() - start, 2)},
+        "video_seconds": round(prepared.duration_s, 2),
+    }
+    (out / META).write_text(json.dumps(meta, indent=2) + "\n")
+    if joined.parent == work:
+        joined.unlink(missing_ok=True)
+    say(f"replica ready in {out} ({meta['timings']['total_s']:.0f} s)")
+    return Replica.load(out)
+
+
+def _sources(infos: Sequence[video.VideoInfo], frames: int) -> list[Source]:
+    """Frame spans of each joined source in the prepared video (by duration; the last absorbs
+    rounding).
+    """
+    spans, start = [], 0
+    for i, info in enumerate(infos):
+        n = frames - start if i == len(infos) - 1 else round(info.duration_s * video.ENGINE_FPS)
+        n = max(0, min(n, frames - start))
+        spans.append(Source(info.path.name, start, n))
+        start += n
+    return spans
+
+
+def _base_and_idle(
+    prepared: prep.PreparedVideo, spans: Sequence[Source]
+) -> tuple[tuple[int, int], tuple[int, int] | None]:
+    """Replica-mode base frames: the longest tracked talking stretch within one source (played
+    forward and backward, so no jump); idle: the longest tracked silent stretch (>= 1 s).
+    """
+    speaking = prepared.speaking()
+    tracked = prepared.tracked
+
+    def longest(mask: np.ndarray) -> tuple[int, int]:
+        best = (0, 0)
+        for src in spans:
+            run_start = None
+            for t in range(src.start, src.start + src.frames + 1):
+                on = t < src.start + src.frames and bool(mask[t])
+                if on and run_start is None:
+                    run_start = t
+                if not on and run_start is not None:
+                    if t - run_start > best[1] - best[0]:
+                        best = (run_start, t)
+                    run_start = None
+        return best
+
+    # Talking stretch: from the first to the last speech of a source, pauses included.
+    talk = np.zeros_like(speaking)
+    for src in spans:
+        idx = np.flatnonzero(speaking[src.start : src.start + src.frames]) + src.start
+        if len(idx):
+            talk[idx[0] : idx[-1] + 1] = True
+    base = longest(talk & tracked)
+    if base[1] - base[0] < 2:
+        base = longest(tracked)
+    idle = longest(~speaking & tracked)
+    return base, (idle if idle[1] - idle[0] >= video.ENGINE_FPS else None)
+
+
+# --- export ----------------------------------------------------------------------------------
+
+
+def mouth_graph(model: mouth.MouthModel) -> Any:
+    """Features [1, T, 512] -> aligned mouth points [1, T, 53, 2], everything inside."""
+    import torch
+    from torch import nn
+
+    class MouthGraph(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = model.net
+            self.register_buffer("mean", torch.from_numpy(model.feat_mean))
+            self.register_buffer("std", torch.from_numpy(model.feat_std))
+            self.register_buffer("scale", torch.from_numpy(model.coef_scale * model.gain))
+            self.register_buffer("components", torch.from_numpy(model.basis.components))
+            self.register_buffer("shape", torch.from_numpy(model.mean_shape.reshape(-1)))
+            self.lead = int(model.lead)
+
+        def forward(self, features: torch.Tensor) -> torch.Tensor:
+            y = self.net((features - self.mean) / self.std)
+            if self.lead:
+                y = torch.cat([y[:, self.lead :], y[:, -1:].expand(-1, self.lead, -1)], 1)
+            pts = (y * self.scale) @ self.components + self.shape
+            return pts.reshape(pts.shape[0], pts.shape[1], -1, 2)
+
+    return MouthGraph().eval()
+
+
+def export_mouth(model: mouth.MouthModel, path: Path) -> float:
+    """ONNX of the replica's mouth model, checked against PyTorch; returns the max difference."""
+    import torch
+
+    graph = mouth_graph(model)
+    sample = torch.randn(1, 60, 512) * torch.from_numpy(model.feat_std) + torch.from_numpy(
+        model.feat_mean
+    )
+    _onnx_export(graph, sample, path, "FEATURES", "POINTS", {0: "batch", 1: "frames"})
+    with torch.no_grad():
+        want = graph(sample).numpy()
+    check = np.asarray(model.predict(sample[0].numpy()))
+    if np.abs(check - want[0]).max() > 1e-4:
+        raise AssertionError("mouth graph disagrees with MouthModel.predict")
+    return _parity(path, {"FEATURES": sample.numpy()}, want, 1e-4)
+
+
+def export_renderer(net: Any, path: Path, data: renderer.TrainingSet | None = None) -> float:
+    """ONNX of the renderer (uint8 in and out), checked against PyTorch on real inputs when
+    `data` is given; returns the max difference in grey levels.
+    """
+    import torch
+
+    wrapper = renderer.uint8_wrapper(net)
+    size = renderer.SIZE
+    if data is not None and len(data.crops) > 1:
+        j = len(data.crops) // 2
+        sample = renderer.make_input(data.crops[0], data.points[0], data.crops[j], data.points[j])[
+            None
+        ]
+    else:
+        sample = np.random.default_rng(0).integers(0, 256, (1, 7, size, size), dtype=np.uint8)
+    x = torch.from_numpy(sample)
+    _onnx_export(wrapper, x, path, "INPUT", "IMAGE", {0: "batch"})
+    with torch.no_grad():
+        want = wrapper(x).numpy()
+    # uint8 rounding: ORT and torch may land on either side of .5 for a few pixels.
+    return _parity(path, {"INPUT": sample}, want, 2.0)
+
+
+def _onnx_export(
+    module: Any, sample: Any, path: Path, inp: str, outp: str, axes: dict[int, str]
+) -> None:
+    import warnings
+
+    import torch
+
+    tmp = path.with_suffix(".tmp.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            (sample,),
+            str(tmp),
+            input_names=[inp],
+            output_names=[outp],
+            dynamic_axes={inp: axes, outp: axes},
+            opset_version=17,
+            dynamo=False,
+        )
+    tmp.replace(path)
+
+
+def _parity(path: Path, feeds: dict[str, np.ndarray], want: np.ndarray, atol: float) -> float:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    got = session.run(None, feeds)[0]
+    diff = float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max())
+    if diff > atol:
+        raise AssertionError(
+            f"{path.name}: ONNX Runtime differs from PyTorch by {diff} (allowed {atol})"
+        )
+    return diff
+
+
+def local_encoder(models_dir: Path) -> Encode:
+    """The `audio_encoder` graph in-process (tests and scripts without a platform)."""
+    from doppel.audio_features import OnnxAudioEncoder
+    from export.registry import onnx_path
+
+    enc = OnnxAudioEncoder(onnx_path(models_dir, "audio_encoder"), threads=1)
+
+    async def encode(samples: np.ndarray) -> np.ndarray:
+        return (await asyncio.to_thread(enc.encode, [samples]))[0]
+
+    return encode

@@ -1,0 +1,341 @@
+"""Talking-head engine (issue 4): renderer geometry and compositing on real frames, and the CLI
+end to end through Triton: train a small replica on real Obama clips, render it in replica and
+dubbing mode, and check the MP4s (H.264 + AAC, 25 fps, in sync, disclosure, only the lower face
+changed). Full-size training and the quality figures live in `make quality`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from doppel import mouth
+from doppel.face import composite, renderer, tracking, video
+from doppel.render import pingpong
+from doppel.replica import Bank, Replica
+from doppel.settings import REPO_ROOT, Settings
+from tests.conftest import shared_file
+
+pytestmark = pytest.mark.data
+
+TRAIN = ("01", "02", "04", "07")
+HELD_OUT = "08"
+
+
+def obama(n: str) -> Path:
+    return shared_file("talking", "obama", f"obama_sent_{n}.mp4")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "doppel", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        cwd=REPO_ROOT,
+        timeout=900,
+    )
+
+
+def probe_json(path: Path) -> dict[str, object]:
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_streams",
+            "-show_format",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def frames_08() -> tuple[list[np.ndarray], np.ndarray]:
+    frames = list(video.read_frames(obama(HELD_OUT), fps=25))[:40]
+    with tracking.FaceTracker() as tracker:
+        track = tracker.track(frames)
+    return frames, track.landmarks
+
+
+@pytest.fixture(scope="module")
+def trained(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A replica from four clips (~14 s) with small settings, through the CLI and Triton."""
+    out = tmp_path_factory.mktemp("replica") / "obama"
+    done = cli(
+        "replica",
+        "train",
+        *[str(obama(n)) for n in TRAIN],
+        "--out",
+        str(out),
+        "--steps",
+        "60",
+        "--mouth-steps",
+        "40",
+        "--triton",
+        settings.triton_grpc_url,
+    )
+    print(done.stdout[-3000:], done.stderr[-3000:])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "replica ready" in done.stdout
+    return out
+
+
+# --- geometry and compositing on real frames -------------------------------------------------
+
+
+def test_region_holds_mouth_and_chin(frames_08: tuple[list[np.ndarray], np.ndarray]) -> None:
+    frames, landmarks = frames_08
+    boxes = renderer.region_boxes(tracking.crop_boxes(landmarks))
+    hidden = renderer.input_mask()
+    for t in (0, 20, 39):
+        pts = renderer.to_region(landmarks[t, list(mouth.POINTS)], boxes[t])
+        lips_chin = np.concatenate([pts[:40], pts[43:50]])  # lips, and the jaw around the chin
+        assert lips_chin.min() > 0 and lips_chin.max() < renderer.SIZE, "mouth leaves the region"
+        inside = hidden[lips_chin[:, 1].astype(int), lips_chin[:, 0].astype(int)]
+        assert inside.all(), "the hidden area must cover lips and chin"
+        nose = renderer.to_region(landmarks[t, 4], boxes[t])
+        assert nose[1] < 0.2 * renderer.SIZE, "the region starts near the nose"
+
+
+def test_warp_moves_reference_landmarks_onto_target(
+    frames_08: tuple[list[np.ndarray], np.ndarray],
+) -> None:
+    frames, landmarks = frames_08
+    boxes = renderer.region_boxes(tracking.crop_boxes(landmarks))
+    src_t, dst_t = 3, 30
+    ref = tracking.crop_face(frames[src_t], boxes[src_t], renderer.SIZE)
+    src = renderer.to_region(landmarks[src_t, list(renderer.WARP_POINTS)], boxes[src_t])
+    dst = renderer.to_region(landmarks[dst_t, list(renderer.WARP_POINTS)], boxes[dst_t])
+    # Paint a marker at one lip corner of the reference: after the warp it sits at the target's.
+    marked = ref.copy()
+    corner = mouth.POINTS.index(tracking.MOUTH_LEFT)
+    x, y = np.round(src[corner]).astype(int)
+    marked[y - 2 : y + 3, x - 2 : x + 3] = (255, 0, 255)
+    warped = renderer.warp_to(marked, src, dst)
+    hit = np.argwhere((warped[..., 0] > 200) & (warped[..., 1] < 60) & (warped[..., 2] > 200))
+    assert len(hit), "marker lost in the warp"
+    assert np.linalg.norm(hit.mean(axis=0)[::-1] - dst[corner]) < 2.5
+
+
+def test_blend_is_seamless_where_rendered_equals_base(
+    frames_08: tuple[list[np.ndarray], np.ndarray],
+) -> None:
+    frames, landmarks = frames_08
+    box = renderer.region_boxes(tracking.crop_boxes(landmarks))[5]
+    frame = frames[5].copy()
+    crop = tracking.crop_face(frame, box, renderer.SIZE)
+    pasted = composite.Compositor().paste(frame.copy(), crop, crop, box)
+    diff = np.abs(pasted.astype(int) - frame.astype(int))
+    # Only resampling (frame -> region -> frame) remains: small, and nothing at the border.
+    print(f"identity paste: mean {diff.mean():.3f}, p99.9 {np.percentile(diff, 99.9):.1f}")
+    assert diff.mean() < 0.5 and np.percentile(diff, 99.9) < 30
+    # A different patch changes only the area around the mouth.
+    changed = composite.Compositor().paste(frame.copy(), np.zeros_like(crop), crop, box)
+    moved = np.argwhere(np.abs(changed.astype(int) - frame.astype(int)).sum(-1) > 30)
+    mouth_xy = landmarks[5, tracking.UPPER_INNER_LIP]
+    assert len(moved) and np.abs(moved.mean(axis=0)[::-1] - mouth_xy).max() < 0.3 * box[2]
+    # The blend weight reaches 0 before the region's border (no hard edge).
+    alpha = renderer.blend_mask()
+    assert alpha[0].max() == 0 and alpha[-1].max() == 0 and alpha[:, 0].max() == 0
+    assert alpha[renderer.SIZE // 2, renderer.SIZE // 2] == 1
+
+
+def test_references_follow_consecutive_bank_frames() -> None:
+    rng = np.random.default_rng(0)
+    bank = rng.normal(size=(60, len(mouth.POINTS), 2)).astype(np.float32)
+    frames = np.arange(60)
+    queries = bank[10:30] + 0.05 * rng.normal(size=(20, len(mouth.POINTS), 2)).astype(np.float32)
+    refs = renderer.choose_references(queries, bank, frames)
+    assert (refs == np.arange(10, 30)).mean() > 0.9
+
+
+def test_pingpong_never_jumps() -> None:
+    s = pingpong(10, 15, 23)
+    assert s.min() == 10 and s.max() == 14
+    assert np.all(np.abs(np.diff(s)) <= 1)
+    assert list(s[:10]) == [10, 11, 12, 13, 14, 13, 12, 11, 10, 11]
+
+
+def test_disclosure_mark_is_drawn_bottom_right() -> None:
+    frame = np.full((720, 1280, 3), 128, np.uint8)
+    marked = composite.Mark(1280, 720).apply(frame.copy())
+    changed = np.argwhere(np.abs(marked.astype(int) - 128).sum(-1) > 20)
+    assert len(changed) > 200
+    assert changed[:, 0].min() > 600 and changed[:, 1].min() > 1000
+
+
+# --- the CLI end to end, through Triton --------------------------------------------------------
+
+
+def test_replica_folder_holds_every_artefact(trained: Path) -> None:
+    rep = Replica.load(trained)
+    for name in (
+        "replica.json",
+        "mouth.pt",
+        "mouth.onnx",
+        "renderer.pt",
+        "renderer.onnx",
+        "bank.npz",
+        "prepared/prepared.json",
+        "prepared/video.mp4",
+    ):
+        assert (trained / name).exists(), name
+    assert rep.meta["renderer"]["parity_max_diff"] <= 2
+    a, b = rep.base_range
+    assert 0 <= a < b <= rep.meta["frames"] and b - a >= 25
+    bank = rep.bank()
+    assert len(bank.crops) == len(bank.aligned) == len(bank.frames) > 100
+    assert bank.crops.shape[1:] == (renderer.SIZE, renderer.SIZE, 3)
+    # Bank crops survive their JPEG round trip close to the prepared frames.
+    prepared = rep.prepared
+    t = int(bank.frames[len(bank.frames) // 2])
+    frame = next(f for i, f in enumerate(video.read_frames(prepared.video_path)) if i == t)
+    box = renderer.region_boxes(prepared.crop_boxes[t : t + 1])[0]
+    want = tracking.crop_face(frame, box, renderer.SIZE).astype(int)
+    assert np.abs(bank.crops[len(bank.frames) // 2].astype(int) - want).mean() < 4
+
+
+def test_bank_round_trips(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    crops = rng.integers(0, 255, (3, renderer.SIZE, renderer.SIZE, 3), dtype=np.uint8)
+    crops[:] = crops[:, :1, :1]  # flat colours: JPEG keeps them
+    bank = Bank(
+        crops,
+        rng.normal(size=(3, len(renderer.WARP_POINTS), 2)).astype(np.float32),
+        rng.normal(size=(3, 53, 2)).astype(np.float32),
+        np.array([4, 5, 9]),
+        rng.normal(size=(3, 512)).astype(np.float32),
+    )
+    bank.save(tmp_path / "bank.npz")
+    back = Bank.load(tmp_path / "bank.npz")
+    assert np.abs(back.crops.astype(int) - crops.astype(int)).max() <= 3
+    assert np.array_equal(back.frames, bank.frames)
+    assert np.allclose(back.points, bank.points) and np.allclose(
+        back.features, bank.features, atol=1e-2
+    )
+
+
+@pytest.mark.parametrize("mode", ["replica", "dubbing"])
+def test_render_writes_a_synced_disclosed_mp4(
+    trained: Path, settings: Settings, tmp_path: Path, mode: str
+) -> None:
+    held = obama(HELD_OUT)
+    out = tmp_path / f"{mode}.mp4"
+    args = [
+        "render",
+        "--replica",
+        str(trained),
+        "--audio",
+        str(held),
+        "--out",
+        str(out),
+        "--triton",
+        settings.triton_grpc_url,
+    ]
+    if mode == "dubbing":
+        args += ["--video", str(held)]
+    done = cli(*args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    info = probe_json(out)
+    streams = {s["codec_type"]: s for s in info["streams"]}  # type: ignore[index]
+    assert streams["video"]["codec_name"] == "h264" and streams["audio"]["codec_name"] == "aac"
+    assert streams["video"]["r_frame_rate"] == "25/1"
+    src = video.probe(held)
+    assert abs(float(streams["video"]["duration"]) - src.duration_s) < 0.1
+    assert abs(float(streams["audio"]["duration"]) - src.duration_s) < 0.1
+    tags = {k.lower(): v for k, v in info["format"].get("tags", {}).items()}  # type: ignore[union-attr]
+    assert "AI-generated" in tags.get("comment", "")
+    # A face is found on every frame, and only the lower face (and the mark) changed.
+    frames = list(video.read_frames(out))
+    with tracking.FaceTracker() as tracker:
+        track = tracker.track(frames)
+    assert track.found.all()
+    rep = Replica.load(trained)
+    if mode == "dubbing":
+        real = list(video.read_frames(held, fps=25))
+        ref_track = tracking.FaceTracker().track(real[: len(frames)])
+        diff = np.abs(
+            np.stack(frames[: len(real)]).astype(int) - np.stack(real[: len(frames)]).astype(int)
+        ).sum(-1)
+        eyes = ref_track.landmarks[:, [tracking.EYE_OUTER_LEFT, tracking.EYE_OUTER_RIGHT]]
+        ey = int(eyes[..., 1].max())
+        assert diff[:, :ey].mean() < 6, "above the eyes the dubbed frames are the source's"
+        mouth_y = int(ref_track.landmarks[:, tracking.LOWER_INNER_LIP, 1].mean())
+        mouth_x = int(ref_track.landmarks[:, tracking.LOWER_INNER_LIP, 0].mean())
+        assert (
+            diff[:, mouth_y - 20 : mouth_y + 20, mouth_x - 30 : mouth_x + 30].mean()
+            > diff[:, :ey].mean()
+        )
+    else:
+        assert rep.prepared.width == frames[0].shape[1]
+
+
+def test_render_refuses_missing_replica_and_faceless_video(
+    settings: Settings, tmp_path: Path, trained: Path
+) -> None:
+    done = cli(
+        "render",
+        "--replica",
+        str(tmp_path / "nothing"),
+        "--audio",
+        str(obama("08")),
+        "--out",
+        str(tmp_path / "x.mp4"),
+        "--triton",
+        settings.triton_grpc_url,
+    )
+    assert done.returncode == 2 and "replica train" in done.stderr
+    faceless = tmp_path / "faceless.mp4"
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=640x360:rate=25:duration=2",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=300:duration=2",
+            "-shortest",
+            "-c:v",
+            "libx264",
+            "-c:a",
+            "aac",
+            str(faceless),
+        ],
+        check=True,
+    )
+    done = cli(
+        "render",
+        "--replica",
+        str(trained),
+        "--audio",
+        str(obama("08")),
+        "--video",
+        str(faceless),
+        "--out",
+        str(tmp_path / "y.mp4"),
+        "--triton",
+        settings.triton_grpc_url,
+    )
+    assert done.returncode == 2 and "No face" in done.stderr
+    assert not (tmp_path / "y.mp4").exists()
