@@ -112,8 +112,16 @@ def input_mask(size: int = SIZE) -> np.ndarray:
 
     mask = np.zeros((size, size), np.float32)
     s = size / 160
-    cv2.ellipse(mask, (round(80 * s), round(92 * s)), (round(66 * s), round(62 * s)), 0, 0, 360,
-                1.0, thickness=-1)
+    cv2.ellipse(
+        mask,
+        (round(80 * s), round(92 * s)),
+        (round(66 * s), round(62 * s)),
+        0,
+        0,
+        360,
+        1.0,
+        thickness=-1,
+    )
     return mask
 
 
