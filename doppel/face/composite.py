@@ -50,8 +50,11 @@ class Compositor:
         self.alpha = renderer.blend_mask(size)
         hidden = renderer.input_mask(size)
         self.known = ((self.alpha > 0.02) & (hidden < 0.5)).astype(np.float32)
-        self.sigma = spread * size
-        self.weight = cv2.GaussianBlur(self.known, (0, 0), self.sigma)[..., None] + 1e-3
+        # The field is smooth: computed at a quarter of the resolution, then enlarged.
+        self.small = max(8, size // 4)
+        self.sigma = spread * self.small
+        known_small = cv2.resize(self.known, (self.small, self.small), interpolation=cv2.INTER_AREA)
+        self.weight = cv2.GaussianBlur(known_small, (0, 0), self.sigma)[..., None] + 1e-3
         self.smoothing = colour_smoothing
         self._field: np.ndarray | None = None
 
@@ -61,7 +64,12 @@ class Compositor:
 
         out = rendered.astype(np.float32)
         diff = (base.astype(np.float32) - out) * self.known[..., None]
-        field = cv2.GaussianBlur(diff, (0, 0), self.sigma) / self.weight
+        small = cv2.resize(diff, (self.small, self.small), interpolation=cv2.INTER_AREA)
+        field = cv2.resize(
+            cv2.GaussianBlur(small, (0, 0), self.sigma) / self.weight,
+            (self.size, self.size),
+            interpolation=cv2.INTER_LINEAR,
+        )
         if self._field is None:
             self._field = field
         else:

@@ -112,16 +112,10 @@ def input_mask(size: int = SIZE) -> np.ndarray:
 
     mask = np.zeros((size, size), np.float32)
     s = size / 160
-    cv2.ellipse(
-        mask,
-        (round(80 * s), round(92 * s)),
-        (round(66 * s), round(62 * s)),
-        0,
-        0,
-        360,
-        1.0,
-        thickness=-1,
-    )
+    # Nostrils to just below the chin (the collar stays the base frame's: a reference's collar
+    # sits elsewhere relative to its jaw and smeared into the chin).
+    centre, axes = (round(80 * s), round(90 * s)), (round(64 * s), round(58 * s))
+    cv2.ellipse(mask, centre, axes, 0, 0, 360, 1.0, thickness=-1)
     return mask
 
 
