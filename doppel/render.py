@@ -128,7 +128,8 @@ async def render(
     lap("mouth_s")
 
     with tempfile.TemporaryDirectory(prefix="doppel-render-") as tmp:
-        base = await asyncio.to_thread(_base, replica, base_video, count, Path(tmp))
+        silent = silent_frames(audio.samples, audio.rate, count)
+        base = await asyncio.to_thread(_base, replica, base_video, count, Path(tmp), silent)
         lap("base_s")
         bank = replica.bank() if method != "static" else None
         plan = _plan(base, aligned, bank, features, method)
@@ -147,11 +148,75 @@ def _fit(features: np.ndarray, count: int) -> np.ndarray:
     return np.concatenate([features, np.repeat(features[-1:], count - len(features), 0)])
 
 
-def _base(replica: Replica, base_video: Path | None, count: int, tmp: Path) -> Base:
+def silent_frames(
+    samples: np.ndarray, rate: int, count: int, *, floor_db: float = -45.0, min_s: float = 1.0
+) -> np.ndarray:
+    """[count] bool: video frames inside a stretch of at least `min_s` with the audio below
+    `floor_db` dBFS (RMS per frame): where replica mode shows the listening face.
+    """
+    hop = rate // video.ENGINE_FPS
+    padded = np.pad(samples.astype(np.float32), (0, max(0, count * hop - len(samples))))
+    rms = np.sqrt(np.mean(padded[: count * hop].reshape(count, hop) ** 2, axis=1) + 1e-12)
+    quiet = 20 * np.log10(rms) < floor_db
+    out = np.zeros(count, bool)
+    run = round(min_s * video.ENGINE_FPS)
+    start = None
+    for t in range(count + 1):
+        on = t < count and quiet[t]
+        if on and start is None:
+            start = t
+        if not on and start is not None:
+            if t - start >= run:
+                out[start:t] = True
+            start = None
+    return out
+
+
+def replica_schedule(
+    talk: tuple[int, int],
+    idle: tuple[int, int] | None,
+    silent: np.ndarray,
+    boxes: np.ndarray,
+) -> np.ndarray:
+    """Base frame per output frame in replica mode: the talking stretch played forward and
+    backward; long silences on the listening stretch (when the replica has one). At each switch
+    the new stretch is entered at the frame whose face crop is nearest the current one (head
+    position and size), so the cut is as small as the training video allows.
+    """
+    count = len(silent)
+    if idle is None or not silent.any():
+        return pingpong(*talk, count)
+    out = np.empty(count, np.int64)
+    t, current = 0, talk[0]
+    while t < count:
+        quiet = bool(silent[t])
+        end = t
+        while end < count and bool(silent[end]) == quiet:
+            end += 1
+        a, b = idle if quiet else talk
+        if t == 0:
+            entry = a
+        else:
+            d = np.linalg.norm(boxes[a:b, :3] - boxes[current, :3], axis=1)
+            entry = a + int(np.argmin(d))
+        # Ping-pong over [a, b) starting at `entry`, walking forward first.
+        n = max(1, b - a)
+        period = max(1, 2 * (n - 1))
+        k = (np.arange(end - t) + (entry - a)) % period
+        out[t:end] = a + np.where(k < n, k, period - k) if n > 1 else a
+        current = int(out[end - 1])
+        t = end
+    return out
+
+
+def _base(
+    replica: Replica, base_video: Path | None, count: int, tmp: Path, silent: np.ndarray
+) -> Base:
     if base_video is None:
         prepared = replica.prepared
-        a, b = replica.base_range
-        schedule = pingpong(a, b, count)
+        schedule = replica_schedule(
+            replica.base_range, replica.idle_range, silent, prepared.crop_boxes
+        )
         return Base(
             prepared.video_path,
             schedule,

@@ -16,7 +16,7 @@ import pytest
 
 from doppel import mouth
 from doppel.face import composite, renderer, tracking, video
-from doppel.render import pingpong
+from doppel.render import pingpong, replica_schedule, silent_frames
 from doppel.replica import Bank, Replica
 from doppel.settings import REPO_ROOT, Settings
 from tests.conftest import shared_file
@@ -339,3 +339,22 @@ def test_render_refuses_missing_replica_and_faceless_video(
     )
     assert done.returncode == 2 and "No face" in done.stderr
     assert not (tmp_path / "y.mp4").exists()
+
+
+def test_silences_play_the_listening_stretch_without_big_jumps() -> None:
+    rate = 16000
+    speech = np.sin(np.linspace(0, 2000, rate * 2)).astype(np.float32) * 0.3
+    audio = np.concatenate([speech, np.zeros(rate * 2, np.float32), speech])
+    count = 6 * 25
+    silent = silent_frames(audio, rate, count)
+    assert not silent[:50].any() and silent[52:98].all() and not silent[102:].any()
+    # Talking stretch 0-40, listening stretch 100-160; the face drifts right through the video.
+    boxes = np.column_stack(
+        [np.arange(200.0), np.zeros(200), np.full(200, 100.0), np.zeros(200)]
+    ).astype(np.float32)
+    sched = replica_schedule((0, 40), (100, 160), silent, boxes)
+    assert ((sched >= 100) & (sched < 160))[silent].all()
+    assert ((sched >= 0) & (sched < 40))[~silent].all()
+    steps = np.abs(np.diff(sched))
+    assert (steps <= 1).mean() > 0.97  # only the two switches jump
+    assert np.array_equal(replica_schedule((0, 40), None, silent, boxes), pingpong(0, 40, count))
