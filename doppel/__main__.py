@@ -8,9 +8,13 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from doppel import weights
 from doppel.settings import REPO_ROOT, Settings, models_dir_from_env
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,11 +51,19 @@ def main(argv: list[str] | None = None) -> int:
         "--transcripts", type=Path, help="text file with one transcript per source (else Whisper)"
     )
     vtrain.add_argument("--epochs", type=int, default=None)
+    vexport = voice.add_parser(
+        "export", help="write voice.onnx (what Triton serves) for a profile saved without it"
+    )
+    vexport.add_argument("folder", type=Path, metavar="DIR")
     say = sub.add_parser("say", help="speak text in a cloned voice")
     say.add_argument("--voice", type=Path, required=True, help="profile folder (voice train)")
     say.add_argument("--text", required=True)
     say.add_argument("--out", type=Path, required=True, help="WAV file to write")
     say.add_argument("--timings", type=Path, help="JSON file for word and phoneme timings")
+    say.add_argument(
+        "--triton",
+        help="Triton gRPC address (default: the running platform's; in-process when none runs)",
+    )
     rep = sub.add_parser("replica", help="talking-head replicas").add_subparsers(
         dest="replica_command", required=True
     )
@@ -113,14 +125,23 @@ def main(argv: list[str] | None = None) -> int:
 def _voice(args: argparse.Namespace) -> int:
     import os
 
-    import torch
-
     from doppel.errors import DoppelError
 
-    # One thread: on 2 cores more threads than cores slow small models tenfold.
-    torch.set_num_threads(1)
+    if args.command == "voice":
+        import torch
+
+        # One thread: on 2 cores more threads than cores slow small models tenfold.
+        torch.set_num_threads(1)
     models_dir = models_dir_from_env(os.environ)
     try:
+        if args.command == "voice" and args.voice_command == "export":
+            from doppel.voice import profile
+
+            diff = profile.export_onnx(args.folder)
+            print(
+                f"{args.folder / profile.VOICE_ONNX} written (ONNX Runtime vs PyTorch {diff:.2g})"
+            )
+            return 0
         if args.command == "voice":
             from doppel.voice import conversion, profile
 
@@ -142,17 +163,61 @@ def _voice(args: argparse.Namespace) -> int:
             return 0
         from scipy.io import wavfile
 
-        from doppel.voice.clone import ClonedVoice
+        url, source = _find_triton(args.triton)
+        served = asyncio.run(_say_through_triton(args, url)) if url else None
+        if served is None and url and args.triton:
+            print(f"error: Triton at {url} is not ready (--triton)", file=sys.stderr)
+            return 3
+        if served is not None:
+            print(f"spoken through Triton at {url} ({source}), model `voice`")
+            rate, audio, timings = served
+        else:
+            from doppel.voice.clone import ClonedVoice
+            from doppel.voice.serving import speech_timings
 
-        speech = ClonedVoice.load(args.voice, models_dir).say(args.text)
-        wavfile.write(args.out, speech.sample_rate, speech.audio)
+            why = f"Triton at {url} ({source}) does not answer" if url else "no Triton address"
+            print(f"no platform running ({why}): spoken in-process")
+            speech = ClonedVoice.load(args.voice, models_dir).say(args.text)
+            rate, audio, timings = speech.sample_rate, speech.audio, speech_timings(speech)
+        wavfile.write(args.out, rate, audio)
         if args.timings:
-            args.timings.write_text(json.dumps(speech.timings(), indent=1), encoding="utf-8")
-        print(f"{len(speech.audio) / speech.sample_rate:.2f} s written to {args.out}")
+            args.timings.write_text(json.dumps(timings, indent=1), encoding="utf-8")
+        print(f"{len(audio) / rate:.2f} s written to {args.out}")
         return 0
-    except DoppelError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+    except (DoppelError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2
+
+
+def _find_triton(given: str | None) -> tuple[str | None, str]:
+    """The Triton gRPC address to use and where it came from (None when there is none)."""
+    import os
+
+    from doppel.settings import _read_endpoints
+
+    if given:
+        return given, "--triton"
+    if os.environ.get("TRITON_GRPC_URL"):
+        return os.environ["TRITON_GRPC_URL"], "TRITON_GRPC_URL"
+    path = Path(os.environ.get("DOPPEL_RUN_DIR", REPO_ROOT / ".run")) / "endpoints.json"
+    url = _read_endpoints(path).get("triton_grpc")
+    return (url, str(path)) if url else (None, "")
+
+
+async def _say_through_triton(
+    args: argparse.Namespace, url: str
+) -> tuple[int, np.ndarray, dict[str, Any]] | None:
+    """(rate, audio, timings) from the `voice` model; None when Triton does not answer ready."""
+    from doppel.triton import TritonClient
+
+    client = TritonClient(url, timeout_s=600)
+    try:
+        if not await client.ready():
+            return None
+        audio, timings = await client.say(args.voice.resolve(), args.text)
+        return audio.rate, audio.samples, timings
+    finally:
+        await client.close()
 
 
 def _triton_url(given: str | None) -> str:

@@ -252,6 +252,81 @@ class TritonClient:
             if not done:
                 responses.cancel()
 
+    async def say(self, voice: Path, text: str) -> tuple[Audio, dict[str, Any]]:
+        """Text in a cloned voice through the `voice` model: 16 kHz audio and its timings.
+
+        `voice` is the profile's absolute folder (`python -m doppel voice train ... --out DIR`;
+        it must hold `voice.onnx`). Timings: `{sample_rate, words: [{word, start, end}],
+        phonemes: [{phoneme, start, end}], sentences: [{text, start, end, words, phonemes}]}`,
+        in seconds. A bad folder or text raises `InferenceFailed` with the model's reason.
+        """
+        inputs = {
+            "TEXT": np.array([[text.encode()]], dtype=np.object_),
+            "VOICE": np.array([[str(voice).encode()]], dtype=np.object_),
+        }
+        out = await self.infer("voice", inputs, ["AUDIO", "TIMINGS", "SAMPLE_RATE"])
+        rate = int(out["SAMPLE_RATE"].reshape(-1)[0])
+        timings = dict(json.loads(out["TIMINGS"].reshape(-1)[0]))
+        return Audio(out["AUDIO"].reshape(-1).astype(np.float32), rate), timings
+
+    async def say_stream(
+        self, voice: Path, text: str
+    ) -> AsyncIterator[tuple[Audio, dict[str, Any]]]:
+        """Text in a cloned voice through the decoupled `voice_stream` model: yields each
+        sentence's audio and timings (`{text, start, end, words, phonemes}`, seconds from the
+        start of the whole text) as soon as it is converted. Back to back, the sentences are
+        `say`'s audio. Leaving the loop early cancels the request.
+        """
+        arrays = {
+            "TEXT": np.array([text.encode()], dtype=np.object_),
+            "VOICE": np.array([str(voice).encode()], dtype=np.object_),
+        }
+        async for result in self._stream(
+            "voice_stream", arrays, ["AUDIO", "TIMINGS", "SAMPLE_RATE"]
+        ):
+            rate = int(result.as_numpy("SAMPLE_RATE").reshape(-1)[0])
+            timings = dict(json.loads(result.as_numpy("TIMINGS").reshape(-1)[0]))
+            yield Audio(result.as_numpy("AUDIO").reshape(-1).astype(np.float32), rate), timings
+
+    async def _stream(
+        self, model: str, arrays: dict[str, np.ndarray], outputs: list[str]
+    ) -> AsyncIterator[Any]:
+        """The non-empty results of one request to the decoupled `model`, until its FINAL
+        flag; model errors raise `InferenceFailed`, transport ones `ServiceUnavailable`.
+        """
+        request = {
+            "model_name": model,
+            "inputs": _infer_inputs(arrays),
+            "outputs": [grpcclient.InferRequestedOutput(n) for n in outputs],
+            # Ask for the FINAL flag as an empty response, so the stream's end is known.
+            "parameters": {"triton_enable_empty_final_response": True},
+        }
+
+        async def requests() -> AsyncIterator[dict[str, Any]]:
+            yield request
+
+        responses = self._client.stream_infer(requests(), stream_timeout=self.timeout_s)
+        done = False
+        try:
+            async for result, error in responses:
+                if error is not None:
+                    raise InferenceFailed(
+                        f"The {model} model could not process this input: {error.message()}"
+                    )
+                response = result.get_response()
+                done = response.parameters["triton_final_response"].bool_param
+                if response.outputs:
+                    yield result
+                if done:
+                    break
+        except grpc.aio.AioRpcError as exc:
+            raise ServiceUnavailable(
+                f"The inference service is unavailable ({model}); try again shortly. {exc}"
+            ) from exc
+        finally:
+            if not done:
+                responses.cancel()
+
 
 def _triton_dtype(dtype: np.dtype) -> str:
     from tritonclient.utils import np_to_triton_dtype

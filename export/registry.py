@@ -57,6 +57,9 @@ MODULES = {
     # Per-replica graphs (each replica's folder), from an LRU cache of sessions in the model.
     "talking_head": "export.talking_head",
     "mouth_motion": "export.mouth_motion",
+    # Cloned speech: each voice profile's voice.onnx, from LRU caches in the model.
+    "voice": "export.voice",
+    "voice_stream": "export.voice:STREAM_EXPORT",
 }
 
 

@@ -10,15 +10,15 @@ script (`say`) is the streamed sentences (`stream`) back to back: one path, no c
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from doppel.errors import InvalidRequest
 from doppel.tts import MAX_TEXT_CHARS, SentenceAudio, Speech, Timing
-from doppel.voice import base_voices, loudness, world
-from doppel.voice.profile import VoiceProfile
+from doppel.voice import base_voices, conversion, loudness, world
+from doppel.voice.profile import VoiceProfile, onnx_session
 
 #: Fade at each sentence's edges: WORLD's first and last frames can start mid-waveform.
 FADE_S = 0.01
@@ -33,20 +33,39 @@ class CloneSettings:
 
 
 class ClonedVoice:
-    """A loaded voice profile that speaks text."""
+    """A loaded voice profile that speaks text.
+
+    `base` reuses an already running base voice (a server shares one per name); `map_coded`
+    runs the conversion's MLP (the profile's `voice.onnx`) instead of numpy.
+    """
 
     def __init__(
-        self, profile: VoiceProfile, models_dir: Path, settings: CloneSettings = CloneSettings()
+        self,
+        profile: VoiceProfile,
+        models_dir: Path,
+        settings: CloneSettings = CloneSettings(),
+        *,
+        base: base_voices.BaseVoice | None = None,
+        map_coded: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         self.profile = profile
         self.settings = settings
-        self.base = base_voices.by_name(profile.base_voice, models_dir)
+        self.base = (
+            base if base is not None else base_voices.by_name(profile.base_voice, models_dir)
+        )
+        self.map_coded = map_coded
 
     @classmethod
     def load(
         cls, folder: Path, models_dir: Path, settings: CloneSettings = CloneSettings()
     ) -> ClonedVoice:
-        return cls(VoiceProfile.load(folder), models_dir, settings)
+        """The profile in `folder`, its MLP run by ONNX Runtime from `voice.onnx` (what Triton
+        runs, so both speak alike) or, for a profile saved without it, by numpy.
+        """
+        profile = VoiceProfile.load(folder)
+        session = onnx_session(folder)
+        mapper = None if session is None else conversion.onnx_mapper(session)
+        return cls(profile, models_dir, settings, map_coded=mapper)
 
     @property
     def sample_rate(self) -> int:
@@ -67,7 +86,7 @@ class ClonedVoice:
     def convert(self, base: SentenceAudio) -> np.ndarray:
         """The base voice's sentence in the replica's voice: same length, same time axis."""
         frames = world.analyse(base.audio)
-        audio = world.synthesise(self.profile.conversion.convert(frames))
+        audio = world.synthesise(self.profile.conversion.convert(frames, self.map_coded))
         audio = loudness.normalize(audio, world.RATE, self.settings.target_lufs)
         fade = min(int(FADE_S * world.RATE), len(audio) // 2)
         if fade:

@@ -1,14 +1,20 @@
 """A replica's voice profile: what enrolment learned, stored as a small folder.
 
-`profile.json` (base voice, speaker embedding, pitch statistics, transcripts, training figures)
-and `conversion.npz` (the spectral mapping and the kNN pool of real target frames, ~1 MB per
-minute of speech). Inference needs numpy and pyworld only.
+`profile.json` (base voice, speaker embedding, pitch statistics, transcripts, training figures),
+`conversion.npz` (the spectral mapping and the kNN pool of real target frames, ~1 MB per
+minute of speech) and `voice.onnx` (the mapping's MLP, which Triton's `voice` models run; see
+`conversion.export_mapping`). In-process inference needs numpy and pyworld only (ONNX Runtime
+when `voice.onnx` is there; a profile saved before it existed falls back to numpy).
+
+Every file is written to a temporary name and renamed over the old one, `profile.json` last,
+so a server that caches profiles by file (inode, mtime, size) notices a retrained voice.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +26,8 @@ from doppel.voice import base_voices, conversion, enrol, world
 
 PROFILE_JSON = "profile.json"
 CONVERSION_NPZ = "conversion.npz"
+#: The MLP of the conversion as ONNX (`conversion.export_mapping`): what Triton runs.
+VOICE_ONNX = "voice.onnx"
 FORMAT_VERSION = 1
 #: Utterances each base voice speaks when enrolment picks the nearest one.
 SELECTION_UTTERANCES = 3
@@ -36,8 +44,14 @@ class VoiceProfile:
     conversion: conversion.Conversion
 
     def save(self, folder: Path) -> None:
+        """Write the profile into `folder`: conversion, ONNX graph (parity-checked against
+        PyTorch), then `profile.json`; each file atomically.
+        """
         folder.mkdir(parents=True, exist_ok=True)
-        self.conversion.save(folder / CONVERSION_NPZ)
+        tmp = folder / f".{CONVERSION_NPZ}.tmp.npz"
+        self.conversion.save(tmp)
+        os.replace(tmp, folder / CONVERSION_NPZ)
+        parity = conversion.export_mapping(self.conversion, folder / VOICE_ONNX)
         meta: dict[str, Any] = {
             "format": FORMAT_VERSION,
             "base_voice": self.base_voice,
@@ -52,8 +66,11 @@ class VoiceProfile:
             },
             "embedding": [round(float(x), 6) for x in self.embedding],
             "transcripts": self.transcripts,
+            "onnx": {"file": VOICE_ONNX, "max_abs_vs_pytorch": float(f"{parity:.3g}")},
         }
-        (folder / PROFILE_JSON).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        tmp = folder / f".{PROFILE_JSON}.tmp"
+        tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        os.replace(tmp, folder / PROFILE_JSON)
 
     @classmethod
     def load(cls, folder: Path) -> VoiceProfile:
@@ -75,6 +92,26 @@ class VoiceProfile:
             train_s=float(meta["train_s"]),
             conversion=conversion.Conversion.load(folder / CONVERSION_NPZ),
         )
+
+
+def export_onnx(folder: Path) -> float:
+    """(Re)write `voice.onnx` of a saved profile (one saved before the graph existed);
+    returns ONNX Runtime's max difference from PyTorch.
+    """
+    return conversion.export_mapping(VoiceProfile.load(folder).conversion, folder / VOICE_ONNX)
+
+
+def onnx_session(folder: Path, threads: int = 1) -> Any | None:
+    """An ONNX Runtime session of the profile's `voice.onnx`, or None where it has none."""
+    path = folder / VOICE_ONNX
+    if not path.is_file():
+        return None
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def train(
