@@ -72,10 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     rtrain.add_argument("--out", type=Path, required=True, help="replica folder to write")
     rtrain.add_argument("--steps", type=int, help="renderer training steps (default: by length)")
     rtrain.add_argument("--mouth-steps", type=int, help="mouth-model adaptation steps")
+    rtrain.add_argument("--no-voice", action="store_true", help="learn the face only")
+    rtrain.add_argument("--voice-epochs", type=int, help="voice conversion training epochs")
     rtrain.add_argument("--triton", help="Triton gRPC address (default: the running platform's)")
     render = sub.add_parser("render", help="render a replica speaking an audio file (MP4)")
     render.add_argument("--replica", type=Path, required=True, help="replica folder")
-    render.add_argument("--audio", type=Path, required=True, help="speech (any audio/video file)")
+    speech = render.add_mutually_exclusive_group(required=True)
+    speech.add_argument("--audio", type=Path, help="speech (any audio/video file)")
+    speech.add_argument("--text", help="a script, spoken in the replica's cloned voice")
     render.add_argument("--video", type=Path, help="dubbing mode: re-mouth this video instead")
     render.add_argument("--out", type=Path, required=True, help="MP4 file to write")
     render.add_argument(
@@ -260,6 +264,11 @@ async def _talking_head(args: argparse.Namespace) -> int:
                 options.renderer.steps = args.steps
             if args.mouth_steps:
                 options.mouth_steps = args.mouth_steps
+            options.voice = not args.no_voice
+            if args.voice_epochs:
+                from doppel.voice.conversion import TrainOptions as VoiceOptions
+
+                options.voice_options = VoiceOptions(epochs=args.voice_epochs, align_passes=1)
             made = await replica.train(
                 args.videos,
                 args.out,
@@ -272,12 +281,30 @@ async def _talking_head(args: argparse.Namespace) -> int:
                 print(f"  {made.folder / name}")
             print(json.dumps(made.meta["timings"]))
             return 0
+        import tempfile
+
         from doppel import render
         from doppel.replica import Replica
 
+        rep = Replica.load(args.replica)
+        audio_path = args.audio
+        tmp = tempfile.TemporaryDirectory(prefix="doppel-say-")
+        if args.text is not None:
+            if rep.voice_folder is None:
+                print(
+                    "error: this replica was trained without a voice (--no-voice); pass --audio",
+                    file=sys.stderr,
+                )
+                return 2
+            from scipy.io import wavfile
+
+            spoken, _timings = await client.say(rep.voice_folder, args.text)
+            audio_path = Path(tmp.name) / "speech.wav"
+            wavfile.write(audio_path, spoken.rate, spoken.samples)
+            say(f"script spoken in the replica's voice: {spoken.duration_s:.1f} s")
         result = await render.render(
-            Replica.load(args.replica),
-            args.audio,
+            rep,
+            audio_path,
             args.out,
             engine=client,
             base_video=args.video,
@@ -288,6 +315,7 @@ async def _talking_head(args: argparse.Namespace) -> int:
             f"{result.frames} frames ({result.duration_s:.1f} s) written to {result.path} in "
             f"{result.seconds:.1f} s ({result.fps:.1f} frames/s)"
         )
+        tmp.cleanup()
         return 0
     except (DoppelError, FileNotFoundError, ValueError) as exc:
         print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)

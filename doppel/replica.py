@@ -48,6 +48,11 @@ class TrainOptions:
     renderer: renderer.TrainConfig = dataclasses.field(default_factory=renderer.TrainConfig)
     mouth_steps: int = 400
     threads: int = 2
+    #: Learn the person's voice too (doppel.voice; needs `models_dir` for Whisper and the base
+    #: voices). A replica is a face and a voice; tests of the face alone turn it off.
+    voice: bool = True
+    voice_options: Any = None  # doppel.voice.conversion.TrainOptions; None: its defaults
+    models_dir: Path | None = None
 
 
 @dataclasses.dataclass
@@ -96,6 +101,12 @@ class Replica:
 
     def bank(self) -> Bank:
         return Bank.load(self.folder / "bank.npz")
+
+    @property
+    def voice_folder(self) -> Path | None:
+        """The replica's voice profile folder (doppel.voice), None if trained without one."""
+        voice = self.meta.get("voice")
+        return self.folder / voice["folder"] if voice else None
 
     def mouth_model(self) -> mouth.MouthModel:
         return mouth.MouthModel.load(self.folder / "mouth.pt")
@@ -229,6 +240,11 @@ async def train(
     lap("mouth_s")
     say(f"mouth model adapted on {len(clips)} clips (gain {model.gain:.2f})")
 
+    voice_meta = None
+    if opts.voice:
+        voice_meta = await _train_voice(audio.samples, out / "voice", opts, say)
+        lap("voice_s")
+
     # --- renderer ----------------------------------------------------------------------------
     say("cropping training frames")
     keep = np.flatnonzero(prepared.tracked)
@@ -265,6 +281,7 @@ async def train(
         "base": list(base),
         "idle": list(idle) if idle else None,
         "mouth": {"gain": model.gain, "lead": model.lead, "clips": len(clips)},
+        "voice": voice_meta,
         "renderer": {
             **{k: round(float(v), 4) for k, v in stats.items()},
             "parity_max_diff": parity,
@@ -277,6 +294,30 @@ async def train(
         joined.unlink(missing_ok=True)
     say(f"replica ready in {out} ({meta['timings']['total_s']:.0f} s)")
     return Replica.load(out)
+
+
+async def _train_voice(
+    samples: np.ndarray, folder: Path, opts: TrainOptions, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """The replica's voice profile from the training video's speech (`voice/`)."""
+    import os
+
+    from doppel.settings import models_dir_from_env
+    from doppel.voice import profile
+
+    models_dir = opts.models_dir or models_dir_from_env(os.environ)
+    say("learning the voice")
+    learned = await asyncio.to_thread(
+        profile.train, [samples], models_dir, options=opts.voice_options, progress=say
+    )
+    await asyncio.to_thread(learned.save, folder)
+    say(f"voice learned from {learned.speech_s:.1f} s of speech (base voice {learned.base_voice})")
+    return {
+        "folder": "voice",
+        "base_voice": learned.base_voice,
+        "speech_s": round(learned.speech_s, 2),
+        "base_similarity": learned.base_similarity,
+    }
 
 
 def _sources(infos: Sequence[video.VideoInfo], frames: int) -> list[Source]:

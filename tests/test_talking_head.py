@@ -85,6 +85,8 @@ def trained(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Pat
         "60",
         "--mouth-steps",
         "40",
+        "--voice-epochs",
+        "4",
         "--triton",
         settings.triton_grpc_url,
     )
@@ -282,6 +284,31 @@ def test_render_writes_a_synced_disclosed_mp4(
         )
     else:
         assert rep.prepared.width == frames[0].shape[1]
+
+
+def test_render_speaks_a_script_in_the_cloned_voice(
+    trained: Path, settings: Settings, tmp_path: Path
+) -> None:
+    rep = Replica.load(trained)
+    assert rep.voice_folder is not None and (rep.voice_folder / "voice.onnx").exists()
+    out = tmp_path / "script.mp4"
+    done = cli(
+        "render",
+        "--replica",
+        str(trained),
+        "--text",
+        "Thank you all for coming today.",
+        "--out",
+        str(out),
+        "--triton",
+        settings.triton_grpc_url,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    info = probe_json(out)
+    streams = {s["codec_type"]: s for s in info["streams"]}  # type: ignore[index]
+    seconds = float(streams["audio"]["duration"])
+    assert 1.2 < seconds < 5.0
+    assert abs(float(streams["video"]["duration"]) - seconds) < 0.1
 
 
 def test_render_refuses_missing_replica_and_faceless_video(
