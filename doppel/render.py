@@ -249,6 +249,7 @@ def _base(
 class Plan:
     regions: np.ndarray  # [T, 4] region boxes
     targets: np.ndarray | None  # [T, P, 2] target warp points in region coordinates
+    bases: np.ndarray  # [T, 53, 2] the base frames' own mouth points in region coordinates
     references: np.ndarray | None  # [T] bank index
 
 
@@ -256,14 +257,16 @@ def _plan(
     base: Base, aligned: np.ndarray | None, bank: Bank | None, features: np.ndarray, method: str
 ) -> Plan:
     regions = renderer.region_boxes(base.boxes)
+    own = base.landmarks[:, list(mouth.POINTS)]
+    bases = np.stack([renderer.to_region(own[t], regions[t]) for t in range(len(own))])
     if method == "static":
-        return Plan(regions, None, None)
+        return Plan(regions, None, bases, None)
     assert bank is not None
     if method == "retrieval":
         # Baseline: the training frame whose audio features are nearest, pasted as it is.
         f = features / (np.linalg.norm(features, axis=1, keepdims=True) + 1e-6)
         g = bank.features / (np.linalg.norm(bank.features, axis=1, keepdims=True) + 1e-6)
-        return Plan(regions, None, np.argmax(f @ g.T, axis=1))
+        return Plan(regions, None, bases, np.argmax(f @ g.T, axis=1))
     assert aligned is not None
     mesh = mouth.onto_mesh(aligned, base.landmarks)
     targets = np.stack(
@@ -273,7 +276,7 @@ def _plan(
         ]
     )
     refs = renderer.choose_references(aligned, bank.aligned, bank.frames)
-    return Plan(regions, targets, refs)
+    return Plan(regions, targets, bases, refs)
 
 
 def _frames(base: Base) -> Iterator[np.ndarray]:
@@ -317,7 +320,6 @@ async def _render_frames(
 ) -> None:
     comp = composite.Compositor()
     mark = composite.Mark(base.width, base.height) if watermark else None
-    mask = renderer.input_mask()
     frames = _frames(base)
     total = len(base.schedule)
     writer = _Writer(out, base.width, base.height, audio_path)
@@ -340,7 +342,7 @@ async def _render_frames(
                         plan.targets[k + i],
                         bank.crops[plan.references[k + i]],
                         bank.points[plan.references[k + i]],
-                        mask,
+                        renderer.frame_mask(plan.bases[k + i]),
                     )
                     for i, c in enumerate(crops)
                 ]
@@ -354,11 +356,13 @@ async def _render_frames(
         t0 = time.perf_counter()
         for i, frame in enumerate(batch):
             frame = frame.copy()
+            hidden = renderer.frame_mask(plan.bases[k + i])
             if rendered is not None:
-                comp.paste(frame, rendered[i], crops[i], plan.regions[k + i])
+                comp.paste(frame, rendered[i], crops[i], plan.regions[k + i], hidden)
             elif method == "retrieval":
                 assert bank is not None and plan.references is not None
-                comp.paste(frame, bank.crops[plan.references[k + i]], crops[i], plan.regions[k + i])
+                reference = bank.crops[plan.references[k + i]]
+                comp.paste(frame, reference, crops[i], plan.regions[k + i], hidden)
             if mark is not None:
                 mark.apply(frame)
             writer.write(frame)
@@ -371,6 +375,7 @@ async def _render_frames(
     try:
         pending = asyncio.create_task(asyncio.to_thread(prepare, 0))
         for k in range(0, total, CHUNK):
+            assert pending is not None
             batch, crops, inputs = await pending
             pending = None
             if k + CHUNK < total:

@@ -292,7 +292,7 @@ async def train(
     (out / META).write_text(json.dumps(meta, indent=2) + "\n")
     if joined.parent == work:
         joined.unlink(missing_ok=True)
-    say(f"replica ready in {out} ({meta['timings']['total_s']:.0f} s)")
+    say(f"replica ready in {out} ({time.perf_counter() - start:.0f} s)")
     return Replica.load(out)
 
 
@@ -389,7 +389,8 @@ def mouth_graph(model: mouth.MouthModel) -> Any:
             self.lead = int(model.lead)
 
         def forward(self, features: torch.Tensor) -> torch.Tensor:
-            y = self.net((features - self.mean) / self.std)
+            mean, std = self.get_buffer("mean"), self.get_buffer("std")
+            y = self.net((features - mean) / std)
             if self.lead:
                 y = torch.cat([y[:, self.lead :], y[:, -1:].expand(-1, self.lead, -1)], 1)
             pts = (y * self.scale) @ self.components + self.shape

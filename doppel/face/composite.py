@@ -44,19 +44,23 @@ class Compositor:
     def __init__(
         self, size: int = renderer.SIZE, *, colour_smoothing: float = 0.7, spread: float = 0.1
     ) -> None:
-        import cv2
 
         self.size = size
-        self.alpha = renderer.blend_mask(size)
-        hidden = renderer.input_mask(size)
-        self.known = ((self.alpha > 0.02) & (hidden < 0.5)).astype(np.float32)
-        # The field is smooth: computed at a quarter of the resolution, then enlarged.
         self.small = max(8, size // 4)
         self.sigma = spread * self.small
-        known_small = cv2.resize(self.known, (self.small, self.small), interpolation=cv2.INTER_AREA)
-        self.weight = cv2.GaussianBlur(known_small, (0, 0), self.sigma)[..., None] + 1e-3
         self.smoothing = colour_smoothing
         self._field: np.ndarray | None = None
+        self._masks(renderer.input_mask(size))
+
+    def _masks(self, hidden: np.ndarray) -> None:
+        """Blend weight and colour-reference area for a hidden area (one per base frame)."""
+        import cv2
+
+        self.alpha = renderer.blend_mask(self.size, hidden)
+        self.known = ((self.alpha > 0.02) & (hidden < 0.5)).astype(np.float32)
+        # The field is smooth: computed at a quarter of the resolution, then enlarged.
+        small = cv2.resize(self.known, (self.small, self.small), interpolation=cv2.INTER_AREA)
+        self.weight = cv2.GaussianBlur(small, (0, 0), self.sigma)[..., None] + 1e-3
 
     def correct(self, rendered: np.ndarray, base: np.ndarray) -> np.ndarray:
         """`rendered` plus the time-smoothed offset field towards `base` (float32)."""
@@ -77,11 +81,19 @@ class Compositor:
         return np.clip(out + self._field, 0, 255)
 
     def paste(
-        self, frame: np.ndarray, rendered: np.ndarray, base: np.ndarray, box: np.ndarray
+        self,
+        frame: np.ndarray,
+        rendered: np.ndarray,
+        base: np.ndarray,
+        box: np.ndarray,
+        hidden: np.ndarray | None = None,
     ) -> np.ndarray:
         """`frame` (modified in place and returned) with `rendered` [S, S, 3] blended in at the
-        region `box`; `base` is the frame's own region crop (for the colour correction).
+        region `box`; `base` is the frame's own region crop (for the colour correction);
+        `hidden` the frame's hidden area (`renderer.frame_mask`), default `input_mask`.
         """
+        if hidden is not None:
+            self._masks(hidden)
         import cv2
 
         patch = self.correct(rendered, base)
@@ -102,7 +114,7 @@ class Compositor:
         )
         if x1 <= x0 or y1 <= y0:
             return frame
-        shift = to_frame.copy()
+        shift = np.array(to_frame, np.float64)
         shift[:, 2] -= (x0, y0)
         size = (x1 - x0, y1 - y0)
         warped = cv2.warpAffine(
@@ -114,7 +126,7 @@ class Compositor:
             size,
             flags=cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_CONSTANT,
-            borderValue=0,
+            borderValue=(0.0,),
         )[..., None]
         roi = frame[y0:y1, x0:x1].astype(np.float32)
         frame[y0:y1, x0:x1] = np.clip(alpha * warped + (1 - alpha) * roi + 0.5, 0, 255).astype(

@@ -115,19 +115,42 @@ def input_mask(size: int = SIZE) -> np.ndarray:
     # Nostrils to just below the chin (the collar stays the base frame's: a reference's collar
     # sits elsewhere relative to its jaw and smeared into the chin).
     centre, axes = (round(80 * s), round(90 * s)), (round(64 * s), round(58 * s))
-    cv2.ellipse(mask, centre, axes, 0, 0, 360, 1.0, thickness=-1)
+    cv2.ellipse(mask, centre, axes, 0, 0, 360, (1.0,), thickness=-1)
     return mask
 
 
-def blend_mask(size: int = SIZE) -> np.ndarray:
-    """[size, size] float32 compositing weight: 1 over the hidden area, falling smoothly to 0
-    before the region's border, through the ring where the network reproduces the base frame
-    (so the blend passes between two images that already agree: no seam).
+#: Lower lip and chin (indices into `mouth.POINTS`): the part of the base frame's own mouth
+#: that must be hidden wherever it is, or an open base mouth leaves a second chin showing.
+_CHIN = list(range(0, 20)) + list(range(40 + 2, 40 + 11))
+
+
+def frame_mask(base_points: np.ndarray | None, size: int = SIZE) -> np.ndarray:
+    """The hidden area for one base frame: `input_mask` plus the base frame's own lips and chin
+    (hull of those points in region coordinates, grown by a margin).
+    """
+    import cv2
+
+    mask = input_mask(size)
+    if base_points is None:
+        return mask
+    s = size / 160
+    hull = cv2.convexHull(np.round(base_points[_CHIN]).astype(np.int32))
+    own = np.zeros_like(mask)
+    cv2.fillConvexPoly(own, hull, (1.0,))
+    own = cv2.dilate(own, np.ones((round(11 * s), round(11 * s)), np.uint8))
+    return np.maximum(mask, own)
+
+
+def blend_mask(size: int = SIZE, core: np.ndarray | None = None) -> np.ndarray:
+    """[size, size] float32 compositing weight: 1 over the hidden area (`core`, by default
+    `input_mask`), falling smoothly to 0 before the region's border, through the ring where the
+    network reproduces the base frame (so the blend passes between two images that already
+    agree: no seam).
     """
     import cv2
 
     s = size / 160
-    core = input_mask(size)
+    core = input_mask(size) if core is None else core
     grown = cv2.dilate(core, np.ones((round(9 * s), round(9 * s)), np.uint8))
     soft = cv2.GaussianBlur(grown, (0, 0), 4.0 * s)
     edge = np.minimum.outer(*(2 * [np.minimum(np.arange(size), np.arange(size)[::-1])]))
@@ -143,9 +166,9 @@ def sketch(mouth_points: np.ndarray, size: int = SIZE) -> np.ndarray:
 
     img = np.zeros((size, size), np.float32)
     pts = np.round(mouth_points * 4).astype(np.int32)  # 2 fractional bits for cv2's shift
-    cv2.fillPoly(img, [pts[_OUTER]], 0.5, lineType=cv2.LINE_AA, shift=2)
-    cv2.fillPoly(img, [pts[_INNER]], 1.0, lineType=cv2.LINE_AA, shift=2)
-    cv2.polylines(img, [pts[_JAW]], False, 0.75, thickness=2, lineType=cv2.LINE_AA, shift=2)
+    cv2.fillPoly(img, [pts[_OUTER]], (0.5,), lineType=cv2.LINE_AA, shift=2)
+    cv2.fillPoly(img, [pts[_INNER]], (1.0,), lineType=cv2.LINE_AA, shift=2)
+    cv2.polylines(img, [pts[_JAW]], False, (0.75,), thickness=2, lineType=cv2.LINE_AA, shift=2)
     return img
 
 
@@ -191,7 +214,8 @@ def make_input(
     mask: np.ndarray | None = None,
 ) -> np.ndarray:
     """One network input [7, S, S] uint8 from a base region crop [S, S, 3], the target warp
-    points (region coordinates, `WARP_POINTS` order), and a reference crop with its points.
+    points (region coordinates, `WARP_POINTS` order), and a reference crop with its points;
+    `mask`: the hidden area (`frame_mask` of the base frame's points).
     """
     mask = input_mask(base.shape[0]) if mask is None else mask
     warped = match_colour(warp_to(reference, reference_points, target_points), base, mask)
@@ -289,8 +313,8 @@ def build_net(cfg: RendererConfig | None = None) -> Any:
     import torch
     from torch import nn
 
-    cfg = cfg or RendererConfig()
-    w = cfg.widths
+    conf = cfg or RendererConfig()
+    w = conf.widths
 
     def conv(cin: int, cout: int, stride: int = 1) -> nn.Module:
         return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.LeakyReLU(0.2))
@@ -305,11 +329,11 @@ def build_net(cfg: RendererConfig | None = None) -> Any:
             self.e4 = nn.Sequential(conv(w[3], w[4], 2), conv(w[4], w[4]), conv(w[4], w[4]))
             self.d3 = conv(w[4] + w[3], w[3])
             self.d2 = conv(w[3] + w[2], w[2])
-            self.d1 = conv(w[2] + w[1], cfg.decoder_top[0])
-            self.d0 = conv(cfg.decoder_top[0] + w[0], cfg.decoder_top[1])
-            self.out = nn.Conv2d(cfg.decoder_top[1], 3, 3, 1, 1)
+            self.d1 = conv(w[2] + w[1], conf.decoder_top[0])
+            self.d0 = conv(conf.decoder_top[0] + w[0], conf.decoder_top[1])
+            self.out = nn.Conv2d(conf.decoder_top[1], 3, 3, 1, 1)
             nn.init.zeros_(self.out.weight)
-            nn.init.zeros_(self.out.bias)
+            nn.init.zeros_(self.out.bias)  # type: ignore[arg-type]
             self.up = nn.Upsample(scale_factor=2, mode="nearest")
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -393,18 +417,23 @@ class TrainConfig:
 
 def prepare_inputs(
     data: TrainingSet, refs: np.ndarray, progress: Callable[[str], None] | None = None
-) -> np.ndarray:
-    """[T, R, 7, S, S] uint8: each frame's network inputs, one per reference choice."""
-    mask = input_mask(data.crops.shape[1])
-    out = np.empty((len(data.crops), refs.shape[1], CHANNELS, *data.crops.shape[1:3]), np.uint8)
+) -> tuple[np.ndarray, np.ndarray]:
+    """[T, R, 7, S, S] uint8: each frame's network inputs, one per reference choice, and
+    [T, S, S] uint8 hidden masks (the frame is its own base).
+    """
+    size = data.crops.shape[1]
+    out = np.empty((len(data.crops), refs.shape[1], CHANNELS, size, size), np.uint8)
+    masks = np.empty((len(data.crops), size, size), np.uint8)
     for t in range(len(data.crops)):
+        mask = frame_mask(data.points[t, : len(mouth.POINTS)], size)
+        masks[t] = mask > 0.5
         for r, j in enumerate(refs[t]):
             out[t, r] = make_input(
                 data.crops[t], data.points[t], data.crops[j], data.points[j], mask
             )
         if progress and t % 200 == 0:
             progress(f"renderer inputs {t}/{len(data.crops)}")
-    return out
+    return out, masks
 
 
 def train(
@@ -423,14 +452,12 @@ def train(
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
     refs = training_references(data.aligned, data.frames, cfg.references)
-    inputs = prepare_inputs(data, refs, say)
+    inputs, masks = prepare_inputs(data, refs, say)
     prep_s = time.perf_counter() - start
     say(
         f"renderer inputs ready ({len(inputs)} frames x {refs.shape[1]} references, {prep_s:.0f} s)"
     )
     targets = data.crops.transpose(0, 3, 1, 2)
-    size = data.crops.shape[1]
-    hidden = torch.from_numpy(input_mask(size))[None, None]
     net = build_net(net_cfg)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-5)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.05)
@@ -441,6 +468,7 @@ def train(
         which = rng.integers(0, refs.shape[1], cfg.batch)
         x = torch.from_numpy(inputs[idx, which]).float() / 255.0
         y = torch.from_numpy(targets[idx]).float() / 255.0
+        hidden = torch.from_numpy(masks[idx]).float()[:, None]
         # Lighting differs between a frame and its reference: jitter the reference's gain and
         # offset so the network learns to take colour from the base frame, shape from the rest.
         gain = 1.0 + 0.08 * torch.randn(cfg.batch, 1, 1, 1)
