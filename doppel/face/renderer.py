@@ -486,6 +486,9 @@ def train(
             )
         opt.zero_grad()
         loss.backward()
+        # The correction is unbounded (no output squashing, so gradients never vanish): clip,
+        # or one bad step at the peak learning rate throws the weights far off.
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         sched.step()
         losses.append(float(loss.item()))
