@@ -51,6 +51,36 @@ class PerfCase:
     composing: tuple[str, ...] = ()
 
 
+#: A trained replica for the per-replica models (`make quality` trains this one).
+PERF_REPLICA = Path(
+    os.environ.get(
+        "DOPPEL_PERF_REPLICA", Path.home() / ".cache" / "doppel" / "quality" / "replica_obama"
+    )
+)
+
+
+def _talking_head_inputs() -> dict[str, np.ndarray]:
+    """One real frame's renderer input (the replica's own crops) and the replica folder."""
+    from doppel.face import renderer
+    from doppel.replica import Replica
+
+    if not (PERF_REPLICA / "renderer.onnx").exists():
+        raise FileNotFoundError(
+            f"talking_head needs a trained replica and {PERF_REPLICA} has none: run "
+            "`make quality` (or set DOPPEL_PERF_REPLICA to a replica folder)"
+        )
+    bank = Replica.load(PERF_REPLICA).bank()
+    j = len(bank.crops) // 2
+    frame = renderer.make_input(
+        bank.crops[0],
+        bank.points[1],
+        bank.crops[j],
+        bank.points[j],
+        renderer.frame_mask(bank.points[0, :53]),
+    )
+    return {"INPUT": frame, "REPLICA": np.array([str(PERF_REPLICA).encode()], dtype=np.object_)}
+
+
 TTS_SENTENCE = (
     "The invention of movable metal letters in the middle of the fifteenth century may justly "
     "be considered as the invention of the art of printing."
@@ -71,6 +101,8 @@ CASES: dict[str, PerfCase] = {
         lambda: {"TEXT": np.array([TTS_SENTENCE.encode()], dtype=np.object_)},
         composing=("tts", "audio_encoder"),
     ),
+    # One video frame of a trained replica (frames of a render arrive as separate requests).
+    "talking_head": PerfCase("talking_head", _talking_head_inputs),
 }
 
 
@@ -202,7 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         for model in args.models:
             case = CASES[model]
-            data, shapes = write_input_data(case, work)
+            try:
+                data, shapes = write_input_data(case, work)
+            except FileNotFoundError as exc:
+                print(f"{model}: skipped: {exc}", file=sys.stderr)
+                continue
             results: dict[str, list[dict[str, str]]] = {}
             for mode in modes:
                 # A repository of this model (and the models it calls) alone, so both modes
