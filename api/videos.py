@@ -114,13 +114,12 @@ async def _read(path: Path, first: int, last: int) -> AsyncIterator[bytes]:
 def _serve(request: Request[Any, Any, Any], path: Path, attachment: bool) -> Response[Any]:
     size = path.stat().st_size
     header = request.headers.get("range")
-    disposition = "attachment" if attachment else "inline"
     if not header:
         return File(
             path,
             filename=path.name,
             media_type="video/mp4",
-            content_disposition_type=disposition,
+            content_disposition_type="attachment" if attachment else "inline",
             headers={"Accept-Ranges": "bytes"},
         )
     span = _byte_range(header, size)
