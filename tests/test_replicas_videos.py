@@ -22,6 +22,7 @@ from doppel import jobs, replicas, videos
 from doppel.face import video
 from doppel.settings import REPO_ROOT, Settings
 from doppel.storage import LocalStorage
+from doppel.triton import TritonClient
 from orchestrator.worker import build_worker
 from tests.conftest import Caller, new_caller, shared_file
 
@@ -114,6 +115,7 @@ async def test_replica_trains_with_rising_progress(
     assert body["replica_name"] == "Obama" and body["replica_type"] == "user"
     percents = [int(p.split("/")[0]) for p in trained.progress]
     assert percents == sorted(percents), trained.progress
+    print("training_progress seen:", trained.progress)
     assert len([p for p in percents if 0 < p < 100]) >= 3, trained.progress
     # Stored under the id, never under the client's file name.
     row = await pool.fetchrow(
@@ -189,11 +191,36 @@ async def test_script_video_is_ready_synced_disclosed_and_seekable(
     storage = LocalStorage(settings.data_dir)
     assert await videos.render(pool, None, storage, vid) == "skipped"  # type: ignore[arg-type]
 
+    # A render a dead worker left `generating` is done again from scratch: one output, no parts.
+    await pool.execute(
+        "UPDATE videos SET status = 'generating', progress = 40 WHERE video_id = $1", vid
+    )
+    triton = TritonClient(settings.triton_grpc_url, timeout_s=300)
+    try:
+        assert await videos.render(pool, triton, storage, vid) == "ready"
+    finally:
+        await triton.close()
+    gc.collect()
+    again = (await client.get(f"/v2/videos/{vid}", headers=headers)).json()
+    assert again["status"] == "ready" and again["progress"] == 100
+    folder = settings.data_dir / str(trained.caller.tenant.id) / "videos"
+    assert sorted(p.name for p in folder.iterdir()) == [f"{vid}.jpg", f"{vid}.mp4"]
+
     deleted = await client.delete(f"/v2/videos/{vid}", headers=headers)
     assert deleted.status_code == 200
     assert (await client.get(f"/v2/videos/{vid}", headers=headers)).status_code == 404
-    files = list((settings.data_dir / str(trained.caller.tenant.id) / "videos").glob(f"{vid}*"))
-    assert files == []
+    assert list(folder.glob(f"{vid}*")) == []
+
+    # Deleting the replica hard removes its folder; it answers 404 after.
+    row = await pool.fetchrow(
+        "SELECT folder FROM replicas WHERE replica_id = $1", trained.replica_id
+    )
+    gone = await client.delete(f"/v2/replicas/{trained.replica_id}?hard=true", headers=headers)
+    assert gone.status_code == 200
+    assert not await asyncio.to_thread(Path(row["folder"]).exists)
+    assert (
+        await client.get(f"/v2/replicas/{trained.replica_id}", headers=headers)
+    ).status_code == 404
 
 
 # --- bad inputs ----------------------------------------------------------------------------------
