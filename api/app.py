@@ -16,8 +16,10 @@ import doppel
 from api.auth import HEADER, ApiKeyMiddleware
 from api.errors import HANDLERS
 from api.health import HealthController
+from api.replicas import ReplicaController
 from api.state import Services
 from api.transcriptions import TranscriptionController
+from api.videos import VideoController
 from doppel import db, jobs
 from doppel.settings import Settings
 from doppel.storage import LocalStorage
@@ -53,7 +55,7 @@ def create_app(settings: Settings) -> Litestar:
 
     v2 = Router(
         path="/v2",
-        route_handlers=[TranscriptionController],
+        route_handlers=[TranscriptionController, ReplicaController, VideoController],
         middleware=[ApiKeyMiddleware],
         security=[{"apiKey": []}],
     )

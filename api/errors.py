@@ -13,6 +13,7 @@ import redis.exceptions
 from litestar import Request, Response
 
 from doppel.errors import (
+    Conflict,
     DoppelError,
     InferenceFailed,
     InvalidMedia,
@@ -27,6 +28,7 @@ STATUS = {
     InvalidMedia: 422,
     InvalidRequest: 422,
     NotFound: 404,
+    Conflict: 409,
     ServiceUnavailable: 503,
     InferenceFailed: 502,
 }

@@ -75,6 +75,19 @@ def main(argv: list[str] | None = None) -> int:
     rtrain.add_argument("--no-voice", action="store_true", help="learn the face only")
     rtrain.add_argument("--voice-epochs", type=int, help="voice conversion training epochs")
     rtrain.add_argument("--triton", help="Triton gRPC address (default: the running platform's)")
+    rcreate = rep.add_parser(
+        "create",
+        help="operator: record a system replica for a tenant and queue its training on the "
+        "platform's worker (no consent check); prints the replica_id on its last line",
+    )
+    rcreate.add_argument("videos", nargs="+", type=Path, metavar="VIDEO")
+    rcreate.add_argument("--tenant", required=True, help="tenant name (created if new)")
+    rcreate.add_argument("--name", required=True, help="replica_name")
+    rcreate.add_argument(
+        "--wait",
+        action="store_true",
+        help="poll until the worker has trained it (exit 1 if it ends in error)",
+    )
     render = sub.add_parser("render", help="render a replica speaking an audio file (MP4)")
     render.add_argument("--replica", type=Path, required=True, help="replica folder")
     speech = render.add_mutually_exclusive_group(required=True)
@@ -121,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command in ("voice", "say"):
         return _voice(args)
+    if args.command == "replica" and args.replica_command == "create":
+        return asyncio.run(_replica_create(args))
     if args.command in ("replica", "render"):
         return asyncio.run(_talking_head(args))
     return asyncio.run(_keys(args))
@@ -322,6 +337,56 @@ async def _talking_head(args: argparse.Namespace) -> int:
         return 2
     finally:
         await client.close()
+
+
+async def _replica_create(args: argparse.Namespace) -> int:
+    """Same path as `POST /v2/replicas` (stored under the id, same `train_replica` job), for a
+    `system` replica. Returns at once unless `--wait`; the last line printed is the id.
+    """
+    from doppel import db, jobs, replicas, tenants
+    from doppel.errors import DoppelError
+    from doppel.storage import LocalStorage
+
+    settings = Settings.from_env()
+    for path in args.videos:
+        if not path.is_file():
+            print(f"error: {path} is not a file", file=sys.stderr)
+            return 2
+    pool = await db.create_pool(settings.database_url, max_size=2)
+    redis = await jobs.connect(settings.redis_url)
+    try:
+        tenant = await tenants.ensure_tenant(pool, args.tenant)
+        try:
+            item = await replicas.create(
+                pool,
+                redis,
+                LocalStorage(settings.data_dir),
+                tenant.id,
+                replicas.clean_name(args.name, ""),
+                [(p, replicas.stored_suffix(p.name)) for p in args.videos],
+                replica_type="system",
+            )
+        except DoppelError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            return 2
+        print(f"replica {item.replica_name!r} for tenant {tenant.name}: training queued")
+        status = item.status
+        if args.wait:
+            last = ""
+            while status == "started":
+                await asyncio.sleep(2)
+                item = await replicas.get(pool, tenant.id, item.replica_id)
+                status = item.status
+                if item.training_progress != last:
+                    last = item.training_progress
+                    print(f"training_progress {last}", flush=True)
+            if status == "error":
+                print(f"error: {item.error_message}", file=sys.stderr)
+        print(item.replica_id)
+        return 1 if status == "error" else 0
+    finally:
+        await redis.aclose(close_connection_pool=True)
+        await pool.close()
 
 
 async def _keys(args: argparse.Namespace) -> int:

@@ -33,6 +33,10 @@ class NotFound(DoppelError):
     """The resource does not exist for this tenant (other tenants' resources look the same)."""
 
 
+class Conflict(DoppelError):
+    """The resource exists but is not in a state that allows this (a replica still training)."""
+
+
 class ServiceUnavailable(DoppelError):
     """A backing service (Triton, Redis, PostgreSQL) does not answer; retrying later may work."""
 

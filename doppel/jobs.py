@@ -19,6 +19,8 @@ HEARTBEAT_EVERY_S = 5
 HEARTBEAT_TTL_S = 15
 
 TRANSCRIBE = "transcribe"
+TRAIN_REPLICA = "train_replica"
+RENDER_VIDEO = "render_video"
 
 
 def serialize(obj: dict[str, Any]) -> bytes:

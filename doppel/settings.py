@@ -49,6 +49,11 @@ class Settings:
     triton_timeout_s: float = 120.0
     #: arq queue the API enqueues on and the worker reads.
     queue_name: str = "doppel:queue"
+    #: Replica training overrides (None: the engines' defaults). Tests and quick trials set
+    #: DOPPEL_RENDERER_STEPS, DOPPEL_MOUTH_STEPS, DOPPEL_VOICE_EPOCHS to train small.
+    renderer_steps: int | None = None
+    mouth_steps: int | None = None
+    voice_epochs: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -80,7 +85,15 @@ class Settings:
             models_dir=models_dir_from_env(env),
             max_upload_bytes=int(env.get("DOPPEL_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)),
             triton_timeout_s=float(env.get("DOPPEL_TRITON_TIMEOUT_S", 120.0)),
+            renderer_steps=_opt_int(env, "DOPPEL_RENDERER_STEPS"),
+            mouth_steps=_opt_int(env, "DOPPEL_MOUTH_STEPS"),
+            voice_epochs=_opt_int(env, "DOPPEL_VOICE_EPOCHS"),
         )
+
+
+def _opt_int(env: Mapping[str, str], var: str) -> int | None:
+    value = env.get(var, "").strip()
+    return int(value) if value else None
 
 
 def _read_endpoints(path: Path) -> dict[str, str]:

@@ -16,7 +16,7 @@ from arq import Retry
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
 
-from doppel import db, jobs, transcriptions
+from doppel import db, jobs, replicas, transcriptions, videos
 from doppel.errors import ServiceUnavailable
 from doppel.settings import Settings
 from doppel.storage import LocalStorage
@@ -41,6 +41,30 @@ async def transcribe(ctx: dict[str, Any], transcription_id: str) -> str:
                 f"{exc.message} (gave up after {tries} tries)",
             )
             return "failed"
+        raise Retry(defer=min(2**tries, 30)) from exc
+
+
+async def train_replica(ctx: dict[str, Any], replica_id: str) -> str:
+    try:
+        return await replicas.train(ctx["pool"], ctx["triton"], ctx["settings"], replica_id)
+    except ServiceUnavailable as exc:
+        tries = int(ctx.get("job_try", 1))
+        if tries >= MAX_TRIES:
+            await replicas.fail(
+                ctx["pool"], replica_id, f"{exc.message} (gave up after {tries} tries)"
+            )
+            return "error"
+        raise Retry(defer=min(2**tries, 30)) from exc
+
+
+async def render_video(ctx: dict[str, Any], video_id: str) -> str:
+    try:
+        return await videos.render(ctx["pool"], ctx["triton"], ctx["storage"], video_id)
+    except ServiceUnavailable as exc:
+        tries = int(ctx.get("job_try", 1))
+        if tries >= MAX_TRIES:
+            await videos.fail(ctx["pool"], video_id, f"{exc.message} (gave up after {tries} tries)")
+            return "error"
         raise Retry(defer=min(2**tries, 30)) from exc
 
 
@@ -73,7 +97,13 @@ def build_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -
         await ctx["pool"].close()
 
     options: dict[str, Any] = dict(
-        functions=[func(transcribe, name=jobs.TRANSCRIBE, max_tries=MAX_TRIES)],
+        functions=[
+            func(transcribe, name=jobs.TRANSCRIBE, max_tries=MAX_TRIES),
+            # Training a full-size replica takes hours on CPU; a render is bounded by the
+            # 10-minute audio limit.
+            func(train_replica, name=jobs.TRAIN_REPLICA, max_tries=MAX_TRIES, timeout=6 * 3600),
+            func(render_video, name=jobs.RENDER_VIDEO, max_tries=MAX_TRIES, timeout=3600),
+        ],
         queue_name=jobs.QUEUE_NAME,
         redis_settings=RedisSettings.from_dsn(settings.redis_url),
         on_startup=on_startup,
@@ -82,7 +112,7 @@ def build_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -
         job_deserializer=jobs.deserialize,
         burst=burst,
         max_jobs=4,
-        # Transcribing a long file takes a while on CPU; training jobs (later) set their own.
+        # Transcribing a long file takes a while on CPU; training and rendering set their own.
         job_timeout=900,
         keep_result=3600,
         handle_signals=not burst,

@@ -1,0 +1,236 @@
+"""`/v2/videos`: a completed replica speaking a script, rendered by the worker.
+
+`download`, `stream` and `thumbnail.jpg` serve the files; the MP4 routes honour single HTTP
+`Range` requests (206 with `Content-Range`), so a browser can seek in a stream.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+from litestar.response import File, Stream
+
+from api.state import Services
+from doppel import videos
+from doppel.errors import Conflict, InvalidRequest
+from doppel.tenants import Tenant
+
+CHUNK = 256 * 1024
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class VideoIn(msgspec.Struct):
+    replica_id: str | None = None
+    script: str | None = None
+    video_name: str | None = None
+    disclosure_mark: bool = True
+
+
+class VideoCreated(msgspec.Struct):
+    video_id: str
+    status: str
+
+
+class VideoOut(msgspec.Struct):
+    video_id: str
+    replica_id: str
+    video_name: str | None
+    status: str
+    progress: int
+    error_message: str | None
+    disclosure_mark: bool
+    duration_s: float | None
+    download_url: str | None
+    stream_url: str | None
+    thumbnail_url: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+def _out(request: Request[Any, Any, Any], item: videos.VideoRow) -> VideoOut:
+    ready = item.status == "ready"
+    base = str(request.base_url).rstrip("/") + f"/v2/videos/{item.video_id}"
+    return VideoOut(
+        video_id=item.video_id,
+        replica_id=item.replica_id,
+        video_name=item.video_name,
+        status=item.status,
+        progress=item.progress,
+        error_message=item.error_message,
+        disclosure_mark=item.disclosure_mark,
+        duration_s=item.duration_s,
+        download_url=f"{base}/download" if ready else None,
+        stream_url=f"{base}/stream" if ready else None,
+        thumbnail_url=f"{base}/thumbnail.jpg" if ready else None,
+        created_at=item.created_at,
+        updated_at=item.updated_at,
+    )
+
+
+async def _ready_file(
+    services: Services, tenant: Tenant, video_id: str, thumb: bool = False
+) -> Path:
+    item = await videos.get(services.pool, tenant.id, video_id)
+    path = item.thumbnail_path if thumb else item.video_path
+    if item.status != "ready" or path is None or not path.exists():
+        raise Conflict(f"Video {video_id} is not ready (status {item.status!r}).")
+    return path
+
+
+def _byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """(first, last) inclusive for a single `bytes=` range; None when unsatisfiable."""
+    m = _RANGE.match(header.strip())
+    if m is None or (not m[1] and not m[2]):
+        return None
+    if not m[1]:  # suffix: the last N bytes
+        n = int(m[2])
+        return (max(0, size - n), size - 1) if n > 0 and size > 0 else None
+    first = int(m[1])
+    last = min(int(m[2]), size - 1) if m[2] else size - 1
+    return (first, last) if first <= last and first < size else None
+
+
+async def _read(path: Path, first: int, last: int) -> AsyncIterator[bytes]:
+    with path.open("rb") as fh:
+        fh.seek(first)
+        left = last - first + 1
+        while left > 0:
+            chunk = fh.read(min(CHUNK, left))
+            if not chunk:
+                break
+            left -= len(chunk)
+            yield chunk
+
+
+def _serve(request: Request[Any, Any, Any], path: Path, attachment: bool) -> Response[Any]:
+    size = path.stat().st_size
+    header = request.headers.get("range")
+    if not header:
+        return File(
+            path,
+            filename=path.name,
+            media_type="video/mp4",
+            content_disposition_type="attachment" if attachment else "inline",
+            headers={"Accept-Ranges": "bytes"},
+        )
+    span = _byte_range(header, size)
+    if span is None:
+        return Response(
+            {"status_code": 416, "detail": f"Range {header!r} cannot be satisfied ({size} B)."},
+            status_code=416,
+            headers={"Content-Range": f"bytes */{size}"},
+        )
+    first, last = span
+    return Stream(
+        _read(path, first, last),
+        status_code=206,
+        media_type="video/mp4",
+        headers={
+            "Accept-Ranges": "bytes",
+            "Content-Range": f"bytes {first}-{last}/{size}",
+            "Content-Length": str(last - first + 1),
+        },
+    )
+
+
+class VideoController(Controller):
+    path = "/videos"
+    tags = ["videos"]
+
+    @post(
+        "/",
+        operation_id="create_video",
+        summary="Render a replica speaking a script",
+        description="JSON `{replica_id, script, video_name?, disclosure_mark?}`. Answers at "
+        'once with `{video_id, status: "queued"}`; poll `GET /v2/videos/{id}`.',
+        status_code=200,
+    )
+    async def create(
+        self,
+        request: Request[Tenant, uuid.UUID, Any],
+        services: NamedDependency[Services],
+        data: JSONBody[VideoIn],
+    ) -> VideoCreated:
+        if not data.replica_id:
+            raise InvalidRequest("Send `replica_id`: the completed replica that will speak.")
+        item = await videos.create(
+            services.pool,
+            services.redis,
+            request.user.id,
+            data.replica_id,
+            data.script,
+            data.video_name,
+            data.disclosure_mark,
+        )
+        return VideoCreated(video_id=item.video_id, status=item.status)
+
+    @get("/{video_id:str}", operation_id="get_video", summary="A video's status and links")
+    async def fetch(
+        self,
+        request: Request[Tenant, uuid.UUID, Any],
+        services: NamedDependency[Services],
+        video_id: FromPath[str],
+    ) -> VideoOut:
+        return _out(request, await videos.get(services.pool, request.user.id, video_id))
+
+    @get("/{video_id:str}/download", operation_id="download_video", summary="The MP4 file")
+    async def download(
+        self,
+        request: Request[Tenant, uuid.UUID, Any],
+        services: NamedDependency[Services],
+        video_id: FromPath[str],
+    ) -> Response[Any]:
+        path = await _ready_file(services, request.user, video_id)
+        return _serve(request, path, attachment=True)
+
+    @get(
+        "/{video_id:str}/stream",
+        operation_id="stream_video",
+        summary="The MP4, inline, with HTTP Range support",
+    )
+    async def stream(
+        self,
+        request: Request[Tenant, uuid.UUID, Any],
+        services: NamedDependency[Services],
+        video_id: FromPath[str],
+    ) -> Response[Any]:
+        path = await _ready_file(services, request.user, video_id)
+        return _serve(request, path, attachment=False)
+
+    @get(
+        "/{video_id:str}/thumbnail.jpg",
+        operation_id="video_thumbnail",
+        summary="A JPEG of the video's middle frame",
+    )
+    async def thumbnail(
+        self,
+        request: Request[Tenant, uuid.UUID, Any],
+        services: NamedDependency[Services],
+        video_id: FromPath[str],
+    ) -> File:
+        path = await _ready_file(services, request.user, video_id, thumb=True)
+        return File(path, filename=path.name, media_type="image/jpeg")
+
+    @delete(
+        "/{video_id:str}",
+        operation_id="delete_video",
+        summary="Delete a video and its files",
+        status_code=200,
+    )
+    async def remove(
+        self,
+        request: Request[Tenant, uuid.UUID, Any],
+        services: NamedDependency[Services],
+        video_id: FromPath[str],
+    ) -> Response[dict[str, str]]:
+        await videos.delete(services.pool, request.user.id, video_id)
+        return Response({"video_id": video_id, "status": "deleted"}, status_code=200)

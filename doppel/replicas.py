@@ -1,0 +1,343 @@
+"""Replicas: a person's trained face and voice, made by the `train_replica` job.
+
+The row in `replicas` is the job's state. The API (or the operator CLI) stores the training
+video(s) under the replica's id, inserts the row `started` and enqueues the job; the worker
+trains through Triton, writes `training_progress` ("37/100") as it goes and ends the row
+`completed` or `error` with a message for the person.
+
+Layout of a replica's folder (`<data>/<tenant>/replicas/<replica_id>/`): `sources/0.mp4, ...`
+(the uploads, renamed) and `model/` (the trained replica, doppel.replica).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import re
+import secrets
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import asyncpg
+from arq.connections import ArqRedis
+
+from doppel import jobs
+from doppel.errors import InvalidRequest, NotFound, ServiceUnavailable
+from doppel.settings import Settings
+from doppel.storage import LocalStorage
+from doppel.triton import TritonClient
+
+if TYPE_CHECKING:
+    from doppel import replica
+
+log = logging.getLogger(__name__)
+
+#: Video containers kept as the stored file's suffix; anything else is stored as `.mp4`
+#: (ffmpeg reads by content, the name is only a hint).
+VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi"}
+MAX_NAME = 200
+#: Seconds between progress writes while training (the callback runs in training threads).
+FLUSH_EVERY_S = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplicaRow:
+    replica_id: str
+    tenant_id: uuid.UUID
+    replica_name: str
+    replica_type: str
+    status: str
+    training_progress: str
+    error_message: str | None
+    folder: Path
+    train_paths: list[Path]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @property
+    def model_folder(self) -> Path:
+        return self.folder / "model"
+
+
+def _from_row(row: asyncpg.Record) -> ReplicaRow:
+    return ReplicaRow(
+        replica_id=row["replica_id"],
+        tenant_id=row["tenant_id"],
+        replica_name=row["replica_name"],
+        replica_type=row["replica_type"],
+        status=row["status"],
+        training_progress=row["training_progress"],
+        error_message=row["error_message"],
+        folder=Path(row["folder"]),
+        train_paths=[Path(p) for p in row["train_paths"]],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def new_id() -> str:
+    return "r" + secrets.token_hex(6)
+
+
+def clean_name(name: str | None, fallback: str) -> str:
+    name = re.sub(r"\s+", " ", (name or "").strip())
+    if len(name) > MAX_NAME:
+        raise InvalidRequest(f"replica_name is {len(name)} characters long; at most {MAX_NAME}.")
+    return name or fallback
+
+
+def stored_suffix(filename: str | None) -> str:
+    suffix = Path(filename or "").suffix.lower()
+    return suffix if suffix in VIDEO_SUFFIXES else ".mp4"
+
+
+async def create(
+    pool: asyncpg.Pool,
+    redis: ArqRedis,
+    storage: LocalStorage,
+    tenant_id: uuid.UUID,
+    name: str,
+    uploads: Sequence[tuple[bytes | Path, str]],
+    *,
+    replica_type: str = "user",
+) -> ReplicaRow:
+    """Store `uploads` ((bytes or a file to copy, suffix) each) under a new id, check each is a
+    readable video (`InvalidMedia` otherwise, nothing kept), record the replica `started` and
+    enqueue its training. A queue that cannot be reached undoes everything
+    (`ServiceUnavailable`).
+    """
+    from doppel.face import video
+
+    rid = new_id()
+    folder = storage.path_for(tenant_id, "replicas", rid)
+    paths: list[Path] = []
+    try:
+        for i, (data, suffix) in enumerate(uploads):
+            key = f"{rid}/sources/{i}{suffix}"
+            if isinstance(data, Path):
+                data = await asyncio.to_thread(data.read_bytes)
+            path = await asyncio.to_thread(storage.put, tenant_id, "replicas", key, data)
+            paths.append(path)
+            await asyncio.to_thread(video.probe, path)
+        row = await pool.fetchrow(
+            """INSERT INTO replicas (replica_id, tenant_id, replica_name, replica_type, folder,
+                                     train_paths)
+               VALUES ($1, $2, $3, $4, $5, $6) RETURNING *""",
+            rid,
+            tenant_id,
+            name_or(rid, name),
+            replica_type,
+            str(folder),
+            [str(p) for p in paths],
+        )
+    except BaseException:
+        await asyncio.to_thread(shutil.rmtree, folder, True)
+        raise
+    try:
+        await jobs.enqueue(redis, jobs.TRAIN_REPLICA, rid)
+    except (OSError, ConnectionError, TimeoutError) as exc:
+        await pool.execute("DELETE FROM replicas WHERE replica_id = $1", rid)
+        await asyncio.to_thread(shutil.rmtree, folder, True)
+        raise ServiceUnavailable("The job queue is unavailable; try again shortly.") from exc
+    return _from_row(row)
+
+
+def name_or(rid: str, name: str) -> str:
+    return name or f"replica {rid}"
+
+
+async def get(pool: asyncpg.Pool, tenant_id: uuid.UUID, replica_id: str) -> ReplicaRow:
+    row = await pool.fetchrow(
+        """SELECT * FROM replicas
+           WHERE replica_id = $1 AND tenant_id = $2 AND deleted_at IS NULL""",
+        replica_id,
+        tenant_id,
+    )
+    if row is None:
+        raise NotFound(f"No replica {replica_id} exists for this API key.")
+    return _from_row(row)
+
+
+async def list_page(
+    pool: asyncpg.Pool, tenant_id: uuid.UUID, page: int, limit: int
+) -> tuple[list[ReplicaRow], int]:
+    total = await pool.fetchval(
+        "SELECT count(*) FROM replicas WHERE tenant_id = $1 AND deleted_at IS NULL", tenant_id
+    )
+    rows = await pool.fetch(
+        """SELECT * FROM replicas WHERE tenant_id = $1 AND deleted_at IS NULL
+           ORDER BY created_at DESC, replica_id LIMIT $2 OFFSET $3""",
+        tenant_id,
+        limit,
+        (page - 1) * limit,
+    )
+    return [_from_row(r) for r in rows], int(total)
+
+
+async def delete(pool: asyncpg.Pool, tenant_id: uuid.UUID, replica_id: str, hard: bool) -> None:
+    """Soft delete (hidden from the API, files kept) or, with `hard`, remove every file too."""
+    item = await get(pool, tenant_id, replica_id)
+    await pool.execute(
+        "UPDATE replicas SET deleted_at = now(), updated_at = now() WHERE replica_id = $1",
+        replica_id,
+    )
+    if hard:
+        await asyncio.to_thread(shutil.rmtree, item.folder, True)
+
+
+# --- the worker's half -------------------------------------------------------------------------
+
+_STAGES: list[tuple[str, int]] = [
+    # (message start, percent reached): prepare 0-15, mouth 15-25, voice 25-35.
+    ("joining", 1),
+    ("face checks", 5),
+    ("normalised", 8),
+    ("speech:", 11),
+    ("tracked", 15),
+    ("audio features and mouth model", 16),
+    ("mouth model adapted", 25),
+    ("base voice chosen", 28),
+    ("WORLD analysis done", 29),
+    ("voice learned", 35),
+    ("cropping training frames", 35),
+]
+_STEP = re.compile(r"renderer step (\d+)/(\d+)")
+_INPUTS = re.compile(r"renderer inputs (\d+)/(\d+)")
+_EPOCH = re.compile(r"epoch (\d+)/(\d+)")
+
+
+def progress_of(message: str) -> int | None:
+    """Training's progress messages on a 0-100 scale (None: a message that says nothing new).
+
+    Renderer steps take most of the time: 40-95; its input preparation 35-40; the bank and the
+    ONNX exports after the last step fill 95-100.
+    """
+    if m := _STEP.search(message):
+        return 40 + 55 * int(m[1]) // max(1, int(m[2]))
+    if m := _INPUTS.search(message):
+        return 35 + 5 * int(m[1]) // max(1, int(m[2]))
+    if m := _EPOCH.search(message):
+        return 29 + 6 * int(m[1]) // max(1, int(m[2]))
+    if message.startswith("replica ready"):
+        return 99
+    text = message.strip()
+    for start, percent in _STAGES:
+        if text.startswith(start):
+            return percent
+    return None
+
+
+def train_options(settings: Settings) -> replica.TrainOptions:
+    from doppel import replica
+
+    options = replica.TrainOptions(models_dir=settings.models_dir)
+    if settings.renderer_steps:
+        options.renderer.steps = settings.renderer_steps
+    if settings.mouth_steps:
+        options.mouth_steps = settings.mouth_steps
+    if settings.voice_epochs:
+        from doppel.voice.conversion import TrainOptions as VoiceOptions
+
+        options.voice_options = VoiceOptions(epochs=settings.voice_epochs, align_passes=1)
+    return options
+
+
+async def claim(pool: asyncpg.Pool, replica_id: str) -> ReplicaRow | None:
+    """The replica to train, or None when it is finished, failed or deleted (nothing to do)."""
+    row = await pool.fetchrow(
+        """UPDATE replicas SET attempts = attempts + 1, training_progress = '0/100',
+                  updated_at = now()
+           WHERE replica_id = $1 AND status = 'started' AND deleted_at IS NULL
+           RETURNING *""",
+        replica_id,
+    )
+    return None if row is None else _from_row(row)
+
+
+async def train(
+    pool: asyncpg.Pool, triton: TritonClient, settings: Settings, replica_id: str
+) -> str:
+    """Train a `started` replica from scratch (a run a dead worker left half done is
+    discarded); returns the final status, or "skipped". `ServiceUnavailable` propagates (the job
+    is retried later); any other failure ends the replica in `error` with its reason.
+    """
+    from doppel import replica
+
+    item = await claim(pool, replica_id)
+    if item is None:
+        return "skipped"
+    out = item.model_folder
+    await asyncio.to_thread(shutil.rmtree, out, True)
+    state = {"percent": 0, "written": 0}
+
+    def on_progress(message: str) -> None:  # called from training threads too
+        log.info("replica %s: %s", replica_id, message)
+        percent = progress_of(message)
+        if percent is not None and percent > state["percent"]:
+            state["percent"] = min(percent, 99)
+
+    async def flush() -> None:
+        if state["percent"] != state["written"]:
+            state["written"] = state["percent"]
+            await pool.execute(
+                """UPDATE replicas SET training_progress = $2, updated_at = now()
+                   WHERE replica_id = $1 AND status = 'started'""",
+                replica_id,
+                f"{state['written']}/100",
+            )
+
+    async def flusher() -> None:
+        while True:
+            await asyncio.sleep(FLUSH_EVERY_S)
+            await flush()
+
+    task = asyncio.create_task(flusher())
+    try:
+        await replica.train(
+            item.train_paths,
+            out,
+            encode=triton.encode_audio,
+            vad=triton.vad,
+            options=train_options(settings),
+            progress=on_progress,
+        )
+    except ServiceUnavailable:
+        raise
+    except Exception as exc:
+        reason = getattr(exc, "message", None) or f"Training failed: {exc}"
+        log.warning("replica %s failed: %s", replica_id, reason, exc_info=True)
+        await pool.execute(
+            """UPDATE replicas SET status = 'error', error_message = $2, updated_at = now()
+               WHERE replica_id = $1""",
+            replica_id,
+            reason,
+        )
+        return "error"
+    finally:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+    await flush()
+    await pool.execute(
+        """UPDATE replicas SET status = 'completed', training_progress = '100/100',
+                  error_message = NULL, updated_at = now()
+           WHERE replica_id = $1""",
+        replica_id,
+    )
+    return "completed"
+
+
+async def fail(pool: asyncpg.Pool, replica_id: str, reason: str) -> None:
+    await pool.execute(
+        """UPDATE replicas SET status = 'error', error_message = $2, updated_at = now()
+           WHERE replica_id = $1 AND status = 'started'""",
+        replica_id,
+        reason,
+    )
