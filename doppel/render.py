@@ -463,6 +463,7 @@ class _Writer:
         assert self.proc.stdin is not None and self.proc.stderr is not None
         self.proc.stdin.close()
         err = self.proc.stderr.read().decode(errors="replace")
+        self.proc.stderr.close()
         if self.proc.wait() != 0:
             self.tmp.unlink(missing_ok=True)
             raise InvalidMedia(f"The video could not be encoded ({err.strip()[-300:]}).")
@@ -471,6 +472,12 @@ class _Writer:
     def abort(self) -> None:
         self.proc.kill()
         self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stderr):
+            if pipe is not None:
+                try:
+                    pipe.close()
+                except OSError:  # stdin of a killed encoder: nothing left to flush to
+                    pass
         self.tmp.unlink(missing_ok=True)
 
 

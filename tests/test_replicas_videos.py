@@ -133,9 +133,6 @@ async def test_replica_trains_with_rising_progress(
     assert denied.status_code == 404 and trained.replica_id in denied.json()["detail"]
 
 
-# doppel/render.py's _Writer.close reads the encoder's stderr pipe without closing it; the
-# garbage-collected Popen then warns. Harmless in the worker, an error under pytest's filters.
-@pytest.mark.filterwarnings("ignore:unclosed file <_io.BufferedReader:ResourceWarning")
 async def test_script_video_is_ready_synced_disclosed_and_seekable(
     client: AsyncTestClient, trained: Trained, settings: Settings, pool: Any, tmp_path: Path
 ) -> None:
@@ -155,7 +152,7 @@ async def test_script_video_is_ready_synced_disclosed_and_seekable(
         progress.append(body["progress"])
 
     worker = await run_worker(settings, watch)
-    gc.collect()  # the render's leftover pipes warn here, under this test's filter
+    gc.collect()  # a pipe the render left open would warn here, and warnings are errors
     assert worker.jobs_failed == 0
     body = (await client.get(f"/v2/videos/{vid}", headers=headers)).json()
     assert body["status"] == "ready", body
