@@ -20,6 +20,7 @@ from api.replicas import ReplicaController
 from api.state import Services
 from api.transcriptions import TranscriptionController
 from api.videos import VideoController
+from api.webhooks import WebhookController
 from doppel import db, jobs
 from doppel.settings import Settings
 from doppel.storage import LocalStorage
@@ -55,7 +56,12 @@ def create_app(settings: Settings) -> Litestar:
 
     v2 = Router(
         path="/v2",
-        route_handlers=[TranscriptionController, ReplicaController, VideoController],
+        route_handlers=[
+            TranscriptionController,
+            ReplicaController,
+            VideoController,
+            WebhookController,
+        ],
         middleware=[ApiKeyMiddleware],
         security=[{"apiKey": []}],
     )

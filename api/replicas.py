@@ -15,7 +15,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, QueryParameter
 
 from api.state import Services
-from doppel import replicas
+from doppel import replicas, urls, webhooks
 from doppel.errors import InvalidMedia, InvalidRequest
 from doppel.tenants import Tenant
 
@@ -25,6 +25,8 @@ class ReplicaForm:
     #: The training video: one person talking to the camera, with sound.
     train_video: UploadFile | None = None
     replica_name: str | None = None
+    #: Where each status change is POSTed, signed (see `GET /v2/webhook-secret`).
+    callback_url: str | None = None
 
 
 class ReplicaOut(msgspec.Struct):
@@ -71,7 +73,8 @@ class ReplicaController(Controller):
         "/",
         operation_id="create_replica",
         summary="Train a replica from a video",
-        description="Multipart: `train_video` (the file) and `replica_name`. Answers at once "
+        description="Multipart: `train_video` (the file), `replica_name` and optionally "
+        "`callback_url` (signed webhooks on each status change). Answers at once "
         'with `{replica_id, status: "started"}`; poll `GET /v2/replicas/{id}` for '
         "`training_progress` and the final `completed` or `error`.",
         status_code=200,
@@ -86,6 +89,13 @@ class ReplicaController(Controller):
             raise InvalidRequest(
                 "Send the training video as a multipart form field named 'train_video'."
             )
+        callback_url = None
+        if data.callback_url:
+            callback_url = await urls.check_url(
+                data.callback_url,
+                allow_private=services.settings.allow_private_urls,
+                field="callback_url",
+            )
         raw = await data.train_video.read()
         if not raw:
             raise InvalidMedia("The uploaded training video is empty.")
@@ -96,6 +106,8 @@ class ReplicaController(Controller):
             request.user.id,
             replicas.clean_name(data.replica_name, ""),
             [(raw, replicas.stored_suffix(data.train_video.filename))],
+            callback_url=callback_url,
+            notify=webhooks.Notifier(services.redis, services.settings.public_url),
         )
         return ReplicaCreated(replica_id=item.replica_id, status=item.status)
 

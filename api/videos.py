@@ -20,7 +20,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.response import File, Stream
 
 from api.state import Services
-from doppel import videos
+from doppel import urls, videos, webhooks
 from doppel.errors import Conflict, InvalidRequest
 from doppel.tenants import Tenant
 
@@ -33,6 +33,8 @@ class VideoIn(msgspec.Struct):
     script: str | None = None
     video_name: str | None = None
     disclosure_mark: bool = True
+    #: Where each status change is POSTed, signed (see `GET /v2/webhook-secret`).
+    callback_url: str | None = None
 
 
 class VideoCreated(msgspec.Struct):
@@ -150,8 +152,8 @@ class VideoController(Controller):
         "/",
         operation_id="create_video",
         summary="Render a replica speaking a script",
-        description="JSON `{replica_id, script, video_name?, disclosure_mark?}`. Answers at "
-        'once with `{video_id, status: "queued"}`; poll `GET /v2/videos/{id}`.',
+        description="JSON `{replica_id, script, video_name?, disclosure_mark?, callback_url?}`. "
+        'Answers at once with `{video_id, status: "queued"}`; poll `GET /v2/videos/{id}`.',
         status_code=200,
     )
     async def create(
@@ -162,6 +164,13 @@ class VideoController(Controller):
     ) -> VideoCreated:
         if not data.replica_id:
             raise InvalidRequest("Send `replica_id`: the completed replica that will speak.")
+        callback_url = None
+        if data.callback_url:
+            callback_url = await urls.check_url(
+                data.callback_url,
+                allow_private=services.settings.allow_private_urls,
+                field="callback_url",
+            )
         item = await videos.create(
             services.pool,
             services.redis,
@@ -170,6 +179,8 @@ class VideoController(Controller):
             data.script,
             data.video_name,
             data.disclosure_mark,
+            callback_url=callback_url,
+            notify=webhooks.Notifier(services.redis, services.settings.public_url),
         )
         return VideoCreated(video_id=item.video_id, status=item.status)
 

@@ -21,6 +21,7 @@ HEARTBEAT_TTL_S = 15
 TRANSCRIBE = "transcribe"
 TRAIN_REPLICA = "train_replica"
 RENDER_VIDEO = "render_video"
+DELIVER_WEBHOOK = "deliver_webhook"
 
 
 def serialize(obj: dict[str, Any]) -> bytes:

@@ -34,6 +34,7 @@ from doppel.triton import TritonClient
 
 if TYPE_CHECKING:
     from doppel import replica
+    from doppel.webhooks import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,8 @@ async def create(
     uploads: Sequence[tuple[bytes | Path, str]],
     *,
     replica_type: str = "user",
+    callback_url: str | None = None,
+    notify: Notifier | None = None,
 ) -> ReplicaRow:
     """Store `uploads` ((bytes or a file to copy, suffix) each) under a new id, check each is a
     readable video (`InvalidMedia` otherwise, nothing kept), record the replica `started` and
@@ -126,14 +129,15 @@ async def create(
             await asyncio.to_thread(video.probe, path)
         row = await pool.fetchrow(
             """INSERT INTO replicas (replica_id, tenant_id, replica_name, replica_type, folder,
-                                     train_paths)
-               VALUES ($1, $2, $3, $4, $5, $6) RETURNING *""",
+                                     train_paths, callback_url)
+               VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *""",
             rid,
             tenant_id,
             name_or(rid, name),
             replica_type,
             str(folder),
             [str(p) for p in paths],
+            callback_url,
         )
     except BaseException:
         await asyncio.to_thread(shutil.rmtree, folder, True)
@@ -144,6 +148,8 @@ async def create(
         await pool.execute("DELETE FROM replicas WHERE replica_id = $1", rid)
         await asyncio.to_thread(shutil.rmtree, folder, True)
         raise ServiceUnavailable("The job queue is unavailable; try again shortly.") from exc
+    if notify is not None:  # webhook: started
+        await notify.changed(pool, "replica", rid)
     return _from_row(row)
 
 
@@ -260,7 +266,11 @@ async def claim(pool: asyncpg.Pool, replica_id: str) -> ReplicaRow | None:
 
 
 async def train(
-    pool: asyncpg.Pool, triton: TritonClient, settings: Settings, replica_id: str
+    pool: asyncpg.Pool,
+    triton: TritonClient,
+    settings: Settings,
+    replica_id: str,
+    notify: Notifier | None = None,
 ) -> str:
     """Train a `started` replica from scratch (a run a dead worker left half done is
     discarded); returns the final status, or "skipped". `ServiceUnavailable` propagates (the job
@@ -317,6 +327,8 @@ async def train(
             replica_id,
             reason,
         )
+        if notify is not None:  # webhook: error
+            await notify.changed(pool, "replica", replica_id)
         return "error"
     finally:
         task.cancel()
@@ -331,13 +343,19 @@ async def train(
            WHERE replica_id = $1""",
         replica_id,
     )
+    if notify is not None:  # webhook: completed
+        await notify.changed(pool, "replica", replica_id)
     return "completed"
 
 
-async def fail(pool: asyncpg.Pool, replica_id: str, reason: str) -> None:
+async def fail(
+    pool: asyncpg.Pool, replica_id: str, reason: str, notify: Notifier | None = None
+) -> None:
     await pool.execute(
         """UPDATE replicas SET status = 'error', error_message = $2, updated_at = now()
            WHERE replica_id = $1 AND status = 'started'""",
         replica_id,
         reason,
     )
+    if notify is not None:  # webhook: error
+        await notify.changed(pool, "replica", replica_id)

@@ -54,6 +54,17 @@ class Settings:
     renderer_steps: int | None = None
     mouth_steps: int | None = None
     voice_epochs: int | None = None
+    #: URL fetches and webhooks may reach loopback, private and link-local addresses
+    #: (DOPPEL_ALLOW_PRIVATE_URLS=1; tests and single-machine setups). Off: doppel.urls refuses.
+    allow_private_urls: bool = False
+    #: Base URL of the API as callers reach it, for links in webhook bodies
+    #: (DOPPEL_PUBLIC_URL; default: the `api` entry of `.run/endpoints.json`).
+    public_url: str = "http://127.0.0.1:8000"
+    #: Seconds one webhook POST may take.
+    webhook_timeout_s: float = 10.0
+    #: Delays before each retry of a failed webhook delivery (first attempt at once; after the
+    #: last delay's attempt it is given up).
+    webhook_backoff_s: tuple[float, ...] = (10.0, 30.0, 120.0, 600.0, 3600.0)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -88,6 +99,11 @@ class Settings:
             renderer_steps=_opt_int(env, "DOPPEL_RENDERER_STEPS"),
             mouth_steps=_opt_int(env, "DOPPEL_MOUTH_STEPS"),
             voice_epochs=_opt_int(env, "DOPPEL_VOICE_EPOCHS"),
+            allow_private_urls=env.get("DOPPEL_ALLOW_PRIVATE_URLS", "").strip().lower()
+            in ("1", "true", "yes", "on"),
+            public_url=(
+                env.get("DOPPEL_PUBLIC_URL") or endpoints.get("api") or "http://127.0.0.1:8000"
+            ).rstrip("/"),
         )
 
 

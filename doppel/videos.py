@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 from arq.connections import ArqRedis
@@ -27,6 +28,9 @@ from doppel import jobs, replicas
 from doppel.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
 from doppel.storage import LocalStorage
 from doppel.triton import TritonClient
+
+if TYPE_CHECKING:
+    from doppel.webhooks import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +103,8 @@ async def create(
     script: str | None,
     video_name: str | None = None,
     disclosure_mark: bool = True,
+    callback_url: str | None = None,
+    notify: Notifier | None = None,
 ) -> VideoRow:
     """Check the request, record the video `queued` and enqueue its rendering."""
     text = check_script(script)
@@ -115,20 +121,23 @@ async def create(
     vid = new_id()
     row = await pool.fetchrow(
         """INSERT INTO videos (video_id, tenant_id, replica_id, video_name, script,
-                               disclosure_mark)
-           VALUES ($1, $2, $3, $4, $5, $6) RETURNING *""",
+                               disclosure_mark, callback_url)
+           VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *""",
         vid,
         tenant_id,
         replica_id,
         name,
         text,
         disclosure_mark,
+        callback_url,
     )
     try:
         await jobs.enqueue(redis, jobs.RENDER_VIDEO, vid)
     except (OSError, ConnectionError, TimeoutError) as exc:
         await pool.execute("DELETE FROM videos WHERE video_id = $1", vid)
         raise ServiceUnavailable("The job queue is unavailable; try again shortly.") from exc
+    if notify is not None:  # webhook: queued
+        await notify.changed(pool, "video", vid)
     return _from_row(row)
 
 
@@ -185,7 +194,11 @@ def thumbnail(mp4: Path, jpg: Path, at_s: float) -> None:
 
 
 async def render(
-    pool: asyncpg.Pool, triton: TritonClient, storage: LocalStorage, video_id: str
+    pool: asyncpg.Pool,
+    triton: TritonClient,
+    storage: LocalStorage,
+    video_id: str,
+    notify: Notifier | None = None,
 ) -> str:
     """Render a claimed video; returns the final status or "skipped". `ServiceUnavailable`
     propagates (the row goes back to `queued`, the job is retried); any other failure ends the
@@ -199,6 +212,8 @@ async def render(
     item = await claim(pool, video_id)
     if item is None:
         return "skipped"
+    if notify is not None:  # webhook: generating (once, even when re-claimed)
+        await notify.changed(pool, "video", video_id)
     state = {"percent": 0, "written": 0}
 
     def on_progress(message: str) -> None:
@@ -256,6 +271,8 @@ async def render(
             "UPDATE videos SET status = 'queued', updated_at = now() WHERE video_id = $1",
             video_id,
         )
+        if notify is not None:  # webhook: queued again (the job is retried)
+            await notify.changed(pool, "video", video_id)
         raise
     except Exception as exc:
         reason = getattr(exc, "message", None) or f"Rendering failed: {exc}"
@@ -266,6 +283,8 @@ async def render(
             video_id,
             reason,
         )
+        if notify is not None:  # webhook: error
+            await notify.changed(pool, "video", video_id)
         return "error"
     finally:
         task.cancel()
@@ -284,13 +303,19 @@ async def render(
         str(jpg),
         result.duration_s,
     )
+    if notify is not None:  # webhook: ready
+        await notify.changed(pool, "video", video_id)
     return "ready"
 
 
-async def fail(pool: asyncpg.Pool, video_id: str, reason: str) -> None:
+async def fail(
+    pool: asyncpg.Pool, video_id: str, reason: str, notify: Notifier | None = None
+) -> None:
     await pool.execute(
         """UPDATE videos SET status = 'error', error_message = $2, updated_at = now()
            WHERE video_id = $1 AND status IN ('queued', 'generating')""",
         video_id,
         reason,
     )
+    if notify is not None:  # webhook: error
+        await notify.changed(pool, "video", video_id)

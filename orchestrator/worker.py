@@ -16,7 +16,7 @@ from arq import Retry
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
 
-from doppel import db, jobs, replicas, transcriptions, videos
+from doppel import db, jobs, replicas, transcriptions, videos, webhooks
 from doppel.errors import ServiceUnavailable
 from doppel.settings import Settings
 from doppel.storage import LocalStorage
@@ -46,12 +46,17 @@ async def transcribe(ctx: dict[str, Any], transcription_id: str) -> str:
 
 async def train_replica(ctx: dict[str, Any], replica_id: str) -> str:
     try:
-        return await replicas.train(ctx["pool"], ctx["triton"], ctx["settings"], replica_id)
+        return await replicas.train(
+            ctx["pool"], ctx["triton"], ctx["settings"], replica_id, ctx.get("notify")
+        )
     except ServiceUnavailable as exc:
         tries = int(ctx.get("job_try", 1))
         if tries >= MAX_TRIES:
             await replicas.fail(
-                ctx["pool"], replica_id, f"{exc.message} (gave up after {tries} tries)"
+                ctx["pool"],
+                replica_id,
+                f"{exc.message} (gave up after {tries} tries)",
+                ctx.get("notify"),
             )
             return "error"
         raise Retry(defer=min(2**tries, 30)) from exc
@@ -59,13 +64,30 @@ async def train_replica(ctx: dict[str, Any], replica_id: str) -> str:
 
 async def render_video(ctx: dict[str, Any], video_id: str) -> str:
     try:
-        return await videos.render(ctx["pool"], ctx["triton"], ctx["storage"], video_id)
+        return await videos.render(
+            ctx["pool"], ctx["triton"], ctx["storage"], video_id, ctx.get("notify")
+        )
     except ServiceUnavailable as exc:
         tries = int(ctx.get("job_try", 1))
         if tries >= MAX_TRIES:
-            await videos.fail(ctx["pool"], video_id, f"{exc.message} (gave up after {tries} tries)")
+            await videos.fail(
+                ctx["pool"],
+                video_id,
+                f"{exc.message} (gave up after {tries} tries)",
+                ctx.get("notify"),
+            )
             return "error"
         raise Retry(defer=min(2**tries, 30)) from exc
+
+
+async def deliver_webhook(ctx: dict[str, Any], delivery_id: str) -> str:
+    """One attempt at a webhook delivery; a failed one is retried after the settings' backoff
+    (the attempts are counted in PostgreSQL, not by arq).
+    """
+    outcome = await webhooks.deliver(ctx["pool"], ctx["settings"], uuid.UUID(delivery_id))
+    if outcome.retry_in is not None:
+        raise Retry(defer=outcome.retry_in)
+    return outcome.status
 
 
 async def _heartbeat(redis: Any) -> None:
@@ -84,6 +106,10 @@ def build_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -
         ctx["pool"] = await db.create_pool(settings.database_url, max_size=4)
         ctx["triton"] = TritonClient(settings.triton_grpc_url, timeout_s=settings.triton_timeout_s)
         ctx["storage"] = LocalStorage(settings.data_dir)
+        ctx["notify"] = webhooks.Notifier(ctx["redis"], settings.public_url)
+        pending = await webhooks.resend_pending(ctx["pool"], ctx["redis"])
+        if pending:
+            log.info("re-enqueued %d pending webhook deliveries", pending)
         if not burst:
             ctx["heartbeat"] = asyncio.create_task(_heartbeat(ctx["redis"]))
 
@@ -103,6 +129,13 @@ def build_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -
             # 10-minute audio limit.
             func(train_replica, name=jobs.TRAIN_REPLICA, max_tries=MAX_TRIES, timeout=6 * 3600),
             func(render_video, name=jobs.RENDER_VIDEO, max_tries=MAX_TRIES, timeout=3600),
+            # Attempts are bounded by settings.webhook_backoff_s; arq's own limit is a backstop.
+            func(
+                deliver_webhook,
+                name=jobs.DELIVER_WEBHOOK,
+                max_tries=len(settings.webhook_backoff_s) + 2,
+                timeout=settings.webhook_timeout_s + 30,
+            ),
         ],
         queue_name=jobs.QUEUE_NAME,
         redis_settings=RedisSettings.from_dsn(settings.redis_url),
