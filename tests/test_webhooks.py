@@ -296,6 +296,32 @@ async def test_deliveries_are_tenant_scoped_and_paginated(
     assert uuid.UUID(page1["data"][0]["delivery_id"])
 
 
+async def test_tenants_made_before_the_migration_get_their_own_secret(
+    pool: Any, settings: Settings, tmp_path: Any
+) -> None:
+    import asyncpg
+
+    from doppel import db
+
+    name = f"webhooks_{uuid.uuid4().hex[:8]}"
+    await pool.execute(f"CREATE DATABASE {name}")
+    url = settings.database_url.rsplit("/", 1)[0] + f"/{name}"
+    fresh = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    try:
+        for path in db.migration_files():
+            if path.name < "0004":
+                (tmp_path / path.name).write_text(path.read_text())
+        await db.migrate(fresh, tmp_path)
+        for n in ("a", "b"):
+            await fresh.execute("INSERT INTO tenants (id, name) VALUES ($1, $2)", uuid.uuid4(), n)
+        assert await db.migrate(fresh) == ["0004_webhooks.sql"]
+        secrets = [r[0] for r in await fresh.fetch("SELECT webhook_secret FROM tenants")]
+        assert len(set(secrets)) == 2 and all(len(x) == 70 for x in secrets), secrets
+    finally:
+        await fresh.close()
+        await pool.execute(f"DROP DATABASE {name}")
+
+
 async def _other(pool: Any) -> Caller:
     from tests.conftest import new_caller
 
