@@ -90,11 +90,11 @@ def replica_name(values: Any) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class _Entry:
-    stamp: tuple[int, int, int]
+    stamp: Any
     session: Any
 
 
-def _stamp(path: Path) -> tuple[int, int, int]:
+def file_stamp(path: Path) -> tuple[int, int, int]:
     st = path.stat()
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
@@ -149,9 +149,9 @@ class SessionCache:
         """
         try:
             resolved = Path(path).resolve(strict=True)
-            stamp = _stamp(resolved)
+            stamp = self._stamp_of(resolved)
         except OSError as exc:
-            raise ValueError(f"{path} cannot be read: {exc.strerror or exc}") from None
+            raise self._unreadable(Path(path), exc) from None
         with self._lock:
             entry = self._entries.get(resolved)
             if entry is not None and entry.stamp == stamp:
@@ -167,10 +167,7 @@ class SessionCache:
         try:
             session = self._loader(resolved)
         except Exception as exc:
-            raise ValueError(
-                f"{resolved} could not be loaded by ONNX Runtime ({exc}); "
-                "train or export the replica again"
-            ) from None
+            raise self._unloadable(resolved, exc) from None
         with self._lock:
             current = self._entries.get(resolved)
             if current is not None and current.stamp == stamp:
@@ -182,6 +179,20 @@ class SessionCache:
                 self._entries.popitem(last=False)
                 self.evictions += 1
         return session
+
+    # What a subclass caching something else (a voice profile folder) changes:
+
+    def _stamp_of(self, path: Path) -> Any:
+        """What says the file changed since it was loaded."""
+        return file_stamp(path)
+
+    def _unreadable(self, path: Path, exc: OSError) -> Exception:
+        return ValueError(f"{path} cannot be read: {exc.strerror or exc}")
+
+    def _unloadable(self, path: Path, exc: Exception) -> Exception:
+        return ValueError(
+            f"{path} could not be loaded by ONNX Runtime ({exc}); train or export the replica again"
+        )
 
     def __len__(self) -> int:
         with self._lock:

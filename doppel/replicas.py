@@ -28,6 +28,7 @@ from arq.connections import ArqRedis
 
 from doppel import jobs
 from doppel.errors import InvalidRequest, NotFound, ServiceUnavailable
+from doppel.progress import ProgressWriter
 from doppel.settings import Settings
 from doppel.storage import LocalStorage
 from doppel.triton import TritonClient
@@ -283,60 +284,39 @@ async def train(
         return "skipped"
     out = item.model_folder
     await asyncio.to_thread(shutil.rmtree, out, True)
-    state = {"percent": 0, "written": 0}
+    progress = ProgressWriter(
+        lambda percent: pool.execute(
+            """UPDATE replicas SET training_progress = $2, updated_at = now()
+               WHERE replica_id = $1 AND status = 'started'""",
+            replica_id,
+            f"{percent}/100",
+        ),
+        every_s=FLUSH_EVERY_S,
+    )
 
     def on_progress(message: str) -> None:  # called from training threads too
         log.info("replica %s: %s", replica_id, message)
         percent = progress_of(message)
-        if percent is not None and percent > state["percent"]:
-            state["percent"] = min(percent, 99)
+        if percent is not None:
+            progress.raise_to(min(percent, 99))
 
-    async def flush() -> None:
-        if state["percent"] != state["written"]:
-            state["written"] = state["percent"]
-            await pool.execute(
-                """UPDATE replicas SET training_progress = $2, updated_at = now()
-                   WHERE replica_id = $1 AND status = 'started'""",
-                replica_id,
-                f"{state['written']}/100",
-            )
-
-    async def flusher() -> None:
-        while True:
-            await asyncio.sleep(FLUSH_EVERY_S)
-            await flush()
-
-    task = asyncio.create_task(flusher())
-    try:
-        await replica.train(
-            item.train_paths,
-            out,
-            encode=triton.encode_audio,
-            vad=triton.vad,
-            options=train_options(settings),
-            progress=on_progress,
-        )
-    except ServiceUnavailable:
-        raise
-    except Exception as exc:
-        reason = getattr(exc, "message", None) or f"Training failed: {exc}"
-        log.warning("replica %s failed: %s", replica_id, reason, exc_info=True)
-        await pool.execute(
-            """UPDATE replicas SET status = 'error', error_message = $2, updated_at = now()
-               WHERE replica_id = $1""",
-            replica_id,
-            reason,
-        )
-        if notify is not None:  # webhook: error
-            await notify.changed(pool, "replica", replica_id)
-        return "error"
-    finally:
-        task.cancel()
+    async with progress:
         try:
-            await task
-        except asyncio.CancelledError:
-            pass
-    await flush()
+            await replica.train(
+                item.train_paths,
+                out,
+                encode=triton.encode_audio,
+                vad=triton.vad,
+                options=train_options(settings),
+                progress=on_progress,
+            )
+        except ServiceUnavailable:
+            raise
+        except Exception as exc:
+            reason = getattr(exc, "message", None) or f"Training failed: {exc}"
+            log.warning("replica %s failed: %s", replica_id, reason, exc_info=True)
+            await fail(pool, replica_id, reason, notify)
+            return "error"
     await pool.execute(
         """UPDATE replicas SET status = 'completed', training_progress = '100/100',
                   error_message = NULL, updated_at = now()

@@ -26,6 +26,7 @@ from arq.connections import ArqRedis
 
 from doppel import jobs, replicas
 from doppel.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
+from doppel.progress import ProgressWriter
 from doppel.storage import LocalStorage
 from doppel.triton import TritonClient
 
@@ -214,86 +215,66 @@ async def render(
         return "skipped"
     if notify is not None:  # webhook: generating (once, even when re-claimed)
         await notify.changed(pool, "video", video_id)
-    state = {"percent": 0, "written": 0}
+    progress = ProgressWriter(
+        lambda percent: pool.execute(
+            """UPDATE videos SET progress = $2, updated_at = now()
+               WHERE video_id = $1 AND status = 'generating'""",
+            video_id,
+            percent,
+        )
+    )
 
     def on_progress(message: str) -> None:
         if m := _FRAME.search(message):
-            state["percent"] = max(state["percent"], 5 + 90 * int(m[1]) // max(1, int(m[2])))
-
-    async def flush() -> None:
-        if state["percent"] != state["written"]:
-            state["written"] = state["percent"]
-            await pool.execute(
-                """UPDATE videos SET progress = $2, updated_at = now()
-                   WHERE video_id = $1 AND status = 'generating'""",
-                video_id,
-                state["written"],
-            )
-
-    async def flusher() -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            await flush()
+            progress.raise_to(5 + 90 * int(m[1]) // max(1, int(m[2])))
 
     mp4 = storage.path_for(item.tenant_id, "videos", f"{video_id}.mp4")
     jpg = mp4.with_suffix(".jpg")
     mp4.parent.mkdir(parents=True, exist_ok=True)
     part = mp4.with_name(f".{video_id}.{uuid.uuid4().hex}.part.mp4")
     part_jpg = part.with_suffix(".jpg")
-    task = asyncio.create_task(flusher())
-    try:
-        rep_row = await pool.fetchrow(
-            "SELECT folder, status FROM replicas WHERE replica_id = $1", item.replica_id
-        )
-        if rep_row is None or rep_row["status"] != "completed":
-            raise Conflict(f"Replica {item.replica_id} is not a completed replica any more.")
-        rep = Replica.load(Path(rep_row["folder"]) / "model")
-        if rep.voice_folder is None:
-            raise InvalidRequest("This replica was trained without a voice: it cannot speak.")
-        spoken, _timings = await triton.say(rep.voice_folder, item.script)
-        state["percent"] = 5
-        with tempfile.TemporaryDirectory(prefix="doppel-video-") as tmp:
-            wav = Path(tmp) / "speech.wav"
-            await asyncio.to_thread(wavfile.write, wav, spoken.rate, spoken.samples)
-            result = await engine.render(
-                rep,
-                wav,
-                part,
-                engine=triton,
-                watermark=item.disclosure_mark,
-                progress=on_progress,
-            )
-        await asyncio.to_thread(thumbnail, part, part_jpg, result.duration_s / 2)
-        part.rename(mp4)
-        part_jpg.rename(jpg)
-    except ServiceUnavailable:
-        await pool.execute(
-            "UPDATE videos SET status = 'queued', updated_at = now() WHERE video_id = $1",
-            video_id,
-        )
-        if notify is not None:  # webhook: queued again (the job is retried)
-            await notify.changed(pool, "video", video_id)
-        raise
-    except Exception as exc:
-        reason = getattr(exc, "message", None) or f"Rendering failed: {exc}"
-        log.warning("video %s failed: %s", video_id, reason, exc_info=True)
-        await pool.execute(
-            """UPDATE videos SET status = 'error', error_message = $2, updated_at = now()
-               WHERE video_id = $1""",
-            video_id,
-            reason,
-        )
-        if notify is not None:  # webhook: error
-            await notify.changed(pool, "video", video_id)
-        return "error"
-    finally:
-        task.cancel()
+    async with progress:
         try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        part.unlink(missing_ok=True)
-        part_jpg.unlink(missing_ok=True)
+            rep_row = await pool.fetchrow(
+                "SELECT folder, status FROM replicas WHERE replica_id = $1", item.replica_id
+            )
+            if rep_row is None or rep_row["status"] != "completed":
+                raise Conflict(f"Replica {item.replica_id} is not a completed replica any more.")
+            rep = Replica.load(Path(rep_row["folder"]) / "model")
+            if rep.voice_folder is None:
+                raise InvalidRequest("This replica was trained without a voice: it cannot speak.")
+            spoken, _timings = await triton.say(rep.voice_folder, item.script)
+            progress.raise_to(5)
+            with tempfile.TemporaryDirectory(prefix="doppel-video-") as tmp:
+                wav = Path(tmp) / "speech.wav"
+                await asyncio.to_thread(wavfile.write, wav, spoken.rate, spoken.samples)
+                result = await engine.render(
+                    rep,
+                    wav,
+                    part,
+                    engine=triton,
+                    watermark=item.disclosure_mark,
+                    progress=on_progress,
+                )
+            await asyncio.to_thread(thumbnail, part, part_jpg, result.duration_s / 2)
+            part.rename(mp4)
+            part_jpg.rename(jpg)
+        except ServiceUnavailable:
+            await pool.execute(
+                "UPDATE videos SET status = 'queued', updated_at = now() WHERE video_id = $1",
+                video_id,
+            )
+            if notify is not None:  # webhook: queued again (the job is retried)
+                await notify.changed(pool, "video", video_id)
+            raise
+        except Exception as exc:
+            reason = getattr(exc, "message", None) or f"Rendering failed: {exc}"
+            log.warning("video %s failed: %s", video_id, reason, exc_info=True)
+            await fail(pool, video_id, reason, notify)
+            return "error"
+        finally:
+            part.unlink(missing_ok=True)
+            part_jpg.unlink(missing_ok=True)
     await pool.execute(
         """UPDATE videos SET status = 'ready', progress = 100, error_message = NULL,
                   video_path = $2, thumbnail_path = $3, duration_s = $4, updated_at = now()

@@ -14,8 +14,6 @@ Never imports Triton: `model_repository/voice*/1/model.py` adapt it.
 
 from __future__ import annotations
 
-import collections
-import dataclasses
 import json
 import os
 import threading
@@ -26,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from doppel.errors import InvalidRequest
-from doppel.replica_models import SessionCache
+from doppel.replica_models import SessionCache, file_stamp
 from doppel.tts import SentenceAudio, Speech
 from doppel.voice import base_voices, conversion
 from doppel.voice.clone import ClonedVoice, CloneSettings
@@ -106,79 +104,28 @@ def encode_timings(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def _stamp(path: Path) -> tuple[int, int, int]:
-    st = path.stat()
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Profile:
-    stamp: tuple[tuple[int, int, int], ...]
-    profile: VoiceProfile
-
-
-class ProfileCache:
+class ProfileCache(SessionCache):
     """Loaded profiles by folder, least recently used evicted beyond `capacity`; reloaded when
-    `profile.json` or `conversion.npz` changed (a retrained voice). Counts like SessionCache.
+    `profile.json` or `conversion.npz` changed (a retrained voice).
     """
 
     def __init__(self, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError(f"the profile cache needs a capacity of at least 1, not {capacity}")
-        self.capacity = capacity
-        self._entries: collections.OrderedDict[Path, _Profile] = collections.OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = self.misses = self.reloads = self.evictions = 0
+        super().__init__(capacity, loader=VoiceProfile.load)
 
-    def get(self, folder: Path) -> VoiceProfile:
-        try:
-            folder = folder.resolve(strict=True)
-            stamp = (_stamp(folder / PROFILE_JSON), _stamp(folder / CONVERSION_NPZ))
-        except OSError as exc:
-            raise InvalidRequest(
-                f"The voice profile {folder} cannot be read ({exc.strerror or exc}): "
-                f"train it again with `{_TRAIN_HINT}`."
-            ) from None
-        with self._lock:
-            entry = self._entries.get(folder)
-            if entry is not None and entry.stamp == stamp:
-                self._entries.move_to_end(folder)
-                self.hits += 1
-                return entry.profile
-            self.misses += 1
-            if entry is not None:
-                self.reloads += 1
-                del self._entries[folder]
-        try:
-            profile = VoiceProfile.load(folder)
-        except Exception as exc:
-            raise InvalidRequest(f"The voice profile {folder} cannot be loaded: {exc}") from None
-        with self._lock:
-            self._entries[folder] = _Profile(stamp, profile)
-            self._entries.move_to_end(folder)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
-                self.evictions += 1
-        return profile
+    def get(self, folder: str | os.PathLike[str]) -> VoiceProfile:
+        return super().get(folder)  # type: ignore[no-any-return]
 
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
+    def _stamp_of(self, path: Path) -> Any:
+        return (file_stamp(path / PROFILE_JSON), file_stamp(path / CONVERSION_NPZ))
 
-    def stats(self) -> dict[str, int]:
-        with self._lock:
-            return {
-                "size": len(self._entries),
-                "capacity": self.capacity,
-                "hits": self.hits,
-                "misses": self.misses,
-                "reloads": self.reloads,
-                "evictions": self.evictions,
-            }
+    def _unreadable(self, path: Path, exc: OSError) -> Exception:
+        return InvalidRequest(
+            f"The voice profile {path} cannot be read ({exc.strerror or exc}): "
+            f"train it again with `{_TRAIN_HINT}`."
+        )
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+    def _unloadable(self, path: Path, exc: Exception) -> Exception:
+        return InvalidRequest(f"The voice profile {path} cannot be loaded: {exc}")
 
 
 class VoiceServer:
