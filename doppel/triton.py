@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -190,10 +190,8 @@ class TritonClient:
             "TEXT": np.array([[text.encode()]], dtype=np.object_),
             **_scales(noise_scale, length_scale, noise_w, batched=True),
         }
-        out = await self.infer("tts", inputs, ["AUDIO", "TIMINGS", "SAMPLE_RATE"])
-        rate = int(out["SAMPLE_RATE"].reshape(-1)[0])
-        timings = dict(json.loads(out["TIMINGS"].reshape(-1)[0]))
-        return Audio(out["AUDIO"].reshape(-1).astype(np.float32), rate), timings
+        out = await self.infer("tts", inputs, list(_SPEECH_OUTPUTS))
+        return _speech(out.__getitem__)
 
     async def synthesize_stream(
         self,
@@ -212,45 +210,8 @@ class TritonClient:
             "TEXT": np.array([text.encode()], dtype=np.object_),
             **_scales(noise_scale, length_scale, noise_w, batched=False),
         }
-        request = {
-            "model_name": "tts_stream",
-            "inputs": _infer_inputs(arrays),
-            "outputs": [
-                grpcclient.InferRequestedOutput(n) for n in ("AUDIO", "TIMINGS", "SAMPLE_RATE")
-            ],
-            # Ask for the FINAL flag as an empty response, so the stream's end is known.
-            "parameters": {"triton_enable_empty_final_response": True},
-        }
-
-        async def requests() -> AsyncIterator[dict[str, Any]]:
-            yield request
-
-        responses = self._client.stream_infer(requests(), stream_timeout=self.timeout_s)
-        done = False
-        try:
-            async for result, error in responses:
-                if error is not None:
-                    raise InferenceFailed(
-                        f"The tts_stream model could not process this input: {error.message()}"
-                    )
-                response = result.get_response()
-                done = response.parameters["triton_final_response"].bool_param
-                if response.outputs:
-                    rate = int(result.as_numpy("SAMPLE_RATE").reshape(-1)[0])
-                    timings = dict(json.loads(result.as_numpy("TIMINGS").reshape(-1)[0]))
-                    yield (
-                        Audio(result.as_numpy("AUDIO").reshape(-1).astype(np.float32), rate),
-                        timings,
-                    )
-                if done:
-                    break
-        except grpc.aio.AioRpcError as exc:
-            raise ServiceUnavailable(
-                f"The inference service is unavailable (tts_stream); try again shortly. {exc}"
-            ) from exc
-        finally:
-            if not done:
-                responses.cancel()
+        async for item in self._speech_stream("tts_stream", arrays):
+            yield item
 
     async def say(self, voice: Path, text: str) -> tuple[Audio, dict[str, Any]]:
         """Text in a cloned voice through the `voice` model: 16 kHz audio and its timings.
@@ -264,10 +225,8 @@ class TritonClient:
             "TEXT": np.array([[text.encode()]], dtype=np.object_),
             "VOICE": np.array([[str(voice).encode()]], dtype=np.object_),
         }
-        out = await self.infer("voice", inputs, ["AUDIO", "TIMINGS", "SAMPLE_RATE"])
-        rate = int(out["SAMPLE_RATE"].reshape(-1)[0])
-        timings = dict(json.loads(out["TIMINGS"].reshape(-1)[0]))
-        return Audio(out["AUDIO"].reshape(-1).astype(np.float32), rate), timings
+        out = await self.infer("voice", inputs, list(_SPEECH_OUTPUTS))
+        return _speech(out.__getitem__)
 
     async def say_stream(
         self, voice: Path, text: str
@@ -281,16 +240,25 @@ class TritonClient:
             "TEXT": np.array([text.encode()], dtype=np.object_),
             "VOICE": np.array([str(voice).encode()], dtype=np.object_),
         }
-        async for result in self._stream(
-            "voice_stream", arrays, ["AUDIO", "TIMINGS", "SAMPLE_RATE"]
-        ):
-            rate = int(result.as_numpy("SAMPLE_RATE").reshape(-1)[0])
-            timings = dict(json.loads(result.as_numpy("TIMINGS").reshape(-1)[0]))
-            yield Audio(result.as_numpy("AUDIO").reshape(-1).astype(np.float32), rate), timings
+        async for item in self._speech_stream("voice_stream", arrays):
+            yield item
+
+    async def _speech_stream(
+        self, model: str, arrays: dict[str, np.ndarray]
+    ) -> AsyncIterator[tuple[Audio, dict[str, Any]]]:
+        """Each sentence's audio and timings from a decoupled speech model; closing this
+        generator early closes the stream (the server stops speaking).
+        """
+        stream = self._stream(model, arrays, list(_SPEECH_OUTPUTS))
+        try:
+            async for result in stream:
+                yield _speech(result.as_numpy)
+        finally:
+            await stream.aclose()
 
     async def _stream(
         self, model: str, arrays: dict[str, np.ndarray], outputs: list[str]
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """The non-empty results of one request to the decoupled `model`, until its FINAL
         flag; model errors raise `InferenceFailed`, transport ones `ServiceUnavailable`.
         """
@@ -326,6 +294,17 @@ class TritonClient:
         finally:
             if not done:
                 responses.cancel()
+
+
+#: What the speech models (tts, tts_stream, voice, voice_stream) answer.
+_SPEECH_OUTPUTS = ("AUDIO", "TIMINGS", "SAMPLE_RATE")
+
+
+def _speech(get: Callable[[str], np.ndarray]) -> tuple[Audio, dict[str, Any]]:
+    """Audio and timings from a speech model's outputs (`get(name)` -> array)."""
+    rate = int(get("SAMPLE_RATE").reshape(-1)[0])
+    timings = dict(json.loads(get("TIMINGS").reshape(-1)[0]))
+    return Audio(get("AUDIO").reshape(-1).astype(np.float32), rate), timings
 
 
 def _triton_dtype(dtype: np.dtype) -> str:
