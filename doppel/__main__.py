@@ -88,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="poll until the worker has trained it (exit 1 if it ends in error)",
     )
+    rquant = rep.add_parser(
+        "quantize",
+        help="write a trained replica's 8-bit renderer (replicas trained before training did)",
+    )
+    rquant.add_argument("replica", type=Path, metavar="DIR", help="replica folder")
     render = sub.add_parser("render", help="render a replica speaking an audio file (MP4)")
     render.add_argument("--replica", type=Path, required=True, help="replica folder")
     speech = render.add_mutually_exclusive_group(required=True)
@@ -136,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
         return _voice(args)
     if args.command == "replica" and args.replica_command == "create":
         return asyncio.run(_replica_create(args))
+    if args.command == "replica" and args.replica_command == "quantize":
+        from doppel.replica import Replica, quantize_existing
+
+        print(json.dumps(quantize_existing(Replica.load(args.replica)), indent=2))
+        return 0
     if args.command in ("replica", "render"):
         return asyncio.run(_talking_head(args))
     return asyncio.run(_keys(args))

@@ -486,11 +486,12 @@ class LocalEngine:
     platform. Same methods as `TritonClient`.
     """
 
-    def __init__(self, models_dir: Path, threads: int = 1) -> None:
+    def __init__(self, models_dir: Path, threads: int = 1, precision: str = "int8") -> None:
         from doppel.replica import local_encoder
 
         self._encode = local_encoder(models_dir)
         self.threads = threads
+        self.precision = precision
         self._sessions: dict[Path, Any] = {}
 
     def _session(self, path: Path) -> Any:
@@ -513,6 +514,8 @@ class LocalEngine:
         return out[0][0]  # type: ignore[no-any-return]
 
     async def render_faces(self, replica: Path, inputs: np.ndarray) -> np.ndarray:
-        s = self._session(replica / "renderer.onnx")
+        from doppel.replica_models import renderer_file
+
+        s = self._session(renderer_file(replica, self.precision))
         out = await asyncio.to_thread(s.run, None, {"INPUT": inputs})
         return out[0]  # type: ignore[no-any-return]

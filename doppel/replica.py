@@ -6,6 +6,8 @@ A replica is a folder:
     prepared/        the checked 25 fps training video, its audio and per-frame tracking
     mouth.pt/.onnx   audio features -> mouth shape, adapted to this person (doppel.mouth)
     renderer.pt/.onnx  lower-face renderer trained on this person's frames (face.renderer)
+    renderer.int8.onnx the same graph quantized to 8-bit (served on CPU; absent when it did not
+                     match the float graph closely enough)
     bank.npz         the person's region crops with their shapes: render-time references
 
 Inference never happens here except through the callables passed in (`encode`, `vad`), so the
@@ -261,6 +263,13 @@ async def train(
     net, stats = await asyncio.to_thread(renderer.train, data, opts.renderer, progress=say)
     torch.save({k: v.half() for k, v in net.state_dict().items()}, out / "renderer.pt")
     parity = await asyncio.to_thread(export_renderer, net, out / "renderer.onnx", data)
+    int8 = await asyncio.to_thread(
+        quantize_renderer, out / "renderer.onnx", out / RENDERER_INT8, data
+    )
+    say(
+        "renderer quantized to int8 "
+        + (f"(mean diff {int8['mean_diff']} grey levels)" if int8["kept"] else "rejected")
+    )
     lap("renderer_s")
 
     bank_idx = (
@@ -285,6 +294,7 @@ async def train(
         "renderer": {
             **{k: round(float(v), 4) for k, v in stats.items()},
             "parity_max_diff": parity,
+            "int8": int8,
         },
         "timings": {**timings, "total_s": round(time.perf_counter() - start, 2)},
         "video_seconds": round(prepared.duration_s, 2),
@@ -437,6 +447,114 @@ def export_renderer(net: Any, path: Path, data: renderer.TrainingSet | None = No
         want = wrapper(x).numpy()
     # uint8 rounding: ORT and torch may land on either side of .5 for a few pixels.
     return _parity(path, {"INPUT": sample}, want, 2.0)
+
+
+#: The renderer quantized to 8 bits (`quantize_renderer`).
+RENDERER_INT8 = "renderer.int8.onnx"
+#: How far the 8-bit renderer may stray from the float one on held-out real inputs (grey levels)
+#: before it is rejected: a mean of 1.5 is below what the eye or the encoder keeps.
+INT8_MEAN_DIFF = 1.5
+INT8_P99_DIFF = 8.0
+
+
+def renderer_samples(data: renderer.TrainingSet, count: int, offset: int = 0) -> np.ndarray:
+    """[count, 7, S, S] uint8: real network inputs from the training frames, as rendering
+    makes them (each frame's nearest other shape at least a second away, warped onto it).
+    """
+    n = len(data.crops)
+    picks = np.unique(np.linspace(0, n - 1, count * 2 + 1).astype(int)[offset::2])[:count]
+    refs = renderer.training_references(data.aligned, data.frames, 1)
+    return np.stack(
+        [
+            renderer.make_input(
+                data.crops[t],
+                data.points[t],
+                data.crops[refs[t, 0]],
+                data.points[refs[t, 0]],
+                renderer.frame_mask(data.points[t, : len(mouth.POINTS)]),
+            )
+            for t in picks
+        ]
+    )
+
+
+def quantize_renderer(
+    source: Path, path: Path, data: renderer.TrainingSet, samples: int = 48
+) -> dict[str, Any]:
+    """Write `path`: `source` (the float renderer ONNX) with weights and activations in 8 bits
+    (static QDQ, per-channel weights), calibrated on real inputs from `data`. On this CPU (VNNI)
+    it runs the frame about twice as fast. It is checked on other real inputs against the
+    float graph and removed when it strays more than INT8_MEAN_DIFF / INT8_P99_DIFF grey
+    levels; returns what was measured and whether it was kept.
+    """
+    import onnxruntime as ort
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    calibration = renderer_samples(data, samples, 0)
+    held_out = renderer_samples(data, max(8, samples // 2), 1)
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.items = iter([{"INPUT": calibration[i : i + 1]} for i in range(len(calibration))])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    tmp = path.with_suffix(".tmp.onnx")
+    quantize_static(
+        str(source),
+        str(tmp),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    run = {
+        name: ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
+        for name, p in (("float", source), ("int8", tmp))
+    }
+    want = run["float"].run(None, {"INPUT": held_out})[0].astype(np.float32)
+    got = run["int8"].run(None, {"INPUT": held_out})[0].astype(np.float32)
+    diff = np.abs(got - want)
+    mean, p99 = float(diff.mean()), float(np.percentile(diff, 99))
+    kept = mean <= INT8_MEAN_DIFF and p99 <= INT8_P99_DIFF
+    if kept:
+        tmp.replace(path)
+    else:
+        tmp.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+    return {
+        "kept": kept,
+        "mean_diff": round(mean, 3),
+        "p99_diff": round(p99, 2),
+        "max_diff": float(diff.max()),
+        "calibration_frames": len(calibration),
+        "checked_frames": len(held_out),
+    }
+
+
+def quantize_existing(rep: Replica) -> dict[str, Any]:
+    """`quantize_renderer` for a replica trained before training quantized: calibrated on its
+    reference bank (the same person's frames), recorded in its replica.json.
+    """
+    bank = rep.bank()
+    data = renderer.TrainingSet(bank.crops, bank.points, bank.aligned, bank.frames)
+    result = quantize_renderer(rep.folder / "renderer.onnx", rep.folder / RENDERER_INT8, data)
+    meta = dict(rep.meta)
+    meta["renderer"] = {**meta.get("renderer", {}), "int8": result}
+    tmp = rep.folder / f"{META}.tmp"
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    tmp.replace(rep.folder / META)
+    return result
 
 
 def _onnx_export(

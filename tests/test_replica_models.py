@@ -303,6 +303,43 @@ async def test_talking_head_renders_like_onnx_runtime(
         np.testing.assert_array_equal(got, local(replica / rm.RENDERER_FILE, {"INPUT": x}))
 
 
+def write_int8_stand_in(folder: Path, scale: float) -> Path:
+    """A renderer.int8.onnx that differs from the folder's renderer.onnx, so a test can tell
+    which graph ran (real ones come from doppel.replica.quantize_renderer).
+    """
+    scratch = folder / "int8-build"
+    scratch.mkdir(exist_ok=True)
+    built = write_renderer(scratch, scale)
+    path = folder / rm.RENDERER_INT8_FILE
+    os.replace(built, path)
+    scratch.rmdir()
+    return path
+
+
+def test_renderer_file_prefers_int8_only_where_asked_and_present(tmp_path: Path) -> None:
+    folder = make_replica(tmp_path / "dee", 1.0, 0.0, seed=4)
+    assert rm.renderer_file(str(folder)) == folder / rm.RENDERER_FILE  # none written yet
+    int8 = write_int8_stand_in(folder, 0.5)
+    assert rm.renderer_file(str(folder)) == int8
+    assert rm.renderer_file(str(folder), "float") == folder / rm.RENDERER_FILE
+    with pytest.raises(ValueError, match="precision"):
+        rm.renderer_file(str(folder), "fp8")
+    (folder / rm.RENDERER_FILE).unlink()  # an int8 graph alone is not a trained replica
+    with pytest.raises(ValueError, match="renderer.onnx is missing"):
+        rm.renderer_file(str(folder))
+
+
+async def test_talking_head_serves_the_int8_renderer_where_a_replica_has_one(
+    triton: TritonClient, tmp_path: Path
+) -> None:
+    folder = make_replica(tmp_path / "eve", 1.0, 0.0, seed=5)
+    int8 = write_int8_stand_in(folder, 0.5)
+    x = frames(3, seed=30)
+    got = await triton.render_faces(folder, x)
+    np.testing.assert_array_equal(got, local(int8, {"INPUT": x}))
+    assert not np.array_equal(got, local(folder / rm.RENDERER_FILE, {"INPUT": x}))
+
+
 async def test_interleaved_replicas_come_back_to_their_callers(
     triton: TritonClient, replicas: list[Path]
 ) -> None:
@@ -315,7 +352,12 @@ async def test_interleaved_replicas_come_back_to_their_callers(
         # and single frames of either, in between
         *(triton.render_faces(ada if i % 2 else bo, xa[i : i + 1]) for i in range(8)),
     )
-    after = await _counts(triton, "talking_head")
+    # Triton records statistics after it answers: give the last batch a moment to be counted.
+    for _ in range(50):
+        after = await _counts(triton, "talking_head")
+        if after[0] - before[0] >= 88:
+            break
+        await asyncio.sleep(0.1)
     np.testing.assert_array_equal(got_a, local(ada / rm.RENDERER_FILE, {"INPUT": xa}))
     np.testing.assert_array_equal(got_b, local(bo / rm.RENDERER_FILE, {"INPUT": xb}))
     for i, single in enumerate(singles):

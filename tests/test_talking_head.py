@@ -197,6 +197,12 @@ def test_replica_folder_holds_every_artefact(trained: Path) -> None:
     ):
         assert (trained / name).exists(), name
     assert rep.meta["renderer"]["parity_max_diff"] <= 2
+    # The 8-bit renderer is kept only when it matched the float one on held-out frames.
+    int8 = rep.meta["renderer"]["int8"]
+    assert int8["kept"] == (trained / "renderer.int8.onnx").exists()
+    assert int8["checked_frames"] >= 8
+    if int8["kept"]:
+        assert int8["mean_diff"] <= 1.5 and int8["p99_diff"] <= 8
     a, b = rep.base_range
     assert 0 <= a < b <= rep.meta["frames"] and b - a >= 25
     bank = rep.bank()

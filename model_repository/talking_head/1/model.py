@@ -20,6 +20,7 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.precision = params.get("precision", "int8")
         self.cache = SessionCache(
             cache_capacity(NAME, params, os.environ, default=16),
             threads=int(params.get("threads", 1)),
@@ -28,7 +29,9 @@ class TritonPythonModel:
     def execute(self, requests):
         # One ONNX Runtime run per replica in the batch; errors stay with their own request.
         results = render_batch(
-            self.cache, [(_input(r, "REPLICA"), _input(r, "INPUT")) for r in requests]
+            self.cache,
+            [(_input(r, "REPLICA"), _input(r, "INPUT")) for r in requests],
+            self.precision,
         )
         return [_response(result) for result in results]
 
