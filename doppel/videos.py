@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import json
 import logging
 import re
 import secrets
 import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -175,7 +177,7 @@ async def claim(pool: asyncpg.Pool, video_id: str) -> VideoRow | None:
     """
     row = await pool.fetchrow(
         """UPDATE videos SET status = 'generating', progress = 0, attempts = attempts + 1,
-                  updated_at = now()
+                  started_at = now(), updated_at = now()
            WHERE video_id = $1 AND status IN ('queued', 'generating')
            RETURNING *""",
         video_id,
@@ -243,7 +245,9 @@ async def render(
             rep = Replica.load(Path(rep_row["folder"]) / "model")
             if rep.voice_folder is None:
                 raise InvalidRequest("This replica was trained without a voice: it cannot speak.")
+            clock = time.perf_counter()
             spoken, _timings = await triton.say(rep.voice_folder, item.script)
+            stages = {"speech_s": round(time.perf_counter() - clock, 3)}
             progress.raise_to(5)
             with tempfile.TemporaryDirectory(prefix="doppel-video-") as tmp:
                 wav = Path(tmp) / "speech.wav"
@@ -256,7 +260,10 @@ async def render(
                     watermark=item.disclosure_mark,
                     progress=on_progress,
                 )
+            stages.update(result.timings)
+            clock = time.perf_counter()
             await asyncio.to_thread(thumbnail, part, part_jpg, result.duration_s / 2)
+            stages["thumbnail_s"] = round(time.perf_counter() - clock, 3)
             part.rename(mp4)
             part_jpg.rename(jpg)
         except ServiceUnavailable:
@@ -277,12 +284,14 @@ async def render(
             part_jpg.unlink(missing_ok=True)
     await pool.execute(
         """UPDATE videos SET status = 'ready', progress = 100, error_message = NULL,
-                  video_path = $2, thumbnail_path = $3, duration_s = $4, updated_at = now()
+                  video_path = $2, thumbnail_path = $3, duration_s = $4, timings = $5::jsonb,
+                  finished_at = now(), updated_at = now()
            WHERE video_id = $1""",
         video_id,
         str(mp4),
         str(jpg),
         result.duration_s,
+        json.dumps(stages),
     )
     if notify is not None:  # webhook: ready
         await notify.changed(pool, "video", video_id)
