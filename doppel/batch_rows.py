@@ -108,24 +108,6 @@ def _split(index: int, raw: object, names: Sequence[str]) -> tuple[str | None, d
     return str(key).strip(), values
 
 
-def _canonical(values: Mapping[str, object]) -> tuple[dict[str, str], list[str]]:
-    """Values as text (numbers as JSON writes them; nulls dropped) and the names of values
-    that are neither text nor a number.
-    """
-    out: dict[str, str] = {}
-    wrong = []
-    for name, value in values.items():
-        if value is None:
-            continue
-        if isinstance(value, str):
-            out[str(name)] = value
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            out[str(name)] = msgspec.json.encode(value).decode()
-        else:
-            wrong.append(str(name))
-    return out, wrong
-
-
 def auto_key(template_id: str, variables: Mapping[str, str]) -> str:
     blob = template_id.encode() + b"\0" + msgspec.json.encode(variables, order="sorted")
     return hashlib.sha256(blob).hexdigest()[:32]
@@ -146,7 +128,7 @@ def plan(template: templates.TemplateRow, rows: Sequence[object]) -> list[Planne
     first_of: dict[str, int] = {}
     for index, raw in enumerate(rows, start=1):
         given, values = _split(index, raw, template.variables)
-        variables, wrong = _canonical(values)
+        variables, _ = templates.as_text(values)
         key = given or auto_key(template.template_id, variables)
         if key in first_of:
             raise InvalidRequest(
@@ -157,10 +139,7 @@ def plan(template: templates.TemplateRow, rows: Sequence[object]) -> list[Planne
         first_of[key] = index
         script = error = None
         try:
-            if wrong:
-                listed = ", ".join(f"`{n}`" for n in wrong)
-                raise InvalidRequest(f"the value of {listed} is neither text nor a number.")
-            script = templates.script_for(template, variables)
+            script = templates.script_for(template, values)
         except templates.MissingVariables as exc:
             error = f"Row {index}: {exc.short}."
         except InvalidRequest as exc:

@@ -35,7 +35,7 @@ from arq.connections import ArqRedis
 
 from doppel import db, replicas, templates, videos
 from doppel.batch_rows import PlannedRow, batch_key, plan
-from doppel.errors import Conflict, InvalidRequest, NotFound
+from doppel.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
 
 if TYPE_CHECKING:
     from doppel.webhooks import Notifier
@@ -278,6 +278,13 @@ async def _make_videos(
                 video_id = made.video_id
             except InvalidRequest as exc:
                 error = f"Row {p.row_index}: {exc.message}"
+            except ServiceUnavailable as exc:
+                left = len(todo) - todo.index(p)
+                raise ServiceUnavailable(
+                    f"Batch {batch['batch_id']} is recorded but {left} of its rows are still "
+                    f"waiting for a video ({exc.message}). Send the same batch again shortly: "
+                    "it makes only those."
+                ) from exc
         await conn.execute(
             """UPDATE batch_rows SET video_id = $3, error_message = $4
                WHERE batch_id = $1 AND row_index = $2""",

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Mapping
 
 import asyncpg
+import msgspec
 
 from doppel import db, replicas, videos
 from doppel.errors import InvalidRequest, NotFound
@@ -98,20 +99,40 @@ def check_template_script(script: str | None) -> str:
     return text
 
 
-def present(value: object) -> bool:
-    """A value that fills a variable: an empty or blank one would leave a gap in the speech."""
-    return value is not None and str(value).strip() != ""
+def as_text(values: Mapping[str, object]) -> tuple[dict[str, str], list[str]]:
+    """Values as the text they put in a script (text as given, numbers as JSON writes them,
+    nulls dropped) and the names of those that are neither text nor a number.
+    """
+    out: dict[str, str] = {}
+    wrong = []
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, str):
+            out[str(name)] = value
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[str(name)] = msgspec.json.encode(value).decode()
+        else:
+            wrong.append(str(name))
+    return out, wrong
 
 
 def fill(script: str, values: Mapping[str, object]) -> str:
-    """`script` with each `{{name}}` replaced by `values[name]` (stripped; numbers as written);
-    `MissingVariables` names every variable without a value. Values are inserted once, never
-    expanded again, so a value holding `{{x}}` is spoken as written.
+    """`script` with each `{{name}}` replaced by `values[name]` (stripped). `MissingVariables`
+    names every variable without a value (an empty or blank value would leave a gap in the
+    speech, so it counts as missing). Values are inserted once, never expanded again, so a
+    value holding `{{x}}` is spoken as written.
     """
-    missing = [n for n in variables_of(script) if not present(values.get(n))]
+    names = variables_of(script)
+    text, wrong = as_text(values)
+    wrong = [n for n in wrong if n in names]
+    if wrong:
+        listed = ", ".join(f"`{n}`" for n in wrong)
+        raise InvalidRequest(f"The value of {listed} is neither text nor a number.")
+    missing = [n for n in names if not text.get(n, "").strip()]
     if missing:
         raise MissingVariables(missing)
-    return _PLACEHOLDER.sub(lambda m: str(values[m[1]]).strip(), script)
+    return _PLACEHOLDER.sub(lambda m: text[m[1]].strip(), script)
 
 
 def script_for(template: TemplateRow, values: Mapping[str, object]) -> str:

@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from arq.connections import ArqRedis
 from litestar.testing import AsyncTestClient
 
-from doppel import batch_rows, jobs, replicas, templates
-from doppel.errors import InvalidRequest
+from doppel import batch_rows, batches, jobs, replicas, templates
+from doppel.errors import InvalidRequest, ServiceUnavailable
 from doppel.settings import Settings
 from tests.conftest import Caller, new_caller
 
@@ -43,7 +44,9 @@ def test_variables_are_found_once_in_order_with_loose_spaces() -> None:
 def test_fill_names_every_missing_variable_and_inserts_values_once() -> None:
     filled = templates.fill(SCRIPT, {"first_name": " Ann ", "company": "{{first_name}}"})
     assert filled == "Hi Ann, welcome to {{first_name}}. See you soon, Ann!"
-    assert templates.fill("Price: {{n}}.", {"n": 3}) == "Price: 3."
+    assert templates.fill("Price: {{n}} for {{m}}.", {"n": 3, "m": 2.5}) == "Price: 3 for 2.5."
+    with pytest.raises(InvalidRequest, match="`a` is neither text nor a number"):
+        templates.fill("{{a}}", {"a": ["x"], "unused": {"y": 1}})
     with pytest.raises(templates.MissingVariables) as missing:
         templates.fill("{{a}} {{b}} {{c}}", {"b": "x", "c": "   "})
     assert missing.value.names == ["a", "c"]
@@ -152,6 +155,12 @@ async def test_a_template_lists_its_variables_and_previews(
     )
     assert missing.status_code == 422
     assert "`first_name`, `company`" in missing.json()["detail"]
+    wrong = await client.post(
+        f"/v2/templates/{tid}/preview",
+        json={"variables": {"first_name": True, "company": "Acme"}},
+        headers=owner.headers,
+    )
+    assert wrong.status_code == 422 and "`first_name`" in wrong.json()["detail"]
 
     # Not completed yet: a video of it is a 409, and nothing is recorded.
     early = await client.post(
@@ -282,6 +291,36 @@ async def test_concurrent_identical_batches_make_one_batch(
     )
     assert [a.status_code for a in answers] == [200, 200, 200]
     assert len({a.json()["batch_id"] for a in answers}) == 1
+    assert await _video_count(pool, owner) == 4
+
+
+async def test_a_queue_outage_leaves_rows_pending_and_a_repeat_makes_them(
+    client: AsyncTestClient, pool: Any, owner: Caller, settings: Settings
+) -> None:
+    tid = (await _template(client, owner, await _replica(pool, owner)))["template_id"]
+    template = await templates.get(pool, owner.tenant.id, tid)
+    # A queue nobody listens on (port 1): every enqueue fails to connect.
+    dead = ArqRedis(host="127.0.0.1", port=1, socket_connect_timeout=1)
+    try:
+        with pytest.raises(ServiceUnavailable, match="4 of its rows") as outage:
+            await batches.create(pool, dead, owner.tenant.id, tid, ROWS)
+    finally:
+        await dead.aclose()
+    assert await _video_count(pool, owner) == 0  # each failed video row was undone
+    bid = await pool.fetchval("SELECT batch_id FROM batches WHERE template_id = $1", tid)
+    assert bid in outage.value.message
+    view = await batches.get(pool, owner.tenant.id, bid)
+    assert view.counts["pending"] == 4 and view.counts["error"] == 1
+    assert view.status == "running"
+
+    live = await jobs.connect(settings.redis_url)
+    try:
+        again = await batches.create(pool, live, owner.tenant.id, template.template_id, ROWS)
+    finally:
+        await live.aclose(close_connection_pool=True)
+    assert again == bid
+    view = await batches.get(pool, owner.tenant.id, bid)
+    assert view.counts["pending"] == 0 and view.counts["queued"] == 4
     assert await _video_count(pool, owner) == 4
 
 
