@@ -33,12 +33,6 @@ class BatchIn(msgspec.Struct):
     disclosure_mark: bool = True
 
 
-class BatchCreated(msgspec.Struct):
-    batch_id: str
-    status: str
-    counts: dict[str, int]
-
-
 class RowOut(msgspec.Struct):
     row_index: int
     row_key: str
@@ -124,12 +118,17 @@ async def _submission(request: Request[Any, Any, Any]) -> BatchIn:
             "Send the rows as a CSV file in the multipart field `rows_csv` (a header row of "
             "variable names, then one row per video)."
         )
-    mark = str(form.get("disclosure_mark") or "true").strip().lower()
+
+    def text(field: str) -> str | None:
+        value = form.get(field)
+        return value if isinstance(value, str) and value.strip() else None
+
+    mark = (text("disclosure_mark") or "true").strip().lower()
     return BatchIn(
-        template_id=form.get("template_id") or None,
+        template_id=text("template_id"),
         rows=list(batch_rows.rows_from_csv(data)),
-        batch_name=form.get("batch_name") or None,
-        callback_url=form.get("callback_url") or None,
+        batch_name=text("batch_name"),
+        callback_url=text("callback_url"),
         disclosure_mark=mark not in ("false", "0", "no", "off"),
     )
 
@@ -145,14 +144,15 @@ class BatchController(Controller):
         description="JSON `{template_id, rows: [{variable: value, ..., row_key?}], batch_name?, "
         "callback_url?, disclosure_mark?}`, or multipart with `template_id` and a CSV file "
         "`rows_csv` whose header row names the variables (optional `row_key` column). A row "
-        "missing a variable fails alone. The same submission again answers the same batch.",
+        "missing a variable fails alone. Answers as `GET /v2/batches/{id}`; the same "
+        "submission again answers the same batch and makes nothing new.",
         status_code=200,
     )
     async def create(
         self,
         request: Request[Tenant, uuid.UUID, Any],
         services: NamedDependency[Services],
-    ) -> BatchCreated:
+    ) -> BatchOut:
         data = await _submission(request)
         batch_id = await batches.create(
             services.pool,
@@ -166,7 +166,7 @@ class BatchController(Controller):
             notify=notifier(services),
         )
         made = await batches.get(services.pool, request.user.id, batch_id)
-        return BatchCreated(batch_id=batch_id, status=made.status, counts=made.counts)
+        return _out(made, _links(request))
 
     @get("/", operation_id="list_batches", summary="This tenant's batches, newest first")
     async def list_(

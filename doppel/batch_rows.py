@@ -119,7 +119,10 @@ def plan(template: templates.TemplateRow, rows: Sequence[object]) -> list[Planne
     error for what only that row gets wrong.
     """
     if not rows:
-        raise InvalidRequest("Send at least one row of variable values in `rows`.")
+        raise InvalidRequest(
+            "Send at least one row of variable values (JSON `rows`, or lines after the CSV "
+            "header row)."
+        )
     if len(rows) > MAX_ROWS:
         raise InvalidRequest(
             f"The batch has {len(rows)} rows; one batch takes at most {MAX_ROWS}. Split it."

@@ -234,7 +234,7 @@ async def test_a_batch_makes_a_video_per_good_row_and_a_repeat_makes_nothing(
     made = response.json()
     bid = made["batch_id"]
     assert bid.startswith("b") and made["counts"]["queued"] == 4 and made["counts"]["error"] == 1
-    assert made["status"] == "running"
+    assert made["status"] == "running" and len(made["rows"]) == 5
     assert await _video_count(pool, owner) == 4
 
     body = (await client.get(f"/v2/batches/{bid}", headers=owner.headers)).json()
@@ -452,6 +452,13 @@ async def test_batch_requests_that_cannot_be_made(
         headers=owner.headers,
     )
     assert malformed.status_code == 422 and "line 3" in malformed.json()["detail"]
+    header_only = await client.post(
+        "/v2/batches",
+        files={"rows_csv": ("x.csv", b"first_name,company\n")},
+        data={"template_id": tid},
+        headers=owner.headers,
+    )
+    assert header_only.status_code == 422 and "at least one row" in header_only.json()["detail"]
     no_file = await client.post(
         "/v2/batches", data={"template_id": tid}, files={}, headers=owner.headers
     )
