@@ -14,10 +14,12 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 import doppel
 from api.auth import HEADER, ApiKeyMiddleware
+from api.batches import BatchController
 from api.errors import HANDLERS
 from api.health import HealthController
 from api.replicas import ReplicaController
 from api.state import Services
+from api.templates import TemplateController
 from api.transcriptions import TranscriptionController
 from api.videos import VideoController
 from api.webhooks import WebhookController
@@ -61,6 +63,8 @@ def create_app(settings: Settings) -> Litestar:
             ReplicaController,
             VideoController,
             WebhookController,
+            TemplateController,
+            BatchController,
         ],
         middleware=[ApiKeyMiddleware],
         security=[{"apiKey": []}],

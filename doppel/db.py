@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
@@ -74,3 +75,21 @@ async def migrate(pool: asyncpg.Pool, folder: Path = MIGRATIONS_DIR) -> list[str
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
     return applied_now
+
+
+async def fetch_page(
+    pool: asyncpg.Pool, select: str, order: str, args: Sequence[object], page: int, limit: int
+) -> tuple[list[asyncpg.Record], int]:
+    """Page `page` (1-based, `limit` a page) of the rows of `select` (a `SELECT ... WHERE ...`
+    whose parameters are `args`) in `order`, and how many rows it has in all: every listing
+    route answers `{data, total_count, page, limit}` from this.
+    """
+    total = await pool.fetchval(f"SELECT count(*) FROM ({select}) AS listed", *args)
+    n = len(args)
+    rows = await pool.fetch(
+        f"{select} ORDER BY {order} LIMIT ${n + 1} OFFSET ${n + 2}",
+        *args,
+        limit,
+        (page - 1) * limit,
+    )
+    return list(rows), int(total)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import redis.exceptions as redis_errors
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
 #: arq queue (a Redis sorted set) the API writes and the worker reads.
@@ -49,11 +50,18 @@ def job_id(function: str, resource_id: object) -> str:
 
 
 async def enqueue(redis: ArqRedis, function: str, resource_id: object) -> bool:
-    """Queue `function(resource_id)`; False when a job for that resource is already known."""
-    job = await redis.enqueue_job(
-        function,
-        str(resource_id),
-        _job_id=job_id(function, resource_id),
-        _queue_name=QUEUE_NAME,
-    )
+    """Queue `function(resource_id)`; False when a job for that resource is already known.
+
+    A queue that cannot be reached raises the built-in `ConnectionError`: redis-py's own
+    connection errors are not subclasses of it, and callers undo their row on that one.
+    """
+    try:
+        job = await redis.enqueue_job(
+            function,
+            str(resource_id),
+            _job_id=job_id(function, resource_id),
+            _queue_name=QUEUE_NAME,
+        )
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+        raise ConnectionError(f"the job queue cannot be reached: {exc}") from exc
     return job is not None
