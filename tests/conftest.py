@@ -5,6 +5,7 @@ after."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import uuid
@@ -85,6 +86,45 @@ def settings(platform: LocalPlatform) -> Settings:
         data_dir=platform.run_dir / "data",
         models_dir=platform.models_dir,
     )
+
+
+@dataclasses.dataclass
+class Receiver:
+    """A real HTTP endpoint on 127.0.0.1 that records the webhooks POSTed to it."""
+
+    url: str
+    #: Status codes to answer, in order; 200 once they run out.
+    answers: list[int]
+    got: list[tuple[dict[str, str], bytes]] = dataclasses.field(default_factory=list)
+
+    def events(self) -> list[str]:
+        import json
+
+        return [json.loads(body)["event"] for _, body in self.got]
+
+
+@contextlib.asynccontextmanager
+async def webhook_receiver() -> AsyncIterator[Receiver]:
+    from aiohttp import web
+
+    box = Receiver(url="", answers=[])
+
+    async def hook(request: web.Request) -> web.Response:
+        box.got.append((dict(request.headers), await request.read()))
+        return web.Response(status=box.answers.pop(0) if box.answers else 200, text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    box.url = f"http://127.0.0.1:{port}/hook"
+    try:
+        yield box
+    finally:
+        await runner.cleanup()
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,14 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
-from doppel import jobs, replicas, videos
+from benchmarks.quality import video_metrics as vm
+from doppel import jobs, replicas, videos, webhooks
 from doppel.face import video
 from doppel.settings import REPO_ROOT, Settings
 from doppel.storage import LocalStorage
 from doppel.triton import TritonClient
 from orchestrator.worker import build_worker
-from tests.conftest import Caller, new_caller, shared_file
+from tests.conftest import Caller, Receiver, new_caller, shared_file, webhook_receiver
 
 pytestmark = pytest.mark.data
 
@@ -33,8 +35,30 @@ SCRIPT = "Thank you all for coming today. We have a lot of work ahead of us."
 
 
 def small(settings: Settings) -> Settings:
-    """What DOPPEL_RENDERER_STEPS=60 DOPPEL_MOUTH_STEPS=40 DOPPEL_VOICE_EPOCHS=4 give."""
-    return dataclasses.replace(settings, renderer_steps=60, mouth_steps=40, voice_epochs=4)
+    """What DOPPEL_RENDERER_STEPS=60 DOPPEL_MOUTH_STEPS=40 DOPPEL_VOICE_EPOCHS=4 give, with the
+    webhook receiver on 127.0.0.1 allowed and quick delivery retries.
+    """
+    return dataclasses.replace(
+        settings,
+        renderer_steps=60,
+        mouth_steps=40,
+        voice_epochs=4,
+        allow_private_urls=True,
+        webhook_backoff_s=(0.2,) * 5,
+    )
+
+
+@pytest.fixture(scope="module")
+async def receiver() -> AsyncIterator[Receiver]:
+    async with webhook_receiver() as box:
+        yield box
+
+
+@pytest.fixture(scope="module")
+async def hooked(settings: Settings) -> AsyncIterator[AsyncTestClient]:
+    """The API as the worker sees it (`small`): callback URLs on 127.0.0.1 are accepted."""
+    async with AsyncTestClient(app=create_app(small(settings)), timeout=300) as c:
+        yield c
 
 
 async def run_worker(settings: Settings, watch: Any = None) -> Any:
@@ -72,7 +96,11 @@ class Trained:
 
 @pytest.fixture(scope="module")
 async def trained(
-    client: AsyncTestClient, pool: Any, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+    hooked: AsyncTestClient,
+    pool: Any,
+    settings: Settings,
+    receiver: Receiver,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Trained:
     joined = tmp_path_factory.mktemp("upload") / "joined.mp4"
     await asyncio.to_thread(
@@ -81,10 +109,10 @@ async def trained(
         joined,
     )
     caller = await new_caller(pool, "replicas")
-    response = await client.post(
+    response = await hooked.post(
         "/v2/replicas",
         files={"train_video": ("my clip (1).mp4", joined.read_bytes(), "video/mp4")},
-        data={"replica_name": "Obama"},
+        data={"replica_name": "Obama", "callback_url": receiver.url},
         headers=caller.headers,
     )
     assert response.status_code in (200, 201), response.text
@@ -94,7 +122,7 @@ async def trained(
     seen: list[str] = []
 
     async def watch() -> None:
-        got = await client.get(f"/v2/replicas/{rid}", headers=caller.headers)
+        got = await hooked.get(f"/v2/replicas/{rid}", headers=caller.headers)
         value = got.json()["training_progress"]
         if not seen or seen[-1] != value:
             seen.append(value)
@@ -134,12 +162,23 @@ async def test_replica_trains_with_rising_progress(
 
 
 async def test_script_video_is_ready_synced_disclosed_and_seekable(
-    client: AsyncTestClient, trained: Trained, settings: Settings, pool: Any, tmp_path: Path
+    client: AsyncTestClient,
+    hooked: AsyncTestClient,
+    trained: Trained,
+    settings: Settings,
+    pool: Any,
+    receiver: Receiver,
+    tmp_path: Path,
 ) -> None:
     headers = trained.caller.headers
-    response = await client.post(
+    response = await hooked.post(
         "/v2/videos",
-        json={"replica_id": trained.replica_id, "script": SCRIPT, "video_name": "welcome"},
+        json={
+            "replica_id": trained.replica_id,
+            "script": SCRIPT,
+            "video_name": "welcome",
+            "callback_url": receiver.url,
+        },
         headers=headers,
     )
     assert response.status_code in (200, 201), response.text
@@ -173,6 +212,28 @@ async def test_script_video_is_ready_synced_disclosed_and_seekable(
     assert abs(float(streams["audio"]["duration"]) - speech) <= 0.1
     tags = {k.lower(): v for k, v in info["format"].get("tags", {}).items()}
     assert "AI-generated" in tags.get("comment", "")
+    # A face in the frames, and a mouth that moves with the speech (benchmarks' metrics).
+    seen = await asyncio.to_thread(vm.analyse, out)
+    sync = vm.env_corr(seen)
+    print(f"face_rate {vm.face_rate(seen):.3f} env_corr {sync:.3f}")
+    assert vm.face_rate(seen) >= 0.95
+    assert sync > 0.2, f"the mouth does not follow the speech (env_corr {sync:.3f})"
+
+    # Every status change reached the callback URL, signed with the tenant's secret.
+    secret = (await client.get("/v2/webhook-secret", headers=headers)).json()["webhook_secret"]
+    for got_headers, body in receiver.got:
+        assert webhooks.verify_signature(secret, got_headers["x-doppel-signature"], body)
+    # Deliveries run concurrently, so they may arrive in any order; each exactly once.
+    events = sorted(receiver.events())
+    assert [e for e in events if e.startswith("replica.")] == [
+        "replica.completed",
+        "replica.started",
+    ]
+    assert [e for e in events if e.startswith("video.")] == [
+        "video.generating",
+        "video.queued",
+        "video.ready",
+    ]
 
     part = await client.get(f"/v2/videos/{vid}/stream", headers={**headers, "Range": "bytes=0-99"})
     assert part.status_code == 206
@@ -338,3 +399,56 @@ async def test_operator_cli_queues_a_system_replica(
     finally:
         await redis.aclose(close_connection_pool=True)
     await pool.execute("DELETE FROM replicas WHERE replica_id = $1", rid)
+
+
+async def test_template_batch_renders_each_good_row_once(
+    client: AsyncTestClient, trained: Trained, settings: Settings, pool: Any
+) -> None:
+    """5 rows, one without a variable: 4 ready videos and 1 row error; the same batch sent
+    again makes nothing new."""
+    headers = trained.caller.headers
+    made = await client.post(
+        "/v2/templates",
+        json={
+            "name": "greeting",
+            "replica_id": trained.replica_id,
+            "script": "Hello {{name}}, welcome to {{team}}.",
+        },
+        headers=headers,
+    )
+    assert made.status_code in (200, 201), made.text
+    tid = made.json()["template_id"]
+    rows = [
+        {"name": "Ann", "team": "sales"},
+        {"name": "Bob", "team": "design"},
+        {"name": "Cy"},  # no team
+        {"name": "Dee", "team": "support"},
+        {"name": "Eve", "team": "research"},
+    ]
+    first = await client.post(
+        "/v2/batches", json={"template_id": tid, "rows": rows}, headers=headers
+    )
+    assert first.status_code in (200, 201), first.text
+    bid = first.json()["batch_id"]
+    worker = await run_worker(settings)
+    assert worker.jobs_failed == 0
+    body = (await client.get(f"/v2/batches/{bid}", headers=headers)).json()
+    assert body["counts"]["ready"] == 4 and body["counts"]["error"] == 1, body["counts"]
+    (bad,) = [r for r in body["rows"] if r["status"] == "error"]
+    assert bad["row_index"] == 3 and "team" in bad["error_message"]
+    assert all(r["download_url"] for r in body["rows"] if r["status"] == "ready")
+    count = await pool.fetchval(
+        "SELECT count(*) FROM videos WHERE tenant_id = $1", trained.caller.tenant.id
+    )
+    again = await client.post(
+        "/v2/batches", json={"template_id": tid, "rows": rows}, headers=headers
+    )
+    assert again.status_code in (200, 201) and again.json()["batch_id"] == bid
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM videos WHERE tenant_id = $1", trained.caller.tenant.id
+        )
+        == count
+    )
+    results = await client.get(f"/v2/batches/{bid}/results.csv", headers=headers)
+    assert results.status_code == 200 and results.text.count("\n") >= 6

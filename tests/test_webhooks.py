@@ -13,14 +13,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp import web
 from litestar.testing import AsyncTestClient
 
 from doppel import jobs, replicas, urls, videos, webhooks
 from doppel.errors import InvalidRequest
 from doppel.settings import Settings
 from orchestrator.worker import build_worker
-from tests.conftest import Caller
+from tests.conftest import Caller, Receiver, webhook_receiver
 
 SECRET = "whsec_test"
 
@@ -89,34 +88,10 @@ async def test_public_literals_pass_without_a_lookup_and_private_ones_when_allow
 # --- end to end --------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class Receiver:
-    url: str
-    #: Status codes to answer, in order; 200 once they run out.
-    answers: list[int]
-    got: list[tuple[dict[str, str], bytes]] = dataclasses.field(default_factory=list)
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    box = Receiver(url="", answers=[])
-
-    async def hook(request: web.Request) -> web.Response:
-        box.got.append((dict(request.headers), await request.read()))
-        return web.Response(status=box.answers.pop(0) if box.answers else 200, text="ok")
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    box.url = f"http://127.0.0.1:{port}/hook"
-    try:
+    async with webhook_receiver() as box:
         yield box
-    finally:
-        await runner.cleanup()
 
 
 def fast(settings: Settings) -> Settings:
