@@ -25,6 +25,7 @@ from doppel.storage import LocalStorage
 from doppel.triton import TritonClient
 from orchestrator.worker import build_worker
 from tests.conftest import Caller, new_caller, shared_file
+from tests.test_consent import consent_clip
 
 pytestmark = pytest.mark.data
 
@@ -80,10 +81,20 @@ async def trained(
         [shared_file("talking", "obama", f"obama_sent_{n}.mp4") for n in TRAIN],
         joined,
     )
+    # The person's spoken consent, as a separate consent video (the clips hold none): the
+    # statement said by Triton's TTS; the worker checks it before training.
+    triton = TritonClient(settings.triton_grpc_url)
+    try:
+        said = await consent_clip(triton, "Obama", joined.with_name("consent.mp4"))
+    finally:
+        await triton.close()
     caller = await new_caller(pool, "replicas")
     response = await client.post(
         "/v2/replicas",
-        files={"train_video": ("my clip (1).mp4", joined.read_bytes(), "video/mp4")},
+        files={
+            "train_video": ("my clip (1).mp4", joined.read_bytes(), "video/mp4"),
+            "consent_video": ("consent.mp4", said.read_bytes(), "video/mp4"),
+        },
         data={"replica_name": "Obama"},
         headers=caller.headers,
     )
@@ -123,6 +134,12 @@ async def test_replica_trains_with_rising_progress(
     )
     assert [Path(p).name for p in row["train_paths"]] == ["0.mp4"]
     assert Path(row["folder"]).name == trained.replica_id
+    consent = await pool.fetchrow(
+        "SELECT consent_path, consent_transcript FROM replicas WHERE replica_id = $1",
+        trained.replica_id,
+    )
+    assert Path(consent["consent_path"]).name == "consent.mp4"
+    assert "consent" in consent["consent_transcript"].lower()
     assert (Path(row["folder"]) / "model" / "replica.json").exists()
     listed = await client.get("/v2/replicas?page=1&limit=5", headers=trained.caller.headers)
     assert listed.status_code == 200
