@@ -150,6 +150,47 @@ async def test_replica_trains_with_rising_progress(
     assert denied.status_code == 404 and trained.replica_id in denied.json()["detail"]
 
 
+async def test_an_uploaded_recording_renders_at_its_length(
+    client: AsyncTestClient, trained: Trained, settings: Settings, tmp_path: Path
+) -> None:
+    """Audio instead of a script: the replica lip-syncs a real recording (not one it trained
+    on) and the video lasts as long as the recording. Before the script test, which deletes
+    the replica at its end.
+    """
+    headers = trained.caller.headers
+    wav = tmp_path / "speech.wav"
+    clip = shared_file("talking", "obama", "obama_sent_08.mp4")
+    await asyncio.to_thread(
+        subprocess.run,
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(clip), "-vn", "-ac", "1"]
+        + ["-ar", "16000", str(wav)],
+        check=True,
+    )
+    expected = float(probe(wav)["format"]["duration"])
+    response = await client.post(
+        "/v2/videos",
+        files={"audio": ("speech.wav", wav.read_bytes(), "audio/wav")},
+        data={"replica_id": trained.replica_id, "video_name": "recorded"},
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "queued"
+    vid = response.json()["video_id"]
+    worker = await run_worker(settings)
+    gc.collect()
+    assert worker.jobs_failed == 0
+    body = (await client.get(f"/v2/videos/{vid}", headers=headers)).json()
+    assert body["status"] == "ready", body
+    assert abs(body["duration_s"] - expected) <= 0.1, (body["duration_s"], expected)
+    mp4 = await client.get(f"/v2/videos/{vid}/download", headers=headers)
+    out = tmp_path / "video.mp4"
+    out.write_bytes(mp4.content)
+    streams = {s["codec_type"]: s for s in probe(out)["streams"]}
+    assert abs(float(streams["video"]["duration"]) - expected) <= 0.1
+    assert abs(float(streams["audio"]["duration"]) - expected) <= 0.1
+    assert (await client.delete(f"/v2/videos/{vid}", headers=headers)).status_code == 200
+
+
 async def test_script_video_is_ready_synced_disclosed_and_seekable(
     client: AsyncTestClient, trained: Trained, settings: Settings, pool: Any, tmp_path: Path
 ) -> None:
