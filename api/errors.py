@@ -19,12 +19,15 @@ from doppel.errors import (
     InvalidMedia,
     InvalidRequest,
     NotFound,
+    PayloadTooLarge,
     ServiceUnavailable,
 )
 
 log = logging.getLogger(__name__)
 
+#: First match wins: a subclass comes before its base (PayloadTooLarge is an InvalidRequest).
 STATUS = {
+    PayloadTooLarge: 413,
     InvalidMedia: 422,
     InvalidRequest: 422,
     NotFound: 404,

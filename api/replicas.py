@@ -1,32 +1,42 @@
-"""`/v2/replicas`: train a replica from an uploaded video (Tavus v2 field names)."""
+"""`/v2/replicas`: train a replica from an uploaded or fetched video (Tavus v2 field names)."""
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
 import datetime as dt
+import tempfile
 import uuid
+from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
-from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
-from litestar.enums import RequestEncodingType
-from litestar.params import Body, FromPath, QueryParameter
+from litestar.params import FromPath, QueryParameter
 
+from api import inputs
 from api.state import Services
-from doppel import replicas, urls, webhooks
-from doppel.errors import InvalidMedia, InvalidRequest
+from doppel import consent, replicas, urls, webhooks
+from doppel.errors import InvalidRequest
 from doppel.tenants import Tenant
 
 
-@dataclasses.dataclass
-class ReplicaForm:
-    #: The training video: one person talking to the camera, with sound.
-    train_video: UploadFile | None = None
+class ReplicaIn(msgspec.Struct):
+    """The text fields of `POST /v2/replicas` (JSON, or beside the files of a multipart form)."""
+
+    #: The person's name, as they say it in the consent statement.
     replica_name: str | None = None
+    #: The training video (one person talking to the camera, with sound) to fetch, instead of
+    #: uploading `train_video`.
+    train_video_url: str | None = None
+    #: A separate video of the consent statement, instead of uploading `consent_video`.
+    consent_video_url: str | None = None
     #: Where each status change is POSTed, signed (see `GET /v2/webhook-secret`).
     callback_url: str | None = None
+
+
+class ConsentStatement(msgspec.Struct):
+    statement: str
 
 
 class ReplicaOut(msgspec.Struct):
@@ -73,43 +83,94 @@ class ReplicaController(Controller):
         "/",
         operation_id="create_replica",
         summary="Train a replica from a video",
-        description="Multipart: `train_video` (the file), `replica_name` and optionally "
-        "`callback_url` (signed webhooks on each status change). Answers at once "
-        'with `{replica_id, status: "started"}`; poll `GET /v2/replicas/{id}` for '
-        "`training_progress` and the final `completed` or `error`.",
+        description="Multipart (`train_video` file, optional `consent_video` file, text fields) "
+        "or JSON: `replica_name` (the person's name), the training video as `train_video` or "
+        "`train_video_url`, optionally a separate consent video as `consent_video` or "
+        "`consent_video_url`, and `callback_url` (signed webhooks on each status change). The "
+        "person must be heard saying the consent statement (`GET "
+        "/v2/replicas/consent-statement?name=...`) in the consent video, else in the training "
+        'video. Answers at once with `{replica_id, status: "started"}`; poll `GET '
+        "/v2/replicas/{id}` for `training_progress` and the final `completed` or `error`.",
         status_code=200,
     )
     async def create(
-        self,
-        request: Request[Tenant, uuid.UUID, Any],
-        services: NamedDependency[Services],
-        data: Annotated[ReplicaForm, Body(media_type=RequestEncodingType.MULTI_PART)],
+        self, request: Request[Tenant, uuid.UUID, Any], services: NamedDependency[Services]
     ) -> ReplicaCreated:
-        if not isinstance(data.train_video, UploadFile):
+        settings = services.settings
+        data, files = await inputs.read_body(request, ReplicaIn, ("train_video", "consent_video"))
+        train_upload, consent_upload = files.get("train_video"), files.get("consent_video")
+        if train_upload is None and not (data.train_video_url or "").strip():
             raise InvalidRequest(
-                "Send the training video as a multipart form field named 'train_video'."
+                "Send the training video: a multipart file field `train_video`, or "
+                "`train_video_url`."
             )
         callback_url = None
         if data.callback_url:
             callback_url = await urls.check_url(
-                data.callback_url,
-                allow_private=services.settings.allow_private_urls,
-                field="callback_url",
+                data.callback_url, allow_private=settings.allow_private_urls, field="callback_url"
             )
-        raw = await data.train_video.read()
-        if not raw:
-            raise InvalidMedia("The uploaded training video is empty.")
-        item = await replicas.create(
-            services.pool,
-            services.redis,
-            services.storage,
-            request.user.id,
-            replicas.clean_name(data.replica_name, ""),
-            [(raw, replicas.stored_suffix(data.train_video.filename))],
-            callback_url=callback_url,
-            notify=webhooks.Notifier(services.redis, services.settings.public_url),
+        name = replicas.clean_name(data.replica_name, "")
+        if not name:
+            raise InvalidRequest(
+                "Send `replica_name`: the person's name, as they say it in the consent "
+                "statement (see GET /v2/replicas/consent-statement?name=...)."
+            )
+        await inputs.check_urls(
+            settings,
+            train_video_url=data.train_video_url,
+            consent_video_url=data.consent_video_url,
         )
+        # Fetched files wait in a scratch folder beside the data (same disk) until
+        # replicas.create copies them under the replica's id; the folder goes either way.
+        await asyncio.to_thread(settings.data_dir.mkdir, parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".fetch-", dir=settings.data_dir) as tmp:
+            scratch = Path(tmp)
+            train = await inputs.media_source(
+                settings,
+                "train_video",
+                train_upload,
+                data.train_video_url,
+                scratch,
+                replicas.stored_suffix,
+            )
+            assert train is not None  # checked above
+            consent_video = await inputs.media_source(
+                settings,
+                "consent_video",
+                consent_upload,
+                data.consent_video_url,
+                scratch,
+                replicas.stored_suffix,
+            )
+            item = await replicas.create(
+                services.pool,
+                services.redis,
+                services.storage,
+                request.user.id,
+                name,
+                [(train.data, train.suffix)],
+                callback_url=callback_url,
+                notify=webhooks.Notifier(services.redis, settings.public_url),
+                consent=None
+                if consent_video is None
+                else (consent_video.data, consent_video.suffix),
+            )
         return ReplicaCreated(replica_id=item.replica_id, status=item.status)
+
+    @get(
+        "/consent-statement",
+        operation_id="replica_consent_statement",
+        summary="The sentence a person says to consent to their replica",
+        description="Show it before the upload: the person says it, with their name, in the "
+        "training video or in a separate `consent_video`.",
+    )
+    async def consent_statement(
+        self, name: Annotated[str, QueryParameter(min_length=1, max_length=200)]
+    ) -> ConsentStatement:
+        clean = replicas.clean_name(name, "")
+        if not clean:
+            raise InvalidRequest("Send `name`: the person's name, as they will say it.")
+        return ConsentStatement(statement=consent.statement(clean))
 
     @get("/", operation_id="list_replicas", summary="This tenant's replicas, newest first")
     async def list_(

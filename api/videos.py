@@ -1,4 +1,4 @@
-"""`/v2/videos`: a completed replica speaking a script, rendered by the worker.
+"""`/v2/videos`: a completed replica speaking a script or a recording, rendered by the worker.
 
 `download`, `stream` and `thumbnail.jpg` serve the files; the MP4 routes honour single HTTP
 `Range` requests (206 with `Content-Range`), so a browser can seek in a stream.
@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,9 +18,10 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath
 from litestar.response import File, Stream
 
+from api import inputs
 from api.state import Services
 from doppel import urls, videos, webhooks
 from doppel.errors import Conflict, InvalidRequest
@@ -29,8 +32,14 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 class VideoIn(msgspec.Struct):
+    """The text fields of `POST /v2/videos` (JSON, or beside the `audio` file of a multipart
+    form). Exactly one of `script`, `audio_url` and the `audio` file.
+    """
+
     replica_id: str | None = None
     script: str | None = None
+    #: A recording to lip-sync (any format ffmpeg reads), fetched instead of a script.
+    audio_url: str | None = None
     video_name: str | None = None
     disclosure_mark: bool = True
     #: Where each status change is POSTed, signed (see `GET /v2/webhook-secret`).
@@ -151,37 +160,75 @@ class VideoController(Controller):
     @post(
         "/",
         operation_id="create_video",
-        summary="Render a replica speaking a script",
-        description="JSON `{replica_id, script, video_name?, disclosure_mark?, callback_url?}`. "
-        'Answers at once with `{video_id, status: "queued"}`; poll `GET /v2/videos/{id}`.',
+        summary="Render a replica speaking a script or a recording",
+        description="JSON `{replica_id, script | audio_url, video_name?, disclosure_mark?, "
+        "callback_url?}`, or multipart with the same text fields and the recording as the file "
+        "`audio`. Exactly one of `script`, `audio_url`, `audio`. Audio must have an audio "
+        "track longer than 0.3 s and at most 10 minutes. Answers at once with "
+        '`{video_id, status: "queued"}`; poll `GET /v2/videos/{id}`.',
         status_code=200,
     )
     async def create(
-        self,
-        request: Request[Tenant, uuid.UUID, Any],
-        services: NamedDependency[Services],
-        data: JSONBody[VideoIn],
+        self, request: Request[Tenant, uuid.UUID, Any], services: NamedDependency[Services]
     ) -> VideoCreated:
+        settings = services.settings
+        data, files = await inputs.read_body(request, VideoIn, ("audio",))
+        upload = files.get("audio")
         if not data.replica_id:
             raise InvalidRequest("Send `replica_id`: the completed replica that will speak.")
+        has_audio = upload is not None or bool((data.audio_url or "").strip())
+        if has_audio and data.script is not None:
+            raise InvalidRequest(
+                "Send a script or audio, not both: the replica speaks one or the other."
+            )
         callback_url = None
         if data.callback_url:
             callback_url = await urls.check_url(
-                data.callback_url,
-                allow_private=services.settings.allow_private_urls,
-                field="callback_url",
+                data.callback_url, allow_private=settings.allow_private_urls, field="callback_url"
             )
-        item = await videos.create(
-            services.pool,
-            services.redis,
-            request.user.id,
-            data.replica_id,
-            data.script,
-            data.video_name,
-            data.disclosure_mark,
-            callback_url=callback_url,
-            notify=webhooks.Notifier(services.redis, services.settings.public_url),
-        )
+        notify = webhooks.Notifier(services.redis, settings.public_url)
+        if not has_audio:
+            item = await videos.create(
+                services.pool,
+                services.redis,
+                request.user.id,
+                data.replica_id,
+                data.script,
+                data.video_name,
+                data.disclosure_mark,
+                callback_url=callback_url,
+                notify=notify,
+            )
+            return VideoCreated(video_id=item.video_id, status=item.status)
+        # Nothing is fetched or stored for a URL Doppel may not reach or a replica that cannot
+        # speak it.
+        await inputs.check_urls(settings, audio_url=data.audio_url)
+        await videos.speaker(services.pool, request.user.id, data.replica_id)
+        await asyncio.to_thread(settings.data_dir.mkdir, parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".fetch-", dir=settings.data_dir) as tmp:
+            scratch = Path(tmp)
+            source = await inputs.media_source(
+                settings, "audio", upload, data.audio_url, scratch, videos.audio_suffix
+            )
+            assert source is not None  # has_audio
+            if isinstance(source.data, bytes):  # an upload: probed and copied from a file
+                path = scratch / f"upload{source.suffix}"
+                await asyncio.to_thread(path.write_bytes, source.data)
+            else:
+                path = source.data
+            item = await videos.create(
+                services.pool,
+                services.redis,
+                request.user.id,
+                data.replica_id,
+                None,
+                data.video_name,
+                data.disclosure_mark,
+                callback_url=callback_url,
+                notify=notify,
+                audio=path,
+                storage=services.storage,
+            )
         return VideoCreated(video_id=item.video_id, status=item.status)
 
     @get("/{video_id:str}", operation_id="get_video", summary="A video's status and links")

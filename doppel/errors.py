@@ -29,6 +29,12 @@ class InvalidRequest(DoppelError):
     """A request is well-formed HTTP but its content cannot be acted on."""
 
 
+class PayloadTooLarge(InvalidRequest):
+    """A file (uploaded or fetched from a URL) is over the size the operator allows; the
+    message names the limit.
+    """
+
+
 class NotFound(DoppelError):
     """The resource does not exist for this tenant (other tenants' resources look the same)."""
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import math
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -87,6 +89,30 @@ def require_speech_candidate(audio: Audio) -> None:
             f"The audio is silent (average level {shown} dBFS, below {SILENCE_DBFS:.0f} dBFS): "
             "check the microphone or the file."
         )
+
+
+def audio_duration(path: Path) -> float:
+    """Seconds of the first audio stream of `path`, read by ffprobe (no decoding).
+
+    Raises `InvalidMedia` when ffprobe cannot read the file or it has no audio stream (a text
+    file, a JPEG, a silent video).
+    """
+    args = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams"]
+    proc = subprocess.run([*args, str(path)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        detail = lines[-1] if lines else f"ffprobe exited with {proc.returncode}"
+        raise InvalidMedia(f"The file is not audio: ffmpeg cannot read it ({detail}).")
+    doc = json.loads(proc.stdout or "{}")
+    audios = [s for s in doc.get("streams", []) if s.get("codec_type") == "audio"]
+    if not audios:
+        raise InvalidMedia("The file is not audio: it has no audio track.")
+    for value in (audios[0].get("duration"), doc.get("format", {}).get("duration")):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            continue
+    raise InvalidMedia("The file is not audio that can be used: its duration is unknown.")
 
 
 def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:

@@ -2,11 +2,14 @@
 
 The row in `replicas` is the job's state. The API (or the operator CLI) stores the training
 video(s) under the replica's id, inserts the row `started` and enqueues the job; the worker
-trains through Triton, writes `training_progress` ("37/100") as it goes and ends the row
+first checks a `user` replica's spoken consent (doppel.consent: Whisper must hear the person
+consent, with their name, in the consent video or else the training video), then trains through
+Triton, writes `training_progress` ("37/100") as it goes and ends the row
 `completed` or `error` with a message for the person.
 
 Layout of a replica's folder (`<data>/<tenant>/replicas/<replica_id>/`): `sources/0.mp4, ...`
-(the uploads, renamed) and `model/` (the trained replica, doppel.replica).
+(the uploads, renamed), `sources/consent.mp4` (a separate consent video, when sent) and
+`model/` (the trained replica, doppel.replica).
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ class ReplicaRow:
     error_message: str | None
     folder: Path
     train_paths: list[Path]
+    consent_path: Path | None
+    consent_transcript: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -77,6 +82,8 @@ def _from_row(row: asyncpg.Record) -> ReplicaRow:
         error_message=row["error_message"],
         folder=Path(row["folder"]),
         train_paths=[Path(p) for p in row["train_paths"]],
+        consent_path=Path(row["consent_path"]) if row["consent_path"] else None,
+        consent_transcript=row["consent_transcript"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -109,29 +116,28 @@ async def create(
     replica_type: str = "user",
     callback_url: str | None = None,
     notify: Notifier | None = None,
+    consent: tuple[bytes | Path, str] | None = None,
 ) -> ReplicaRow:
-    """Store `uploads` ((bytes or a file to copy, suffix) each) under a new id, check each is a
-    readable video (`InvalidMedia` otherwise, nothing kept), record the replica `started` and
-    enqueue its training. A queue that cannot be reached undoes everything
-    (`ServiceUnavailable`).
+    """Store `uploads` ((bytes or a file to copy, suffix) each) and the optional `consent`
+    video under a new id, check each is a readable video (`InvalidMedia` otherwise, nothing
+    kept), record the replica `started` and enqueue its training. A queue that cannot be
+    reached undoes everything (`ServiceUnavailable`).
     """
-    from doppel.face import video
-
     rid = new_id()
     folder = storage.path_for(tenant_id, "replicas", rid)
     paths: list[Path] = []
+    consent_path: Path | None = None
     try:
         for i, (data, suffix) in enumerate(uploads):
-            key = f"{rid}/sources/{i}{suffix}"
-            if isinstance(data, Path):
-                data = await asyncio.to_thread(data.read_bytes)
-            path = await asyncio.to_thread(storage.put, tenant_id, "replicas", key, data)
-            paths.append(path)
-            await asyncio.to_thread(video.probe, path)
+            paths.append(await _store_video(storage, tenant_id, f"{rid}/sources/{i}{suffix}", data))
+        if consent is not None:
+            data, suffix = consent
+            key = f"{rid}/sources/consent{suffix}"
+            consent_path = await _store_video(storage, tenant_id, key, data)
         row = await pool.fetchrow(
             """INSERT INTO replicas (replica_id, tenant_id, replica_name, replica_type, folder,
-                                     train_paths, callback_url)
-               VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *""",
+                                     train_paths, callback_url, consent_path)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *""",
             rid,
             tenant_id,
             name_or(rid, name),
@@ -139,6 +145,7 @@ async def create(
             str(folder),
             [str(p) for p in paths],
             callback_url,
+            None if consent_path is None else str(consent_path),
         )
     except BaseException:
         await asyncio.to_thread(shutil.rmtree, folder, True)
@@ -152,6 +159,20 @@ async def create(
     if notify is not None:  # webhook: started
         await notify.changed(pool, "replica", rid)
     return _from_row(row)
+
+
+async def _store_video(
+    storage: LocalStorage, tenant_id: uuid.UUID, key: str, data: bytes | Path
+) -> Path:
+    """Store one video under `key` and check ffprobe reads it as a video (`InvalidMedia`)."""
+    from doppel.face import video
+
+    if isinstance(data, Path):
+        path = await asyncio.to_thread(storage.put_file, tenant_id, "replicas", key, data)
+    else:
+        path = await asyncio.to_thread(storage.put, tenant_id, "replicas", key, data)
+    await asyncio.to_thread(video.probe, path)
+    return path
 
 
 def name_or(rid: str, name: str) -> str:
@@ -282,6 +303,8 @@ async def train(
     item = await claim(pool, replica_id)
     if item is None:
         return "skipped"
+    if item.replica_type == "user" and not await check_consent(pool, triton, item, notify):
+        return "error"
     out = item.model_folder
     await asyncio.to_thread(shutil.rmtree, out, True)
     progress = ProgressWriter(
@@ -326,6 +349,35 @@ async def train(
     if notify is not None:  # webhook: completed
         await notify.changed(pool, "replica", replica_id)
     return "completed"
+
+
+async def check_consent(
+    pool: asyncpg.Pool, triton: TritonClient, item: ReplicaRow, notify: Notifier | None = None
+) -> bool:
+    """Listen for the person's consent (the consent video, else the first training video) and
+    record what was heard; a replica without it ends `error` quoting the transcript (False).
+    `ServiceUnavailable` propagates: the job is retried.
+    """
+    from doppel import consent
+
+    source = item.consent_path or item.train_paths[0]
+    try:
+        ok, transcript, message = await consent.verify(triton, source, item.replica_name)
+    except ServiceUnavailable:
+        raise
+    except Exception as exc:  # no audio track, unreadable, a model error: say why
+        reason = getattr(exc, "message", None) or str(exc)
+        message = consent.failure_message("", item.replica_name, reason)
+        ok, transcript = False, ""
+    await pool.execute(
+        "UPDATE replicas SET consent_transcript = $2, updated_at = now() WHERE replica_id = $1",
+        item.replica_id,
+        transcript,
+    )
+    if not ok:
+        log.info("replica %s: %s", item.replica_id, message)
+        await fail(pool, item.replica_id, message, notify)
+    return ok
 
 
 async def fail(

@@ -57,6 +57,10 @@ class Settings:
     #: URL fetches and webhooks may reach loopback, private and link-local addresses
     #: (DOPPEL_ALLOW_PRIVATE_URLS=1; tests and single-machine setups). Off: doppel.urls refuses.
     allow_private_urls: bool = False
+    #: Seconds one URL input (`train_video_url`, `consent_video_url`, `audio_url`) may take to
+    #: download, redirects included (DOPPEL_FETCH_TIMEOUT_S); its size limit is
+    #: `max_upload_bytes`, like an upload's.
+    fetch_timeout_s: float = 120.0
     #: Base URL of the API as callers reach it, for links in webhook bodies
     #: (DOPPEL_PUBLIC_URL; default: the `api` entry of `.run/endpoints.json`).
     public_url: str = "http://127.0.0.1:8000"
@@ -101,6 +105,7 @@ class Settings:
             voice_epochs=_opt_int(env, "DOPPEL_VOICE_EPOCHS"),
             allow_private_urls=env.get("DOPPEL_ALLOW_PRIVATE_URLS", "").strip().lower()
             in ("1", "true", "yes", "on"),
+            fetch_timeout_s=float(env.get("DOPPEL_FETCH_TIMEOUT_S", 120.0)),
             public_url=(
                 env.get("DOPPEL_PUBLIC_URL") or endpoints.get("api") or "http://127.0.0.1:8000"
             ).rstrip("/"),

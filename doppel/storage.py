@@ -6,6 +6,7 @@ Writes go to a temporary name and are renamed into place, so a reader never sees
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -26,6 +27,21 @@ class LocalStorage:
             fh.flush()
             os.fsync(fh.fileno())
         tmp.rename(path)
+        return path
+
+    def put_file(self, tenant_id: uuid.UUID, kind: str, name: str, src: Path) -> Path:
+        """Copy `src` (a file already on disk: a fetched URL, an operator's video) into place
+        without reading it into memory; `src` is left as it was.
+        """
+        path = self.path_for(tenant_id, kind, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            shutil.copyfile(src, tmp)
+            tmp.rename(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return path
 
     def delete(self, path: Path) -> None:

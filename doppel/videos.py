@@ -1,8 +1,10 @@
-"""Videos: a completed replica speaking a script, made by the `render_video` job.
+"""Videos: a completed replica speaking a script or a recording, made by the `render_video` job.
 
 The row in `videos` is the job's state: `queued` -> `generating` (with `progress` 0-100) ->
-`ready` or `error`. The job speaks the script in the replica's cloned voice through Triton's
-`voice` model, renders the replica on that speech (doppel.render, Triton's models) and stores
+`ready` or `error`. A video has a script or an audio input, never both. The job speaks a script
+in the replica's cloned voice through Triton's `voice` model (an audio input, stored at
+`<data>/<tenant>/videos/<video_id>.input<suffix>` when the video is created, is used as it is),
+renders the replica on that speech (doppel.render, Triton's models) and stores
 `<data>/<tenant>/videos/<video_id>.mp4` and `<video_id>.jpg` (a middle frame). Outputs are
 written under temporary names and renamed, so a re-run after a dead worker starts clean.
 """
@@ -27,7 +29,7 @@ import asyncpg
 from arq.connections import ArqRedis
 
 from doppel import jobs, replicas
-from doppel.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
+from doppel.errors import Conflict, InvalidMedia, InvalidRequest, NotFound, ServiceUnavailable
 from doppel.progress import ProgressWriter
 from doppel.storage import LocalStorage
 from doppel.triton import TritonClient
@@ -40,6 +42,14 @@ log = logging.getLogger(__name__)
 #: Longest script, in characters (about 10 minutes of speech, render's limit).
 MAX_SCRIPT = 10_000
 MAX_NAME = 200
+#: An audio input's length: long enough to show a mouth move, at most what render takes.
+MIN_AUDIO_S = 0.3
+MAX_AUDIO_S = 600.0
+#: Audio containers kept as the stored input's suffix; anything else is stored as `.audio`
+#: (ffmpeg reads by content, the name is only a hint).
+AUDIO_SUFFIXES = {
+    ".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".oga", ".opus", ".webm", ".mp4", ".mov",
+}  # fmt: skip
 _FRAME = re.compile(r"frame (\d+)/(\d+)")
 
 
@@ -49,7 +59,9 @@ class VideoRow:
     tenant_id: uuid.UUID
     replica_id: str
     video_name: str | None
-    script: str
+    #: The text spoken, or None for a video that speaks its `audio_path`.
+    script: str | None
+    audio_path: Path | None
     status: str
     progress: int
     error_message: str | None
@@ -68,6 +80,7 @@ def _from_row(row: asyncpg.Record) -> VideoRow:
         replica_id=row["replica_id"],
         video_name=row["video_name"],
         script=row["script"],
+        audio_path=Path(row["audio_path"]) if row["audio_path"] else None,
         status=row["status"],
         progress=row["progress"],
         error_message=row["error_message"],
@@ -98,6 +111,42 @@ def check_script(script: str | None) -> str:
     return text
 
 
+def audio_suffix(filename: str | None) -> str:
+    suffix = Path(filename or "").suffix.lower()
+    return suffix if suffix in AUDIO_SUFFIXES else ".audio"
+
+
+def check_audio(path: Path) -> float:
+    """The duration of an audio input, or `InvalidMedia` saying why it cannot be spoken."""
+    from doppel import media
+
+    duration = media.audio_duration(path)
+    if duration <= MIN_AUDIO_S:
+        raise InvalidMedia(
+            f"The audio lasts {duration:.2f} s; a video needs more than {MIN_AUDIO_S} s of it."
+        )
+    if duration > MAX_AUDIO_S:
+        raise InvalidMedia(
+            f"The audio lasts {duration:.0f} s; one video takes at most {MAX_AUDIO_S:.0f} s "
+            "(10 minutes). Split it into several videos."
+        )
+    return duration
+
+
+async def speaker(pool: asyncpg.Pool, tenant_id: uuid.UUID, replica_id: str) -> replicas.ReplicaRow:
+    """The tenant's completed replica `replica_id` (`NotFound`, or `Conflict` while it is not
+    completed): checked before anything is stored or fetched for a video.
+    """
+    rep = await replicas.get(pool, tenant_id, replica_id)
+    if rep.status != "completed":
+        state = "still training" if rep.status == "started" else "failed to train"
+        raise Conflict(
+            f"Replica {replica_id} is {state} (status {rep.status!r}); a video needs a "
+            "completed replica."
+        )
+    return rep
+
+
 async def create(
     pool: asyncpg.Pool,
     redis: ArqRedis,
@@ -108,36 +157,64 @@ async def create(
     disclosure_mark: bool = True,
     callback_url: str | None = None,
     notify: Notifier | None = None,
+    *,
+    audio: Path | None = None,
+    storage: LocalStorage | None = None,
 ) -> VideoRow:
-    """Check the request, record the video `queued` and enqueue its rendering."""
-    text = check_script(script)
+    """Check the request, record the video `queued` and enqueue its rendering.
+
+    The video speaks `script`, or the recording at `audio` (a file on disk, copied into
+    `storage` under the video's id; the caller keeps or removes the original): exactly one.
+    """
+    if audio is not None and script is not None:
+        raise InvalidRequest(
+            "Send a script or audio, not both: the replica speaks one or the other."
+        )
+    if audio is None:
+        if script is None:
+            raise InvalidRequest(
+                "Send a script or audio: `script` (the text the replica will speak), or "
+                "`audio_url` or a multipart `audio` file (a recording it will lip-sync)."
+            )
+        text: str | None = check_script(script)
+    else:
+        text = None
+        await asyncio.to_thread(check_audio, audio)
     name = (video_name or "").strip() or None
     if name is not None and len(name) > MAX_NAME:
         raise InvalidRequest(f"video_name is {len(name)} characters long; at most {MAX_NAME}.")
-    rep = await replicas.get(pool, tenant_id, replica_id)
-    if rep.status != "completed":
-        state = "still training" if rep.status == "started" else "failed to train"
-        raise Conflict(
-            f"Replica {replica_id} is {state} (status {rep.status!r}); a video needs a "
-            "completed replica."
-        )
+    await speaker(pool, tenant_id, replica_id)
     vid = new_id()
-    row = await pool.fetchrow(
-        """INSERT INTO videos (video_id, tenant_id, replica_id, video_name, script,
-                               disclosure_mark, callback_url)
-           VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *""",
-        vid,
-        tenant_id,
-        replica_id,
-        name,
-        text,
-        disclosure_mark,
-        callback_url,
-    )
+    stored: Path | None = None
+    try:
+        if audio is not None:
+            if storage is None:
+                raise TypeError("videos.create needs `storage` to keep an audio input")
+            key = f"{vid}.input{audio_suffix(audio.name)}"
+            stored = await asyncio.to_thread(storage.put_file, tenant_id, "videos", key, audio)
+        row = await pool.fetchrow(
+            """INSERT INTO videos (video_id, tenant_id, replica_id, video_name, script,
+                                   disclosure_mark, callback_url, audio_path)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *""",
+            vid,
+            tenant_id,
+            replica_id,
+            name,
+            text,
+            disclosure_mark,
+            callback_url,
+            None if stored is None else str(stored),
+        )
+    except BaseException:
+        if stored is not None:
+            stored.unlink(missing_ok=True)
+        raise
     try:
         await jobs.enqueue(redis, jobs.RENDER_VIDEO, vid)
     except (OSError, ConnectionError, TimeoutError) as exc:
         await pool.execute("DELETE FROM videos WHERE video_id = $1", vid)
+        if stored is not None:
+            stored.unlink(missing_ok=True)
         raise ServiceUnavailable("The job queue is unavailable; try again shortly.") from exc
     if notify is not None:  # webhook: queued
         await notify.changed(pool, "video", vid)
@@ -163,7 +240,7 @@ async def delete(pool: asyncpg.Pool, tenant_id: uuid.UUID, video_id: str) -> Non
                   updated_at = now() WHERE video_id = $1""",
         video_id,
     )
-    for path in (item.video_path, item.thumbnail_path):
+    for path in (item.video_path, item.thumbnail_path, item.audio_path):
         if path is not None:
             path.unlink(missing_ok=True)
 
@@ -243,18 +320,24 @@ async def render(
             if rep_row is None or rep_row["status"] != "completed":
                 raise Conflict(f"Replica {item.replica_id} is not a completed replica any more.")
             rep = Replica.load(Path(rep_row["folder"]) / "model")
-            if rep.voice_folder is None:
-                raise InvalidRequest("This replica was trained without a voice: it cannot speak.")
-            clock = time.perf_counter()
-            spoken, _timings = await triton.say(rep.voice_folder, item.script)
-            stages = {"speech_s": round(time.perf_counter() - clock, 3)}
-            progress.raise_to(5)
             with tempfile.TemporaryDirectory(prefix="doppel-video-") as tmp:
-                wav = Path(tmp) / "speech.wav"
-                await asyncio.to_thread(wavfile.write, wav, spoken.rate, spoken.samples)
+                speech = item.audio_path
+                stages: dict[str, float] = {}
+                if speech is None:  # a script: spoken in the replica's cloned voice
+                    if rep.voice_folder is None:
+                        raise InvalidRequest(
+                            "This replica was trained without a voice: it cannot speak a "
+                            "script (send audio instead)."
+                        )
+                    clock = time.perf_counter()
+                    spoken, _timings = await triton.say(rep.voice_folder, item.script or "")
+                    stages["speech_s"] = round(time.perf_counter() - clock, 3)
+                    speech = Path(tmp) / "speech.wav"
+                    await asyncio.to_thread(wavfile.write, speech, spoken.rate, spoken.samples)
+                progress.raise_to(5)
                 result = await engine.render(
                     rep,
-                    wav,
+                    speech,
                     part,
                     engine=triton,
                     watermark=item.disclosure_mark,

@@ -27,6 +27,7 @@ from doppel.storage import LocalStorage
 from doppel.triton import TritonClient
 from orchestrator.worker import build_worker
 from tests.conftest import Caller, Receiver, new_caller, shared_file, webhook_receiver
+from tests.test_consent import consent_clip
 
 pytestmark = pytest.mark.data
 
@@ -108,10 +109,20 @@ async def trained(
         [shared_file("talking", "obama", f"obama_sent_{n}.mp4") for n in TRAIN],
         joined,
     )
+    # The person's spoken consent, as a separate consent video (the clips hold none): the
+    # statement said by Triton's TTS; the worker checks it before training.
+    triton = TritonClient(settings.triton_grpc_url)
+    try:
+        said = await consent_clip(triton, "Obama", joined.with_name("consent.mp4"))
+    finally:
+        await triton.close()
     caller = await new_caller(pool, "replicas")
     response = await hooked.post(
         "/v2/replicas",
-        files={"train_video": ("my clip (1).mp4", joined.read_bytes(), "video/mp4")},
+        files={
+            "train_video": ("my clip (1).mp4", joined.read_bytes(), "video/mp4"),
+            "consent_video": ("consent.mp4", said.read_bytes(), "video/mp4"),
+        },
         data={"replica_name": "Obama", "callback_url": receiver.url},
         headers=caller.headers,
     )
@@ -151,6 +162,12 @@ async def test_replica_trains_with_rising_progress(
     )
     assert [Path(p).name for p in row["train_paths"]] == ["0.mp4"]
     assert Path(row["folder"]).name == trained.replica_id
+    consent = await pool.fetchrow(
+        "SELECT consent_path, consent_transcript FROM replicas WHERE replica_id = $1",
+        trained.replica_id,
+    )
+    assert Path(consent["consent_path"]).name == "consent.mp4"
+    assert "consent" in consent["consent_transcript"].lower()
     assert (Path(row["folder"]) / "model" / "replica.json").exists()
     listed = await client.get("/v2/replicas?page=1&limit=5", headers=trained.caller.headers)
     assert listed.status_code == 200
@@ -159,6 +176,100 @@ async def test_replica_trains_with_rising_progress(
     other = await new_caller(pool, "other")
     denied = await client.get(f"/v2/replicas/{trained.replica_id}", headers=other.headers)
     assert denied.status_code == 404 and trained.replica_id in denied.json()["detail"]
+
+
+async def test_an_uploaded_recording_renders_at_its_length(
+    client: AsyncTestClient, trained: Trained, settings: Settings, tmp_path: Path
+) -> None:
+    """Audio instead of a script: the replica lip-syncs a real recording (not one it trained
+    on) and the video lasts as long as the recording. Before the script test, which deletes
+    the replica at its end.
+    """
+    headers = trained.caller.headers
+    wav = tmp_path / "speech.wav"
+    clip = shared_file("talking", "obama", "obama_sent_08.mp4")
+    await asyncio.to_thread(
+        subprocess.run,
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(clip), "-vn", "-ac", "1"]
+        + ["-ar", "16000", str(wav)],
+        check=True,
+    )
+    expected = float(probe(wav)["format"]["duration"])
+    response = await client.post(
+        "/v2/videos",
+        files={"audio": ("speech.wav", wav.read_bytes(), "audio/wav")},
+        data={"replica_id": trained.replica_id, "video_name": "recorded"},
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "queued"
+    vid = response.json()["video_id"]
+    worker = await run_worker(settings)
+    gc.collect()
+    assert worker.jobs_failed == 0
+    body = (await client.get(f"/v2/videos/{vid}", headers=headers)).json()
+    assert body["status"] == "ready", body
+    assert abs(body["duration_s"] - expected) <= 0.1, (body["duration_s"], expected)
+    mp4 = await client.get(f"/v2/videos/{vid}/download", headers=headers)
+    out = tmp_path / "video.mp4"
+    out.write_bytes(mp4.content)
+    streams = {s["codec_type"]: s for s in probe(out)["streams"]}
+    assert abs(float(streams["video"]["duration"]) - expected) <= 0.1
+    assert abs(float(streams["audio"]["duration"]) - expected) <= 0.1
+    assert (await client.delete(f"/v2/videos/{vid}", headers=headers)).status_code == 200
+
+
+async def test_template_batch_renders_each_good_row_once(
+    client: AsyncTestClient, trained: Trained, settings: Settings, pool: Any
+) -> None:
+    """5 rows, one without a variable: 4 ready videos and 1 row error; the same batch sent
+    again makes nothing new."""
+    headers = trained.caller.headers
+    made = await client.post(
+        "/v2/templates",
+        json={
+            "name": "greeting",
+            "replica_id": trained.replica_id,
+            "script": "Hello {{name}}, welcome to {{team}}.",
+        },
+        headers=headers,
+    )
+    assert made.status_code in (200, 201), made.text
+    tid = made.json()["template_id"]
+    rows = [
+        {"name": "Ann", "team": "sales"},
+        {"name": "Bob", "team": "design"},
+        {"name": "Cy"},  # no team
+        {"name": "Dee", "team": "support"},
+        {"name": "Eve", "team": "research"},
+    ]
+    first = await client.post(
+        "/v2/batches", json={"template_id": tid, "rows": rows}, headers=headers
+    )
+    assert first.status_code in (200, 201), first.text
+    bid = first.json()["batch_id"]
+    worker = await run_worker(settings)
+    assert worker.jobs_failed == 0
+    body = (await client.get(f"/v2/batches/{bid}", headers=headers)).json()
+    assert body["counts"]["ready"] == 4 and body["counts"]["error"] == 1, body["counts"]
+    (bad,) = [r for r in body["rows"] if r["status"] == "error"]
+    assert bad["row_index"] == 3 and "team" in bad["error_message"]
+    assert all(r["download_url"] for r in body["rows"] if r["status"] == "ready")
+    count = await pool.fetchval(
+        "SELECT count(*) FROM videos WHERE tenant_id = $1", trained.caller.tenant.id
+    )
+    again = await client.post(
+        "/v2/batches", json={"template_id": tid, "rows": rows}, headers=headers
+    )
+    assert again.status_code in (200, 201) and again.json()["batch_id"] == bid
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM videos WHERE tenant_id = $1", trained.caller.tenant.id
+        )
+        == count
+    )
+    results = await client.get(f"/v2/batches/{bid}/results.csv", headers=headers)
+    assert results.status_code == 200 and results.text.count("\n") >= 6
 
 
 async def test_script_video_is_ready_synced_disclosed_and_seekable(
@@ -399,56 +510,3 @@ async def test_operator_cli_queues_a_system_replica(
     finally:
         await redis.aclose(close_connection_pool=True)
     await pool.execute("DELETE FROM replicas WHERE replica_id = $1", rid)
-
-
-async def test_template_batch_renders_each_good_row_once(
-    client: AsyncTestClient, trained: Trained, settings: Settings, pool: Any
-) -> None:
-    """5 rows, one without a variable: 4 ready videos and 1 row error; the same batch sent
-    again makes nothing new."""
-    headers = trained.caller.headers
-    made = await client.post(
-        "/v2/templates",
-        json={
-            "name": "greeting",
-            "replica_id": trained.replica_id,
-            "script": "Hello {{name}}, welcome to {{team}}.",
-        },
-        headers=headers,
-    )
-    assert made.status_code in (200, 201), made.text
-    tid = made.json()["template_id"]
-    rows = [
-        {"name": "Ann", "team": "sales"},
-        {"name": "Bob", "team": "design"},
-        {"name": "Cy"},  # no team
-        {"name": "Dee", "team": "support"},
-        {"name": "Eve", "team": "research"},
-    ]
-    first = await client.post(
-        "/v2/batches", json={"template_id": tid, "rows": rows}, headers=headers
-    )
-    assert first.status_code in (200, 201), first.text
-    bid = first.json()["batch_id"]
-    worker = await run_worker(settings)
-    assert worker.jobs_failed == 0
-    body = (await client.get(f"/v2/batches/{bid}", headers=headers)).json()
-    assert body["counts"]["ready"] == 4 and body["counts"]["error"] == 1, body["counts"]
-    (bad,) = [r for r in body["rows"] if r["status"] == "error"]
-    assert bad["row_index"] == 3 and "team" in bad["error_message"]
-    assert all(r["download_url"] for r in body["rows"] if r["status"] == "ready")
-    count = await pool.fetchval(
-        "SELECT count(*) FROM videos WHERE tenant_id = $1", trained.caller.tenant.id
-    )
-    again = await client.post(
-        "/v2/batches", json={"template_id": tid, "rows": rows}, headers=headers
-    )
-    assert again.status_code in (200, 201) and again.json()["batch_id"] == bid
-    assert (
-        await pool.fetchval(
-            "SELECT count(*) FROM videos WHERE tenant_id = $1", trained.caller.tenant.id
-        )
-        == count
-    )
-    results = await client.get(f"/v2/batches/{bid}/results.csv", headers=headers)
-    assert results.status_code == 200 and results.text.count("\n") >= 6
