@@ -57,6 +57,8 @@ class VideoRow:
     disclosure_mark: bool
     created_at: dt.datetime
     updated_at: dt.datetime
+    #: Opens the media and the hosted page without the API key (doppel.sharing).
+    share_token: str = ""
 
 
 def _from_row(row: asyncpg.Record) -> VideoRow:
@@ -75,6 +77,7 @@ def _from_row(row: asyncpg.Record) -> VideoRow:
         disclosure_mark=row["disclosure_mark"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        share_token=row["share_token"],
     )
 
 

@@ -33,7 +33,7 @@ import httpx
 import msgspec
 from arq.connections import ArqRedis
 
-from doppel import jobs, urls
+from doppel import jobs, sharing, urls
 from doppel.errors import InvalidRequest, NotFound
 from doppel.settings import Settings
 
@@ -105,8 +105,9 @@ def replica_payload(row: asyncpg.Record) -> dict[str, Any]:
 
 def video_payload(row: asyncpg.Record, public_url: str) -> dict[str, Any]:
     """What `GET /v2/videos/{id}` returns for `row`, links based at `public_url`."""
-    ready = row["status"] == "ready"
-    base = f"{public_url.rstrip('/')}/v2/videos/{row['video_id']}"
+    links = sharing.video_links(
+        public_url, row["video_id"], row["share_token"], row["status"] == "ready"
+    )
     return {
         "video_id": row["video_id"],
         "replica_id": row["replica_id"],
@@ -116,9 +117,7 @@ def video_payload(row: asyncpg.Record, public_url: str) -> dict[str, Any]:
         "error_message": row["error_message"],
         "disclosure_mark": row["disclosure_mark"],
         "duration_s": row["duration_s"],
-        "download_url": f"{base}/download" if ready else None,
-        "stream_url": f"{base}/stream" if ready else None,
-        "thumbnail_url": f"{base}/thumbnail.jpg" if ready else None,
+        **links,
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }
