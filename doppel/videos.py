@@ -234,6 +234,9 @@ async def render(
     mp4 = storage.path_for(item.tenant_id, "videos", f"{video_id}.mp4")
     jpg = mp4.with_suffix(".jpg")
     mp4.parent.mkdir(parents=True, exist_ok=True)
+    # Parts a killed worker left behind: the claim above makes this the video's only render.
+    for stale in mp4.parent.glob(f".{video_id}.*.part.*"):
+        stale.unlink(missing_ok=True)
     part = mp4.with_name(f".{video_id}.{uuid.uuid4().hex}.part.mp4")
     part_jpg = part.with_suffix(".jpg")
     async with progress:

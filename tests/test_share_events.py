@@ -1,4 +1,6 @@
-"""Share links and the hosted page, server-sent events, replica thumbnails."""
+"""Share links and the hosted page, server-sent events, replica thumbnails, and the sweep that
+unlocks jobs held by dead workers (the end-to-end killed-worker run is in
+tests/test_replicas_videos.py, where a trained replica exists)."""
 
 from __future__ import annotations
 
@@ -21,8 +23,9 @@ from litestar.testing import AsyncTestClient
 from PIL import Image
 
 from api.app import create_app
-from doppel import events, jobs, replicas, videos
+from doppel import events, jobs, replicas, videos, webhooks
 from doppel.settings import Settings
+from orchestrator import recovery
 from tests.conftest import Caller, new_caller, shared_file
 
 
@@ -167,6 +170,26 @@ async def test_a_video_not_ready_has_no_links_and_its_page_says_so(
     assert page.status_code == 409 and "not ready yet" in page.text
     early = await client.get(f"/v2/videos/{vid}/stream?t={token}")
     assert early.status_code == 409 and "not ready" in early.json()["detail"]
+
+
+async def test_webhook_bodies_carry_the_same_share_links(
+    client: AsyncTestClient, pool: Any, settings: Settings
+) -> None:
+    caller = await new_caller(pool, "hooks")
+    vid, _ = await ready_video(pool, settings, caller, "hooked")
+    await pool.execute(
+        "UPDATE videos SET callback_url = 'http://127.0.0.1:9/hook' WHERE video_id = $1", vid
+    )
+    delivery = await webhooks.record(pool, "video", vid, "https://doppel.example")
+    assert delivery is not None
+    body = json.loads(
+        await pool.fetchval("SELECT request_body FROM webhook_deliveries WHERE id = $1", delivery)
+    )
+    token = await pool.fetchval("SELECT share_token FROM videos WHERE video_id = $1", vid)
+    assert body["hosted_url"] == f"https://doppel.example/watch/{vid}?t={token}"
+    assert body["stream_url"] == f"https://doppel.example/v2/videos/{vid}/stream?t={token}"
+    got = (await client.get(f"/v2/videos/{vid}", headers=caller.headers)).json()
+    assert set(body) - {"event"} == set(got)
 
 
 # --- server-sent events -----------------------------------------------------------------------
@@ -438,3 +461,66 @@ def test_a_video_without_a_frame_gives_no_thumbnail(tmp_path: Path) -> None:
     assert replicas.write_thumbnail(short, jpg) is True
     with Image.open(jpg) as picture:
         assert picture.size == (320, 240)
+
+
+# --- jobs held by dead workers ------------------------------------------------------------------
+
+
+async def test_the_sweep_unlocks_only_jobs_of_dead_workers(settings: Settings) -> None:
+    redis = await jobs.connect(settings.redis_url)
+    lock = "arq:in-progress:"
+    hour_ms = 3600 * 1000
+    timeout_s = 3600.0
+    ids = {
+        "dead": f"{jobs.RENDER_VIDEO}:vdead",
+        "alive": f"{jobs.RENDER_VIDEO}:valive",
+        "mine": f"{jobs.TRAIN_REPLICA}:rmine",
+        "fresh": f"{jobs.RENDER_VIDEO}:vfresh",
+        "orphan": f"{jobs.TRANSCRIBE}:orphan",
+        "foreign": "someone_else:42",
+    }
+    try:
+        for job_id in ids.values():
+            await redis.psetex(lock + job_id, hour_ms, b"1")
+        await redis.pexpire(lock + ids["orphan"], hour_ms - 120_000)  # locked 2 min ago
+        await redis.pexpire(lock + ids["foreign"], 1000 * 30)
+        await redis.set(jobs.WORKER_KEY_PREFIX + "w-alive", "1", ex=30)
+        await redis.hset(
+            jobs.RUNNING_KEY,
+            mapping={ids["dead"]: "w-dead", ids["alive"]: "w-alive", ids["mine"]: "w-me"},
+        )
+        await redis.hset(jobs.RUNNING_KEY, f"{jobs.RENDER_VIDEO}:vdone", "w-dead")  # no lock
+
+        reclaimed = await recovery.reclaim(redis, "w-me", timeout_s)
+        assert sorted(reclaimed) == sorted([ids["dead"], ids["orphan"]])
+        for name in ("alive", "mine", "fresh", "foreign"):
+            assert await redis.exists(lock + ids[name]), name
+        for name in ("dead", "orphan"):
+            assert not await redis.exists(lock + ids[name]), name
+        owners = await redis.hgetall(jobs.RUNNING_KEY)
+        assert {k.decode(): v.decode() for k, v in owners.items()} == {
+            ids["alive"]: "w-alive",
+            ids["mine"]: "w-me",
+        }
+        assert await recovery.reclaim(redis, "w-me", timeout_s) == []
+    finally:
+        await redis.delete(
+            *(lock + j for j in ids.values()),
+            jobs.RUNNING_KEY,
+            jobs.WORKER_KEY_PREFIX + "w-alive",
+        )
+        await redis.aclose(close_connection_pool=True)
+
+
+async def test_liveness_key_lives_with_the_worker(settings: Settings) -> None:
+    live = recovery.Liveness(settings.redis_url, "w-test", heartbeat=False)
+    redis = await jobs.connect(settings.redis_url)
+    try:
+        live.start()
+        ttl = await redis.ttl(jobs.WORKER_KEY_PREFIX + "w-test")
+        assert 0 < ttl <= jobs.HEARTBEAT_TTL_S
+        assert not await redis.exists(jobs.HEARTBEAT_KEY)  # only long-running workers set it
+        await asyncio.to_thread(live.stop)
+        assert not await redis.exists(jobs.WORKER_KEY_PREFIX + "w-test")
+    finally:
+        await redis.aclose(close_connection_pool=True)
