@@ -122,12 +122,18 @@ def owned(job: Job) -> Job:
     async def run(ctx: dict[str, Any], *args: Any) -> Any:
         redis: ArqRedis = ctx["redis"]
         job_id, worker_id = ctx["job_id"], ctx["worker_id"]
-        await redis.hset(jobs.RUNNING_KEY, job_id, worker_id)
+        try:
+            await redis.hset(jobs.RUNNING_KEY, job_id, worker_id)
+        except (sync_redis.RedisError, OSError) as exc:
+            # Run anyway: a job without an owner is still reclaimed, after UNOWNED_GRACE_S.
+            log.warning("job %s runs without its owner recorded: %s", job_id, exc)
         try:
             return await job(ctx, *args)
         finally:
-            # Shielded: a job cancelled by its timeout still forgets its owner.
-            await asyncio.shield(redis.eval(_RELEASE, 1, jobs.RUNNING_KEY, job_id, worker_id))  # type: ignore[no-untyped-call]
+            try:  # shielded: a job cancelled by its timeout still forgets its owner
+                await asyncio.shield(redis.eval(_RELEASE, 1, jobs.RUNNING_KEY, job_id, worker_id))  # type: ignore[no-untyped-call]
+            except (sync_redis.RedisError, OSError) as exc:  # the sweep cleans the entry up
+                log.warning("job %s: owner record not removed: %s", job_id, exc)
 
     return run
 

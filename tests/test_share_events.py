@@ -524,3 +524,26 @@ async def test_liveness_key_lives_with_the_worker(settings: Settings) -> None:
         assert not await redis.exists(jobs.WORKER_KEY_PREFIX + "w-test")
     finally:
         await redis.aclose(close_connection_pool=True)
+
+
+async def test_a_job_records_its_owner_while_it_runs(settings: Settings) -> None:
+    redis = await jobs.connect(settings.redis_url)
+    job_id = f"{jobs.RENDER_VIDEO}:vowned"
+    seen: list[bytes | None] = []
+
+    async def job(ctx: dict[str, Any], video_id: str) -> str:
+        seen.append(await redis.hget(jobs.RUNNING_KEY, job_id))
+        if video_id == "taken over":  # another worker re-ran it meanwhile: its entry stays
+            await redis.hset(jobs.RUNNING_KEY, job_id, "w-other")
+        return video_id
+
+    ctx = {"redis": redis, "job_id": job_id, "worker_id": "w-me"}
+    try:
+        assert await recovery.owned(job)(ctx, "vowned") == "vowned"
+        assert seen == [b"w-me"]
+        assert not await redis.hexists(jobs.RUNNING_KEY, job_id)
+        await recovery.owned(job)(ctx, "taken over")
+        assert await redis.hget(jobs.RUNNING_KEY, job_id) == b"w-other"
+    finally:
+        await redis.delete(jobs.RUNNING_KEY)
+        await redis.aclose(close_connection_pool=True)
