@@ -22,6 +22,7 @@ from api.state import Services
 from api.templates import TemplateController
 from api.transcriptions import TranscriptionController
 from api.videos import VideoController
+from api.watch import WatchController
 from api.webhooks import WebhookController
 from doppel import db, jobs
 from doppel.settings import Settings
@@ -69,8 +70,9 @@ def create_app(settings: Settings) -> Litestar:
         middleware=[ApiKeyMiddleware],
         security=[{"apiKey": []}],
     )
+    # Outside /v2, out of the key middleware's reach: the hosted page's link carries its token.
     return Litestar(
-        route_handlers=[HealthController, v2],
+        route_handlers=[HealthController, WatchController, v2],
         lifespan=[lifespan],
         dependencies={"services": Provide(services, sync_to_thread=False)},
         exception_handlers=HANDLERS,  # type: ignore[arg-type]

@@ -1,4 +1,10 @@
-"""`x-api-key` authentication for every `/v2/...` route."""
+"""`x-api-key` authentication for every `/v2/...` route.
+
+Media routes marked with `SHARE_OPT` also open to a share link's token (`?t=`, doppel.sharing):
+without a key, the middleware lets such a request through with no tenant (`request.user` is
+None) and the handler checks the token against the one resource it serves. Everything else
+needs the key.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,11 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
 from doppel import tenants
+from doppel.sharing import TOKEN_PARAM
 
 HEADER = "x-api-key"
+#: Route `opt` key: the handler accepts a share link's token instead of the key.
+SHARE_OPT = "share_token"
 
 
 class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
@@ -16,8 +25,14 @@ class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
 
     async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:
         key = connection.headers.get(HEADER, "").strip()
+        shareable = bool(connection.route_handler.opt.get(SHARE_OPT))
+        if not key and shareable and connection.query_params.get(TOKEN_PARAM):
+            return AuthenticationResult(user=None, auth=None)
         if not key:
-            raise NotAuthorizedException(f"Missing {HEADER} header: send your Doppel API key.")
+            hint = " or open the share link (with its `?t=` token)" if shareable else ""
+            raise NotAuthorizedException(
+                f"Missing {HEADER} header: send your Doppel API key{hint}."
+            )
         services = connection.app.state.services
         found = await tenants.lookup_key(services.pool, key)
         if found is None:

@@ -1,4 +1,9 @@
-"""`/v2/replicas`: train a replica from an uploaded or fetched video (Tavus v2 field names)."""
+"""`/v2/replicas`: train a replica from an uploaded or fetched video (Tavus v2 field names).
+
+`thumbnail.jpg` (a frame of the upload) opens with the owner's key or with the replica's share
+token, which `thumbnail_url` carries: a web app shows it in an `<img>`, which cannot send a key,
+without fetching blobs through script. `events` streams training progress as server-sent events.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +18,18 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
+from litestar.response import File, ServerSentEvent
 
 from api import inputs
+from api.auth import SHARE_OPT
+from api.events import sse
 from api.state import Services
-from doppel import consent, replicas, urls, webhooks
-from doppel.errors import InvalidRequest
+from doppel import consent, events, replicas, sharing, urls, webhooks
+from doppel.errors import InvalidRequest, NotFound
 from doppel.tenants import Tenant
+
+#: Statuses after which a replica's event stream ends.
+TERMINAL = frozenset({"completed", "error"})
 
 
 class ReplicaIn(msgspec.Struct):
@@ -46,6 +57,8 @@ class ReplicaOut(msgspec.Struct):
     status: str
     training_progress: str
     error_message: str | None
+    #: A JPEG of the training video, openable in an `<img>` (None: none could be made).
+    thumbnail_url: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -62,7 +75,12 @@ class ReplicaList(msgspec.Struct):
     limit: int
 
 
-def _out(item: replicas.ReplicaRow) -> ReplicaOut:
+def _out(request: Request[Any, Any, Any], item: replicas.ReplicaRow) -> ReplicaOut:
+    thumbnail_url = None
+    if item.thumbnail_path.exists():
+        thumbnail_url = sharing.replica_thumbnail_url(
+            str(request.base_url), item.replica_id, item.share_token
+        )
     return ReplicaOut(
         replica_id=item.replica_id,
         replica_name=item.replica_name,
@@ -70,6 +88,7 @@ def _out(item: replicas.ReplicaRow) -> ReplicaOut:
         status=item.status,
         training_progress=item.training_progress,
         error_message=item.error_message,
+        thumbnail_url=thumbnail_url,
         created_at=item.created_at,
         updated_at=item.updated_at,
     )
@@ -181,7 +200,7 @@ class ReplicaController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
     ) -> ReplicaList:
         items, total = await replicas.list_page(services.pool, request.user.id, page, limit)
-        return ReplicaList([_out(i) for i in items], total, page, limit)
+        return ReplicaList([_out(request, i) for i in items], total, page, limit)
 
     @get("/{replica_id:str}", operation_id="get_replica", summary="A replica's status")
     async def fetch(
@@ -190,7 +209,58 @@ class ReplicaController(Controller):
         services: NamedDependency[Services],
         replica_id: FromPath[str],
     ) -> ReplicaOut:
-        return _out(await replicas.get(services.pool, request.user.id, replica_id))
+        return _out(request, await replicas.get(services.pool, request.user.id, replica_id))
+
+    @get(
+        "/{replica_id:str}/thumbnail.jpg",
+        operation_id="replica_thumbnail",
+        summary="A JPEG of the training video (API key or the link's `?t=` token)",
+        opt={SHARE_OPT: True},
+    )
+    async def thumbnail(
+        self,
+        request: Request[Tenant | None, uuid.UUID | None, Any],
+        services: NamedDependency[Services],
+        replica_id: FromPath[str],
+    ) -> File:
+        if request.user is None:
+            token = request.query_params.get(sharing.TOKEN_PARAM, "")
+            item = await sharing.shared_replica(services.pool, replica_id, token)
+        else:
+            item = await replicas.get(services.pool, request.user.id, replica_id)
+        if not item.thumbnail_path.exists():
+            raise NotFound(f"Replica {replica_id} has no thumbnail (its video gave no frame).")
+        return File(item.thumbnail_path, filename="thumbnail.jpg", media_type="image/jpeg")
+
+    @get(
+        "/{replica_id:str}/events",
+        operation_id="replica_events",
+        summary="Server-sent events: the replica's JSON on each status or progress change",
+        description="`text/event-stream`; each event's data is what `GET /v2/replicas/{id}` "
+        "returns, a `: keep-alive` comment comes every ~15 s, and the stream ends after "
+        "`completed` or `error` (or a `deleted` event). Close the `EventSource` then.",
+    )
+    async def events(
+        self,
+        request: Request[Tenant, uuid.UUID, Any],
+        services: NamedDependency[Services],
+        replica_id: FromPath[str],
+    ) -> ServerSentEvent:
+        tenant_id = request.user.id
+        await replicas.get(services.pool, tenant_id, replica_id)  # 404 before the stream
+
+        async def fetch() -> ReplicaOut | None:
+            try:
+                return _out(request, await replicas.get(services.pool, tenant_id, replica_id))
+            except NotFound:
+                return None
+
+        feed = events.watch(
+            fetch,
+            key=lambda o: (o.status, o.training_progress),
+            done=lambda o: o.status in TERMINAL,
+        )
+        return ServerSentEvent(sse(feed, gone={"replica_id": replica_id, "status": "deleted"}))
 
     @delete(
         "/{replica_id:str}",

@@ -1,7 +1,9 @@
 """`/v2/videos`: a completed replica speaking a script or a recording, rendered by the worker.
 
 `download`, `stream` and `thumbnail.jpg` serve the files; the MP4 routes honour single HTTP
-`Range` requests (206 with `Content-Range`), so a browser can seek in a stream.
+`Range` requests (206 with `Content-Range`), so a browser can seek in a stream. They open with
+the owner's key or with the video's share token (`?t=`, doppel.sharing), which the links in
+`VideoOut` carry. `events` streams the video's changes as server-sent events.
 """
 
 from __future__ import annotations
@@ -19,16 +21,20 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
-from litestar.response import File, Stream
+from litestar.response import File, ServerSentEvent, Stream
 
 from api import inputs
+from api.auth import SHARE_OPT
+from api.events import sse
 from api.state import Services
-from doppel import urls, videos, webhooks
-from doppel.errors import Conflict, InvalidRequest
+from doppel import events, sharing, urls, videos, webhooks
+from doppel.errors import Conflict, InvalidRequest, NotFound
 from doppel.tenants import Tenant
 
 CHUNK = 256 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+#: Statuses after which a video's event stream ends.
+TERMINAL = frozenset({"ready", "error", "deleted"})
 
 
 class VideoIn(msgspec.Struct):
@@ -63,13 +69,16 @@ class VideoOut(msgspec.Struct):
     download_url: str | None
     stream_url: str | None
     thumbnail_url: str | None
+    #: A page that plays the video, for people without an API key (`/watch/{id}?t=...`).
+    hosted_url: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
 
 
 def _out(request: Request[Any, Any, Any], item: videos.VideoRow) -> VideoOut:
-    ready = item.status == "ready"
-    base = str(request.base_url).rstrip("/") + f"/v2/videos/{item.video_id}"
+    links = sharing.video_links(
+        str(request.base_url), item.video_id, item.share_token, item.status == "ready"
+    )
     return VideoOut(
         video_id=item.video_id,
         replica_id=item.replica_id,
@@ -79,18 +88,27 @@ def _out(request: Request[Any, Any, Any], item: videos.VideoRow) -> VideoOut:
         error_message=item.error_message,
         disclosure_mark=item.disclosure_mark,
         duration_s=item.duration_s,
-        download_url=f"{base}/download" if ready else None,
-        stream_url=f"{base}/stream" if ready else None,
-        thumbnail_url=f"{base}/thumbnail.jpg" if ready else None,
+        download_url=links["download_url"],
+        stream_url=links["stream_url"],
+        thumbnail_url=links["thumbnail_url"],
+        hosted_url=links["hosted_url"],
         created_at=item.created_at,
         updated_at=item.updated_at,
     )
 
 
 async def _ready_file(
-    services: Services, tenant: Tenant, video_id: str, thumb: bool = False
+    request: Request[Tenant | None, Any, Any],
+    services: Services,
+    video_id: str,
+    thumb: bool = False,
 ) -> Path:
-    item = await videos.get(services.pool, tenant.id, video_id)
+    """The video's file for its owner's key, or for its share token when no key was sent."""
+    if request.user is None:
+        token = request.query_params.get(sharing.TOKEN_PARAM, "")
+        item = await sharing.shared_video(services.pool, video_id, token)
+    else:
+        item = await videos.get(services.pool, request.user.id, video_id)
     path = item.thumbnail_path if thumb else item.video_path
     if item.status != "ready" or path is None or not path.exists():
         raise Conflict(f"Video {video_id} is not ready (status {item.status!r}).")
@@ -151,6 +169,10 @@ def _serve(request: Request[Any, Any, Any], path: Path, attachment: bool) -> Res
             "Content-Length": str(last - first + 1),
         },
     )
+
+
+def _finished(item: VideoOut) -> bool:
+    return item.status in TERMINAL
 
 
 class VideoController(Controller):
@@ -240,43 +262,76 @@ class VideoController(Controller):
     ) -> VideoOut:
         return _out(request, await videos.get(services.pool, request.user.id, video_id))
 
-    @get("/{video_id:str}/download", operation_id="download_video", summary="The MP4 file")
+    @get(
+        "/{video_id:str}/download",
+        operation_id="download_video",
+        summary="The MP4 file (API key or the link's `?t=` token)",
+        opt={SHARE_OPT: True},
+    )
     async def download(
         self,
-        request: Request[Tenant, uuid.UUID, Any],
+        request: Request[Tenant | None, uuid.UUID | None, Any],
         services: NamedDependency[Services],
         video_id: FromPath[str],
     ) -> Response[Any]:
-        path = await _ready_file(services, request.user, video_id)
+        path = await _ready_file(request, services, video_id)
         return _serve(request, path, attachment=True)
 
     @get(
         "/{video_id:str}/stream",
         operation_id="stream_video",
-        summary="The MP4, inline, with HTTP Range support",
+        summary="The MP4, inline, with HTTP Range support (API key or the link's `?t=` token)",
+        opt={SHARE_OPT: True},
     )
     async def stream(
         self,
-        request: Request[Tenant, uuid.UUID, Any],
+        request: Request[Tenant | None, uuid.UUID | None, Any],
         services: NamedDependency[Services],
         video_id: FromPath[str],
     ) -> Response[Any]:
-        path = await _ready_file(services, request.user, video_id)
+        path = await _ready_file(request, services, video_id)
         return _serve(request, path, attachment=False)
 
     @get(
         "/{video_id:str}/thumbnail.jpg",
         operation_id="video_thumbnail",
-        summary="A JPEG of the video's middle frame",
+        summary="A JPEG of the video's middle frame (API key or the link's `?t=` token)",
+        opt={SHARE_OPT: True},
     )
     async def thumbnail(
+        self,
+        request: Request[Tenant | None, uuid.UUID | None, Any],
+        services: NamedDependency[Services],
+        video_id: FromPath[str],
+    ) -> File:
+        path = await _ready_file(request, services, video_id, thumb=True)
+        return File(path, filename=path.name, media_type="image/jpeg")
+
+    @get(
+        "/{video_id:str}/events",
+        operation_id="video_events",
+        summary="Server-sent events: the video's JSON on each status or progress change",
+        description="`text/event-stream`; each event's data is what `GET /v2/videos/{id}` "
+        "returns, a `: keep-alive` comment comes every ~15 s, and the stream ends after "
+        "`ready`, `error` or `deleted`. Close the `EventSource` then (browsers reconnect).",
+    )
+    async def events(
         self,
         request: Request[Tenant, uuid.UUID, Any],
         services: NamedDependency[Services],
         video_id: FromPath[str],
-    ) -> File:
-        path = await _ready_file(services, request.user, video_id, thumb=True)
-        return File(path, filename=path.name, media_type="image/jpeg")
+    ) -> ServerSentEvent:
+        tenant_id = request.user.id
+        await videos.get(services.pool, tenant_id, video_id)  # 404 before the stream starts
+
+        async def fetch() -> VideoOut | None:
+            try:
+                return _out(request, await videos.get(services.pool, tenant_id, video_id))
+            except NotFound:
+                return None
+
+        feed = events.watch(fetch, key=lambda o: (o.status, o.progress), done=_finished)
+        return ServerSentEvent(sse(feed, gone={"video_id": video_id, "status": "deleted"}))
 
     @delete(
         "/{video_id:str}",

@@ -18,6 +18,14 @@ QUEUE_NAME = "doppel:queue"
 HEARTBEAT_KEY = "doppel:worker:heartbeat"
 HEARTBEAT_EVERY_S = 5
 HEARTBEAT_TTL_S = 15
+#: `<prefix><worker id>`: each worker's own liveness key, refreshed and expiring like the
+#: heartbeat. Once it has expired the worker is dead and the jobs it held are reclaimed
+#: (orchestrator.recovery) instead of staying locked for arq's in-progress TTL (hours).
+WORKER_KEY_PREFIX = "doppel:worker:"
+#: Redis hash: arq job id -> id of the worker running it.
+RUNNING_KEY = "doppel:running"
+#: Seconds between two sweeps for jobs held by dead workers.
+RECLAIM_EVERY_S = 10
 
 TRANSCRIBE = "transcribe"
 TRAIN_REPLICA = "train_replica"

@@ -21,6 +21,7 @@ import logging
 import re
 import secrets
 import shutil
+import subprocess
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +49,10 @@ VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi"}
 MAX_NAME = 200
 #: Seconds between progress writes while training (the callback runs in training threads).
 FLUSH_EVERY_S = 1.0
+#: The replica's picture in its folder, from the first upload (see `write_thumbnail`).
+THUMBNAIL = "thumbnail.jpg"
+#: Widest thumbnail, in pixels: a card in a web app, not a poster.
+THUMBNAIL_MAX_WIDTH = 480
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,10 +70,16 @@ class ReplicaRow:
     consent_transcript: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    #: Opens the thumbnail without the API key (doppel.sharing).
+    share_token: str = ""
 
     @property
     def model_folder(self) -> Path:
         return self.folder / "model"
+
+    @property
+    def thumbnail_path(self) -> Path:
+        return self.folder / THUMBNAIL
 
 
 def _from_row(row: asyncpg.Record) -> ReplicaRow:
@@ -86,6 +97,7 @@ def _from_row(row: asyncpg.Record) -> ReplicaRow:
         consent_transcript=row["consent_transcript"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        share_token=row["share_token"],
     )
 
 
@@ -134,6 +146,8 @@ async def create(
             data, suffix = consent
             key = f"{rid}/sources/consent{suffix}"
             consent_path = await _store_video(storage, tenant_id, key, data)
+        if paths:
+            await asyncio.to_thread(write_thumbnail, paths[0], folder / THUMBNAIL)
         row = await pool.fetchrow(
             """INSERT INTO replicas (replica_id, tenant_id, replica_name, replica_type, folder,
                                      train_paths, callback_url, consent_path)
@@ -173,6 +187,36 @@ async def _store_video(
         path = await asyncio.to_thread(storage.put, tenant_id, "replicas", key, data)
     await asyncio.to_thread(video.probe, path)
     return path
+
+
+def write_thumbnail(source: Path, jpg: Path) -> bool:
+    """A frame about 1 s into `source` (past a fade-in or the first blink), at most
+    `THUMBNAIL_MAX_WIDTH` wide, written to `jpg` whole or not at all. Best effort: a replica is
+    still trained without its picture, so a failure is logged, not raised (False).
+    """
+    part = jpg.with_name(f".{jpg.stem}.{uuid.uuid4().hex}.part.jpg")
+    scale = f"scale='min({THUMBNAIL_MAX_WIDTH},iw)':-2"
+    try:
+        for at_s in ("1", "0"):  # a clip shorter than 1 s has no frame there: take its first
+            subprocess.run(
+                [
+                    "ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-ss", at_s,
+                    "-i", str(source), "-frames:v", "1", "-vf", scale, "-q:v", "3",
+                    "-f", "image2", str(part),
+                ],
+                check=False,
+                capture_output=True,
+                timeout=60,
+            )  # fmt: skip
+            if part.exists() and part.stat().st_size > 0:
+                part.rename(jpg)
+                return True
+        log.warning("no thumbnail for %s: ffmpeg made no frame", source)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("no thumbnail for %s: %s", source, exc)
+    finally:
+        part.unlink(missing_ok=True)
+    return False
 
 
 def name_or(rid: str, name: str) -> str:

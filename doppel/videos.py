@@ -71,6 +71,8 @@ class VideoRow:
     disclosure_mark: bool
     created_at: dt.datetime
     updated_at: dt.datetime
+    #: Opens the media and the hosted page without the API key (doppel.sharing).
+    share_token: str = ""
 
 
 def _from_row(row: asyncpg.Record) -> VideoRow:
@@ -90,6 +92,7 @@ def _from_row(row: asyncpg.Record) -> VideoRow:
         disclosure_mark=row["disclosure_mark"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        share_token=row["share_token"],
     )
 
 
@@ -310,6 +313,9 @@ async def render(
     mp4 = storage.path_for(item.tenant_id, "videos", f"{video_id}.mp4")
     jpg = mp4.with_suffix(".jpg")
     mp4.parent.mkdir(parents=True, exist_ok=True)
+    # Parts a killed worker left behind: the claim above makes this the video's only render.
+    for stale in mp4.parent.glob(f".{video_id}.*.part.*"):
+        stale.unlink(missing_ok=True)
     part = mp4.with_name(f".{video_id}.{uuid.uuid4().hex}.part.mp4")
     part_jpg = part.with_suffix(".jpg")
     async with progress:

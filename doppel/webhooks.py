@@ -26,6 +26,7 @@ import hmac
 import logging
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Literal
 
 import asyncpg
@@ -33,7 +34,7 @@ import httpx
 import msgspec
 from arq.connections import ArqRedis
 
-from doppel import jobs, urls
+from doppel import jobs, replicas, sharing, urls
 from doppel.errors import InvalidRequest, NotFound
 from doppel.settings import Settings
 
@@ -89,8 +90,13 @@ def verify_signature(
 # --- bodies ------------------------------------------------------------------------------------
 
 
-def replica_payload(row: asyncpg.Record) -> dict[str, Any]:
-    """What `GET /v2/replicas/{id}` returns for `row`."""
+def replica_payload(row: asyncpg.Record, public_url: str) -> dict[str, Any]:
+    """What `GET /v2/replicas/{id}` returns for `row`, links based at `public_url`."""
+    thumbnail_url = None
+    if (Path(row["folder"]) / replicas.THUMBNAIL).exists():
+        thumbnail_url = sharing.replica_thumbnail_url(
+            public_url, row["replica_id"], row["share_token"]
+        )
     return {
         "replica_id": row["replica_id"],
         "replica_name": row["replica_name"],
@@ -98,6 +104,7 @@ def replica_payload(row: asyncpg.Record) -> dict[str, Any]:
         "status": row["status"],
         "training_progress": row["training_progress"],
         "error_message": row["error_message"],
+        "thumbnail_url": thumbnail_url,
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }
@@ -105,8 +112,9 @@ def replica_payload(row: asyncpg.Record) -> dict[str, Any]:
 
 def video_payload(row: asyncpg.Record, public_url: str) -> dict[str, Any]:
     """What `GET /v2/videos/{id}` returns for `row`, links based at `public_url`."""
-    ready = row["status"] == "ready"
-    base = f"{public_url.rstrip('/')}/v2/videos/{row['video_id']}"
+    links = sharing.video_links(
+        public_url, row["video_id"], row["share_token"], row["status"] == "ready"
+    )
     return {
         "video_id": row["video_id"],
         "replica_id": row["replica_id"],
@@ -116,9 +124,7 @@ def video_payload(row: asyncpg.Record, public_url: str) -> dict[str, Any]:
         "error_message": row["error_message"],
         "disclosure_mark": row["disclosure_mark"],
         "duration_s": row["duration_s"],
-        "download_url": f"{base}/download" if ready else None,
-        "stream_url": f"{base}/stream" if ready else None,
-        "thumbnail_url": f"{base}/thumbnail.jpg" if ready else None,
+        **links,
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }
@@ -137,7 +143,10 @@ async def record(
     row = await pool.fetchrow(f"SELECT * FROM {table} WHERE {key} = $1", object_id)
     if row is None or not row["callback_url"]:
         return None
-    body = replica_payload(row) if kind == "replica" else video_payload(row, public_url)
+    if kind == "replica":
+        body = replica_payload(row, public_url)
+    else:
+        body = video_payload(row, public_url)
     event = f"{kind}.{row['status']}"
     body["event"] = event
     encoded = msgspec.json.encode(body).decode()

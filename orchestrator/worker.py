@@ -1,7 +1,8 @@
 """The arq worker: shared clients in `ctx`, one function per job kind.
 
 Jobs take ids; their state is in PostgreSQL. A job that finds its backing model service down
-raises `Retry` with a growing delay instead of failing the user's request.
+raises `Retry` with a growing delay instead of failing the user's request. Jobs a killed worker
+held are taken up again by the others (orchestrator.recovery).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from doppel.errors import ServiceUnavailable
 from doppel.settings import Settings
 from doppel.storage import LocalStorage
 from doppel.triton import TritonClient
+from orchestrator import recovery
 
 log = logging.getLogger(__name__)
 
@@ -90,18 +92,17 @@ async def deliver_webhook(ctx: dict[str, Any], delivery_id: str) -> str:
     return outcome.status
 
 
-async def _heartbeat(redis: Any) -> None:
-    while True:
-        await redis.set(jobs.HEARTBEAT_KEY, "1", ex=jobs.HEARTBEAT_TTL_S)
-        await asyncio.sleep(jobs.HEARTBEAT_EVERY_S)
-
-
 def build_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -> Worker:
     """A worker for `settings`. Tests run it with `burst=True`: it returns when the queue is
     empty.
     """
+    worker_id = recovery.new_worker_id()
+    liveness = recovery.Liveness(settings.redis_url, worker_id, heartbeat=not burst)
+    worker: Worker | None = None
 
     async def on_startup(ctx: dict[str, Any]) -> None:
+        ctx["worker_id"] = worker_id
+        liveness.start()
         ctx["settings"] = settings
         ctx["pool"] = await db.create_pool(settings.database_url, max_size=4)
         ctx["triton"] = TritonClient(settings.triton_grpc_url, timeout_s=settings.triton_timeout_s)
@@ -110,28 +111,43 @@ def build_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -
         pending = await webhooks.resend_pending(ctx["pool"], ctx["redis"])
         if pending:
             log.info("re-enqueued %d pending webhook deliveries", pending)
+        assert worker is not None
+        timeout_s = worker.in_progress_timeout_s
+        await recovery.reclaim(ctx["redis"], worker_id, timeout_s)
         if not burst:
-            ctx["heartbeat"] = asyncio.create_task(_heartbeat(ctx["redis"]))
+            ctx["reclaimer"] = asyncio.create_task(
+                recovery.reclaim_forever(ctx["redis"], worker_id, timeout_s)
+            )
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
-        if "heartbeat" in ctx:
-            ctx["heartbeat"].cancel()
+        if "reclaimer" in ctx:
+            ctx["reclaimer"].cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await ctx["heartbeat"]
-            await ctx["redis"].delete(jobs.HEARTBEAT_KEY)
+                await ctx["reclaimer"]
+        await asyncio.to_thread(liveness.stop)
         await ctx["triton"].close()
         await ctx["pool"].close()
 
     options: dict[str, Any] = dict(
         functions=[
-            func(transcribe, name=jobs.TRANSCRIBE, max_tries=MAX_TRIES),
+            func(recovery.owned(transcribe), name=jobs.TRANSCRIBE, max_tries=MAX_TRIES),
             # Training a full-size replica takes hours on CPU; a render is bounded by the
             # 10-minute audio limit.
-            func(train_replica, name=jobs.TRAIN_REPLICA, max_tries=MAX_TRIES, timeout=6 * 3600),
-            func(render_video, name=jobs.RENDER_VIDEO, max_tries=MAX_TRIES, timeout=3600),
+            func(
+                recovery.owned(train_replica),
+                name=jobs.TRAIN_REPLICA,
+                max_tries=MAX_TRIES,
+                timeout=6 * 3600,
+            ),
+            func(
+                recovery.owned(render_video),
+                name=jobs.RENDER_VIDEO,
+                max_tries=MAX_TRIES,
+                timeout=3600,
+            ),
             # Attempts are bounded by settings.webhook_backoff_s; arq's own limit is a backstop.
             func(
-                deliver_webhook,
+                recovery.owned(deliver_webhook),
                 name=jobs.DELIVER_WEBHOOK,
                 max_tries=len(settings.webhook_backoff_s) + 2,
                 timeout=settings.webhook_timeout_s + 30,
@@ -151,4 +167,5 @@ def build_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -
         handle_signals=not burst,
     )
     options.update(overrides)
-    return Worker(**options)
+    worker = Worker(**options)
+    return worker

@@ -9,11 +9,13 @@ import dataclasses
 import gc
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from litestar.testing import AsyncTestClient
@@ -307,7 +309,8 @@ async def test_script_video_is_ready_synced_disclosed_and_seekable(
     body = (await client.get(f"/v2/videos/{vid}", headers=headers)).json()
     assert body["status"] == "ready", body
     assert body["progress"] == 100 and progress == sorted(progress)
-    assert body["download_url"].endswith(f"/v2/videos/{vid}/download")
+    assert urlsplit(body["download_url"]).path.endswith(f"/v2/videos/{vid}/download")
+    assert urlsplit(body["download_url"]).query.startswith("t=")  # a share link
 
     mp4 = await client.get(f"/v2/videos/{vid}/download", headers=headers)
     assert mp4.status_code == 200 and mp4.headers["content-type"].startswith("video/mp4")
@@ -383,17 +386,6 @@ async def test_script_video_is_ready_synced_disclosed_and_seekable(
     assert deleted.status_code == 200
     assert (await client.get(f"/v2/videos/{vid}", headers=headers)).status_code == 404
     assert list(folder.glob(f"{vid}*")) == []
-
-    # Deleting the replica hard removes its folder; it answers 404 after.
-    row = await pool.fetchrow(
-        "SELECT folder FROM replicas WHERE replica_id = $1", trained.replica_id
-    )
-    gone = await client.delete(f"/v2/replicas/{trained.replica_id}?hard=true", headers=headers)
-    assert gone.status_code == 200
-    assert not await asyncio.to_thread(Path(row["folder"]).exists)
-    assert (
-        await client.get(f"/v2/replicas/{trained.replica_id}", headers=headers)
-    ).status_code == 404
 
 
 # --- bad inputs ----------------------------------------------------------------------------------
@@ -514,3 +506,146 @@ async def test_operator_cli_queues_a_system_replica(
     finally:
         await redis.aclose(close_connection_pool=True)
     await pool.execute("DELETE FROM replicas WHERE replica_id = $1", rid)
+
+
+# --- a worker killed mid-render ------------------------------------------------------------------
+
+
+def _worker_env(settings: Settings, run_dir: Path) -> dict[str, str]:
+    """What `python -m orchestrator` needs to reach this session's services, training small."""
+    return dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=str(REPO_ROOT),
+        PYTHONUNBUFFERED="1",
+        DATABASE_URL=settings.database_url,
+        REDIS_URL=settings.redis_url,
+        TRITON_GRPC_URL=settings.triton_grpc_url,
+        TRITON_HTTP_URL=settings.triton_http_url,
+        DOPPEL_DATA_DIR=str(settings.data_dir),
+        DOPPEL_MODELS_DIR=str(settings.models_dir),
+        DOPPEL_RUN_DIR=str(run_dir),
+        DOPPEL_RENDERER_STEPS="60",
+        DOPPEL_MOUTH_STEPS="40",
+        DOPPEL_VOICE_EPOCHS="4",
+    )
+
+
+@pytest.mark.timeout(900)
+async def test_a_worker_killed_mid_render_leaves_a_job_that_finishes_once(
+    client: AsyncTestClient, trained: Trained, settings: Settings, pool: Any, tmp_path: Path
+) -> None:
+    from arq.jobs import Job
+
+    headers = trained.caller.headers
+    response = await client.post(
+        "/v2/videos",
+        json={"replica_id": trained.replica_id, "script": SCRIPT, "video_name": "survivor"},
+        headers=headers,
+    )
+    assert response.status_code in (200, 201), response.text
+    vid = response.json()["video_id"]
+    env = _worker_env(settings, tmp_path)
+    workers: list[subprocess.Popen[bytes]] = []
+    seen: list[tuple[str, int]] = []
+
+    def start(n: int) -> subprocess.Popen[bytes]:
+        with (tmp_path / f"worker{n}.log").open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "orchestrator"],
+                env=env,
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: the kill takes ffmpeg too
+            )
+        workers.append(proc)
+        return proc
+
+    def logs() -> str:
+        return "\n".join(
+            f"--- {p.name}:\n" + p.read_text(errors="replace")[-3000:]
+            for p in sorted(tmp_path.glob("worker*.log"))
+        )
+
+    async def until(done: Any, timeout_s: float) -> Any:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            row = await pool.fetchrow(
+                "SELECT status, progress, attempts FROM videos WHERE video_id = $1", vid
+            )
+            state = (row["status"], row["progress"])
+            if not seen or seen[-1] != state:
+                seen.append(state)
+            if done(row):
+                return row
+            assert asyncio.get_running_loop().time() < deadline, f"{seen}\n{logs()}"
+            await asyncio.sleep(0.25)
+
+    redis = await jobs.connect(settings.redis_url)
+    job = Job(
+        jobs.job_id(jobs.RENDER_VIDEO, vid),
+        redis,
+        _queue_name=jobs.QUEUE_NAME,
+        _deserializer=jobs.deserialize,
+    )
+    try:
+        first = start(1)
+        await until(lambda r: r["status"] == "generating" and r["progress"] > 0, 400)
+        os.killpg(first.pid, signal.SIGKILL)  # mid-render: no cleanup of any kind runs
+        await asyncio.to_thread(first.wait, 30)
+        left = await pool.fetchrow("SELECT status, attempts FROM videos WHERE video_id = $1", vid)
+        assert (left["status"], left["attempts"]) == ("generating", 1)
+        start(2)
+        final = await until(lambda r: r["status"] in ("ready", "error"), 400)
+        # The row is written just before the job returns: wait for arq's record of it before
+        # stopping the worker (a SIGTERM cancels a job still running).
+        for _ in range(120):
+            info = await job.result_info()
+            if info is not None:
+                break
+            await asyncio.sleep(0.25)
+    finally:
+        for proc in workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    await asyncio.to_thread(proc.wait, 30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    await asyncio.to_thread(proc.wait, 30)
+        running = await redis.hexists(jobs.RUNNING_KEY, job.job_id)
+        await redis.aclose(close_connection_pool=True)
+    assert final["status"] == "ready", f"{seen}\n{logs()}"
+    assert final["attempts"] == 2, seen
+    statuses = [s for s, _ in seen]
+    assert statuses.count("ready") == 1 and statuses[-1] == "ready", seen
+    assert "reclaimed 1 job(s) left by dead workers" in logs()
+    # arq ran the job a second time (try 2), that run rendered it, and its owner is forgotten.
+    assert info is not None and info.success and info.result == "ready", info
+    assert info.job_try == 2
+    assert not running
+    folder = settings.data_dir / str(trained.caller.tenant.id) / "videos"
+    mine = sorted(p.name for p in folder.iterdir() if vid in p.name)
+    assert mine == [f"{vid}.jpg", f"{vid}.mp4"], mine  # one MP4, no `.part` left
+    duration = await pool.fetchval("SELECT duration_s FROM videos WHERE video_id = $1", vid)
+    streams = {s["codec_type"]: s for s in probe(folder / f"{vid}.mp4")["streams"]}
+    assert abs(float(streams["video"]["duration"]) - duration) <= 0.1
+    assert streams["audio"]["codec_name"] == "aac"
+
+
+async def test_deleting_the_replica_hard_removes_its_folder(
+    client: AsyncTestClient, trained: Trained, pool: Any
+) -> None:
+    """Last in the module: the tests above use the trained replica."""
+    headers = trained.caller.headers
+    row = await pool.fetchrow(
+        "SELECT folder FROM replicas WHERE replica_id = $1", trained.replica_id
+    )
+    gone = await client.delete(f"/v2/replicas/{trained.replica_id}?hard=true", headers=headers)
+    assert gone.status_code == 200
+    assert not await asyncio.to_thread(Path(row["folder"]).exists)
+    assert (
+        await client.get(f"/v2/replicas/{trained.replica_id}", headers=headers)
+    ).status_code == 404
