@@ -406,8 +406,10 @@ async def _render_frames(
 
 class _Writer:
     """ffmpeg encoder fed RGB frames on stdin, muxing the audio file: H.264 + AAC, 25 fps,
-    with the AI-generated disclosure in the container metadata. Writes to a temporary name and
-    renames on success, so a failed render leaves no half-written file.
+    with the AI-generated disclosure in the container metadata. x264's `superfast` at CRF 18:
+    ~7 ms of CPU a 720p frame against ~11 for `veryfast`, for a larger file (~2.5 Mbit/s) of
+    the same quality; on 2 cores the encoder shares the CPU with the frame pipeline. Writes to
+    a temporary name and renames on success, so a failed render leaves no half-written file.
     """
 
     def __init__(self, out: Path, width: int, height: int, audio: Path) -> None:
@@ -439,7 +441,7 @@ class _Writer:
             "-c:v",
             "libx264",
             "-preset",
-            "veryfast",
+            "superfast",
             "-crf",
             "18",
             "-pix_fmt",

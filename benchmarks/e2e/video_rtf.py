@@ -172,11 +172,14 @@ async def main(argv: list[str] | None = None) -> int:
         env.pop(var, None)
     platform = LocalPlatform(run_dir, env=env)
     try:
-        endpoints = platform.up(fixed_ports=False, with_app=True)
+        # (up and down run their own event loops: in a thread, not inside this one)
+        endpoints = await asyncio.to_thread(platform.up, fixed_ports=False, with_app=True)
         settings = Settings.from_env({**env, "DOPPEL_RUN_DIR": str(run_dir)})
         replica_dir = args.replica or DEFAULT_REPLICA
         if args.train or not (replica_dir / "replica.json").exists():
-            replica_dir = train_small(run_dir / "replica", endpoints["triton_grpc"])
+            replica_dir = await asyncio.to_thread(
+                train_small, run_dir / "replica", endpoints["triton_grpc"]
+            )
         key, rid = await register(settings, replica_dir, "e2e-benchmark")
         runs = []
         for i in range(args.runs):
@@ -184,7 +187,7 @@ async def main(argv: list[str] | None = None) -> int:
             print(f"run {i + 1}: {json.dumps(result)}", flush=True)
             runs.append(result)
     finally:
-        platform.down()
+        await asyncio.to_thread(platform.down)
         shutil.rmtree(run_dir, ignore_errors=True)
     meta = {"replica": str(replica_dir), "cores": os.cpu_count()}
     RESULTS.mkdir(parents=True, exist_ok=True)

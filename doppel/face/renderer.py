@@ -228,13 +228,19 @@ def match_colour(image: np.ndarray, base: np.ndarray, mask: np.ndarray) -> np.nd
     """`image` with each channel's mean and spread matched to `base` over the area the network
     sees of the base (mask 0): references come from other moments, other light; without this
     the painted mouth carries the reference's colour into the frame.
+
+    A per-channel affine map of 8-bit values, applied as a lookup table (the statistics and the
+    table in OpenCV: this runs on every frame of every render).
     """
-    seen = mask < 0.5
-    a = image[seen].astype(np.float32)
-    b = base[seen].astype(np.float32)
-    gain = np.clip(b.std(axis=0) / np.maximum(a.std(axis=0), 1.0), 0.7, 1.4)
-    out = (image.astype(np.float32) - a.mean(axis=0)) * gain + b.mean(axis=0)
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    import cv2
+
+    seen = (mask < 0.5).astype(np.uint8)
+    mean_a, std_a = (v.ravel() for v in cv2.meanStdDev(image, mask=seen))
+    mean_b, std_b = (v.ravel() for v in cv2.meanStdDev(base, mask=seen))
+    gain = np.clip(std_b / np.maximum(std_a, 1.0), 0.7, 1.4)
+    levels = np.arange(256, dtype=np.float64)[:, None]
+    table = np.clip((levels - mean_a) * gain + mean_b + 0.5, 0, 255).astype(np.uint8)
+    return cv2.LUT(np.ascontiguousarray(image), table.reshape(256, 1, 3))  # type: ignore[no-any-return]
 
 
 # --- reference retrieval ---------------------------------------------------------------------
