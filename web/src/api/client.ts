@@ -98,7 +98,7 @@ export async function call<T>(method: string, path: string, body?: unknown): Pro
 export async function checkKey(key: string): Promise<void> {
   const response = await fetch(`${origin()}/v2/replicas?page=1&limit=1`, { headers: authHeaders(key) });
   if (response.status === 401)
-    throw new ApiError(401, "That API key was not recognised. Check it (keys start with the characters `make key` printed) and try again.");
+    throw new ApiError(401, "That API key was not recognised. Check that you pasted the whole key, exactly as `make key` printed it, and try again.");
   if (response.status === 403) throw new ApiError(403, "That API key has been revoked. Ask your operator for a new key.");
   if (!response.ok) throw await errorOf(response);
 }

@@ -9,10 +9,13 @@ import { ErrorBox, ProgressBar } from "./ui";
 
 export function BatchForm({
   templates,
+  draftScript,
   enabled,
   onCreated,
 }: {
   templates: Template[];
+  /** The script being written: its variables check a CSV before any template is saved. */
+  draftScript: string;
   enabled: boolean;
   onCreated: (batchId: string) => void;
 }) {
@@ -22,7 +25,10 @@ export function BatchForm({
   const [progress, setProgress] = useState<number | null>(null);
   const [error, setError] = useState<unknown>(null);
   const chosen = templates.find((t) => t.template_id === templateId) ?? templates[0];
-  const variables = useMemo(() => (chosen ? (chosen.variables.length ? chosen.variables : variablesOf(chosen.script)) : []), [chosen]);
+  const variables = useMemo(
+    () => (chosen ? (chosen.variables.length ? chosen.variables : variablesOf(chosen.script)) : variablesOf(draftScript)),
+    [chosen, draftScript],
+  );
   const problems = useMemo(() => (table ? rowProblems(variables, table.header, table.rows) : []), [table, variables]);
 
   async function choose(f: File | null) {
@@ -61,7 +67,9 @@ export function BatchForm({
           </option>
         ))}
       </select>
-      {chosen ? <p className="hint">Columns needed: {variables.join(", ") || "none"}</p> : null}
+      <p className="hint">
+        Columns needed{chosen ? "" : " (by the script being written)"}: {variables.join(", ") || "none"}
+      </p>
       <label htmlFor="batch-csv">CSV file (a header row naming the variables, then one row per video)</label>
       <input id="batch-csv" type="file" accept=".csv,text/csv" onChange={(e) => void choose(e.target.files?.[0] ?? null)} />
       {table ? (

@@ -72,6 +72,19 @@ export function ReplicaForm({ onCreated }: { onCreated: (replicaId: string) => v
   return (
     <form onSubmit={submit} className="card" aria-labelledby="new-replica">
       <h2 id="new-replica">New replica</h2>
+      <label htmlFor="replica-name">Person&apos;s name</label>
+      <input
+        id="replica-name"
+        value={name}
+        onChange={(e) => setName(e.target.value)}
+        required
+        maxLength={200}
+        autoComplete="name"
+        aria-describedby="replica-name-help"
+      />
+      <p id="replica-name-help" className="hint">
+        The person in the video; their name goes into the consent sentence below.
+      </p>
       <div className="requirements" aria-label="What the training video needs">
         <h3>Before you record</h3>
         <ul>
@@ -94,15 +107,6 @@ export function ReplicaForm({ onCreated }: { onCreated: (replicaId: string) => v
           </li>
         </ul>
       </div>
-      <label htmlFor="replica-name">Person&apos;s name</label>
-      <input
-        id="replica-name"
-        value={name}
-        onChange={(e) => setName(e.target.value)}
-        required
-        maxLength={200}
-        autoComplete="name"
-      />
       <label htmlFor="train-video">Training video</label>
       <input
         id="train-video"

@@ -9,16 +9,19 @@ import { ErrorBox } from "./ui";
 export function TemplateEditor({
   replicas,
   enabled,
+  script,
+  setScript,
   onSaved,
 }: {
   replicas: Replica[];
   enabled: boolean;
+  script: string;
+  setScript: (script: string) => void;
   onSaved: (t: Template) => void;
 }) {
   const ready = replicas.filter((r) => r.status === "completed");
   const [name, setName] = useState("");
   const [replicaId, setReplicaId] = useState("");
-  const [script, setScript] = useState("Hi {{first_name}}, thanks for joining {{company}}!");
   const [values, setValues] = useState<Record<string, string>>({});
   const [serverPreview, setServerPreview] = useState<string | null>(null);
   const [saved, setSaved] = useState<Template | null>(null);

@@ -15,6 +15,7 @@ export default function TemplatesPage() {
   const [templates, setTemplates] = useState<Template[]>([]);
   const [enabled, setEnabled] = useState({ templates: false, batches: false });
   const [error, setError] = useState<unknown>(null);
+  const [draft, setDraft] = useState("Hi {{first_name}}, thanks for joining {{company}}!");
 
   const load = useCallback(async () => {
     try {
@@ -50,10 +51,16 @@ export default function TemplatesPage() {
       </p>
       <ErrorBox error={error} />
       <div className="two">
-        <TemplateEditor replicas={replicas} enabled={enabled.templates} onSaved={(t) => setTemplates((xs) => [t, ...xs])} />
+        <TemplateEditor
+          replicas={replicas}
+          enabled={enabled.templates}
+          script={draft}
+          setScript={setDraft}
+          onSaved={(t) => setTemplates((xs) => [t, ...xs])} />
         <div>
           <BatchForm
             templates={templates}
+            draftScript={draft}
             enabled={enabled.batches}
             onCreated={(id) => router.push(`/batches/view/?id=${encodeURIComponent(id)}`)}
           />

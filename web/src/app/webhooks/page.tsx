@@ -64,7 +64,7 @@ export default function WebhooksPage() {
           {secret ? (
             <>
               <p className="muted">
-                Header <code>{secret.signature_header}</code>: <code>{secret.scheme}</code>
+                Header <code>{secret.signature_header}</code>: <code className="break">{secret.scheme}</code>
               </p>
               <label htmlFor="webhook-secret">Secret</label>
               <input id="webhook-secret" readOnly type={reveal ? "text" : "password"} value={secret.webhook_secret} />
