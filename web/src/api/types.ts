@@ -27,10 +27,10 @@ type PendingTemplate = {
   variables: string[];
   created_at?: string;
 };
-type PendingTemplateList = { data: PendingTemplate[]; total_count: number };
+type PendingTemplateList = { data: PendingTemplate[]; total_count: number; page: number; limit: number };
 type PendingBatchRow = {
   row_index: number;
-  row_key?: string | null;
+  row_key: string;
   variables: Record<string, string>;
   status: string;
   video_id: string | null;
@@ -40,12 +40,16 @@ type PendingBatchRow = {
 type PendingBatch = {
   batch_id: string;
   template_id: string;
+  batch_name?: string | null;
+  /** `running` while a row may still change, then `completed`. */
   status: string;
-  counts: { queued: number; generating: number; ready: number; error: number };
-  rows: PendingBatchRow[];
+  /** Rows per status: pending, queued, generating, ready, error, deleted. */
+  counts: Record<string, number>;
+  row_count?: number;
+  rows?: PendingBatchRow[] | null;
 };
 
 export type Template = Generated<"TemplateOut", PendingTemplate>;
 export type TemplateList = Generated<"TemplateList", PendingTemplateList>;
 export type Batch = Generated<"BatchOut", PendingBatch>;
-export type BatchRow = Batch["rows"][number];
+export type BatchRow = NonNullable<Batch["rows"]>[number];

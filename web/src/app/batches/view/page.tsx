@@ -8,7 +8,9 @@ import { watch } from "@/api/live";
 import type { Batch } from "@/api/types";
 import { ErrorBox, ProgressBar, Status, saveBlob } from "@/components/ui";
 
-const batchDone = (b: Batch) => b.counts.queued + b.counts.generating === 0;
+const count = (b: Batch, status: string) => b.counts[status] ?? 0;
+const UNFINISHED = ["pending", "queued", "generating"];
+const batchDone = (b: Batch) => b.status === "completed" || UNFINISHED.every((s) => count(b, s) === 0);
 
 function BatchView({ id }: { id: string }) {
   const [b, setB] = useState<Batch | null>(null);
@@ -29,19 +31,20 @@ function BatchView({ id }: { id: string }) {
   }
 
   if (!b) return error ? <ErrorBox error={error} /> : <p className="muted">Loading…</p>;
-  const total = b.rows.length || 1;
-  const finished = b.counts.ready + b.counts.error;
+  const rows = b.rows ?? [];
+  const total = b.row_count ?? rows.length;
+  const finished = count(b, "ready") + count(b, "error");
   return (
     <section className="card" aria-labelledby="batch-title" data-testid="batch" data-status={b.status}>
       <p>
         <Link href="/templates/">← Templates &amp; batches</Link>
       </p>
-      <h1 id="batch-title">Batch {b.batch_id}</h1>
+      <h1 id="batch-title">{b.batch_name || `Batch ${b.batch_id}`}</h1>
       <p className="meta" data-testid="batch-counts">
-        <Status value={b.status} /> {b.counts.ready} ready · {b.counts.error} error · {b.counts.generating} generating ·{" "}
-        {b.counts.queued} queued
+        <Status value={b.status} /> {count(b, "ready")} ready · {count(b, "error")} error · {count(b, "generating")}{" "}
+        generating · {count(b, "queued") + count(b, "pending")} waiting
       </p>
-      <ProgressBar value={(100 * finished) / total} label="Batch progress" />
+      <ProgressBar value={total ? (100 * finished) / total : 0} label="Batch progress" />
       <div className="table-wrap">
         <table>
           <thead>
@@ -53,9 +56,9 @@ function BatchView({ id }: { id: string }) {
             </tr>
           </thead>
           <tbody>
-            {b.rows.map((r) => (
+            {rows.map((r) => (
               <tr key={r.row_index} data-testid="batch-row" data-status={r.status}>
-                <td>{r.row_key ?? r.row_index + 1}</td>
+                <td>{r.row_key || r.row_index + 1}</td>
                 <td className="small">
                   {Object.entries(r.variables)
                     .map(([k, v]) => `${k}: ${v}`)
