@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from doppel.face import video
 from doppel.local_platform import LocalPlatform, free_port
 from doppel.settings import REPO_ROOT
 from tests.conftest import new_caller, shared_file
@@ -32,6 +33,8 @@ pytestmark = pytest.mark.web
 WEB = REPO_ROOT / "web"
 CHROMIUM = Path(os.environ.get("DOPPEL_CHROMIUM", "/usr/bin/chromium"))
 FULL = os.environ.get("DOPPEL_WEB_FULL") == "1"
+#: The Obama clips tests/test_replicas_videos.py trains on (each is ~4 s; a replica needs 10 s).
+TRAIN = ("01", "02", "04", "07")
 
 
 def _needs() -> str | None:
@@ -114,8 +117,14 @@ def web_stack(platform: LocalPlatform, tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.mark.data
 @pytest.mark.timeout(7200 if FULL else 600)
-async def test_the_web_app_in_a_browser(web_stack: str, pool: Any) -> None:
-    clip = shared_file("talking", "obama", "obama_sent_01.mp4")
+async def test_the_web_app_in_a_browser(web_stack: str, pool: Any, tmp_path: Path) -> None:
+    # The Obama clips the replica tests train on, joined: one upload of over 10 s of talking.
+    clip = tmp_path / "obama.mp4"
+    await asyncio.to_thread(
+        video.concatenate,
+        [shared_file("talking", "obama", f"obama_sent_{n}.mp4") for n in TRAIN],
+        clip,
+    )
     caller = await new_caller(pool, "web")
     artifacts = Path(os.environ.get("DOPPEL_WEB_ARTIFACTS", WEB / "e2e" / "artifacts"))
     shutil.rmtree(artifacts, ignore_errors=True)
