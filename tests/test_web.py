@@ -147,4 +147,5 @@ async def test_the_web_app_in_a_browser(web_stack: str, pool: Any, tmp_path: Pat
     expected |= {f"phone-{n}" for n in ("replicas", "videos", "templates", "webhooks")}
     if FULL:
         expected |= {"10-full-replica-done", "11-full-video-player", "12-full-batch"}
+        expected.add("13-full-webhook-deliveries")
     assert expected <= shots, f"missing screenshots: {sorted(expected - shots)}"

@@ -60,6 +60,12 @@ export async function fullFlow(page, { BASE, step, check, shot, csv }) {
   check(Math.abs(played.at - played.target) < 0.5, `the player seeked (${JSON.stringify(played)})`);
   await shot("11-full-video-player");
 
+  step("full: the video's webhook deliveries are listed with their status");
+  await page.goto(`${BASE}/webhooks/`);
+  await page.getByTestId("deliveries").waitFor();
+  check((await page.getByTestId("deliveries").innerText()).includes("video.ready"), "a video.ready delivery is listed");
+  await shot("13-full-webhook-deliveries");
+
   step("full: a template and a CSV batch of 3 rows, one bad");
   await page.goto(`${BASE}/templates/`);
   await page.getByRole("heading", { name: "Templates & batches" }).waitFor();

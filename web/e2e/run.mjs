@@ -19,6 +19,7 @@ mkdirSync(ARTIFACTS, { recursive: true });
 const WIDTHS = { desktop: { width: 1280, height: 860 }, phone: { width: 390, height: 844 } };
 const consoleErrors = [];
 let allow = []; // console errors expected at this step (e.g. the refused key's 401)
+let failed = async () => {}; // on a failure: a screenshot and the page's error messages
 
 function step(name) {
   console.log(`- ${name}`);
@@ -40,7 +41,16 @@ try {
     if (m.type() === "error" && !allow.some((re) => re.test(m.text()))) consoleErrors.push(`${page.url()}: ${m.text()}`);
   });
   page.on("pageerror", (e) => consoleErrors.push(`${page.url()}: ${e.message}`));
+  page.on("response", async (r) => {
+    if (r.status() >= 400 && r.url().includes("/v2/"))
+      console.log(`  (${r.request().method()} ${r.url()} -> ${r.status()} ${(await r.text().catch(() => "")).slice(0, 300)})`);
+  });
   const shot = (name) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+  failed = async () => {
+    await shot("failure").catch(() => {});
+    const alerts = await page.locator(".error").allInnerTexts().catch(() => []);
+    if (alerts.length) console.log(`  alerts on ${page.url()}:\n    ${alerts.join("\n    ")}`);
+  };
 
   step("an unsigned visit goes to sign-in");
   await page.goto(`${BASE}/`);
@@ -95,6 +105,14 @@ try {
     await shot("03-replica-uploaded");
   }
 
+  step("an API error shows the API's own message");
+  allow = [/status of 404/];
+  await page.goto(`${BASE}/videos/view/?id=v000000000000`);
+  const notFound = page.locator(".error[role=alert]");
+  await notFound.waitFor();
+  check((await notFound.innerText()).includes("No video v000000000000"), "the 404's detail is shown");
+  allow = [];
+
   step("videos page");
   await page.getByRole("link", { name: "Videos", exact: true }).click();
   await page.getByRole("heading", { name: "Videos" }).waitFor();
@@ -124,7 +142,9 @@ try {
   step("webhooks page");
   await page.getByRole("link", { name: "Webhooks" }).click();
   await page.getByRole("heading", { name: "Webhooks" }).waitFor();
-  await page.getByLabel("URL", { exact: true }).fill("https://example.com/hook");
+  // A URL on the test server itself (DOPPEL_ALLOW_PRIVATE_URLS=1 there): its deliveries get a
+  // 404 and show in the list as failed attempts.
+  await page.getByLabel("URL", { exact: true }).fill(`${BASE}/webhook-sink/`);
   await page.getByRole("button", { name: "Save", exact: true }).click();
   await page.getByText("Saved: new replicas").waitFor();
   await page.getByRole("heading", { name: "Recent deliveries" }).waitFor();
@@ -153,6 +173,9 @@ try {
 
   check(consoleErrors.length === 0, `no console errors, got:\n  ${consoleErrors.join("\n  ")}`);
   console.log("web e2e: all checks passed");
+} catch (err) {
+  await failed();
+  throw err;
 } finally {
   await browser.close();
 }

@@ -3,9 +3,17 @@
  * public). The app asks before calling a route that may not exist yet (SSE events, templates,
  * audio videos), so it never sends a request bound to fail (and the browser logs no 404).
  */
-type OpenApi = {
-  paths?: Record<string, Record<string, { requestBody?: { content?: Record<string, unknown> } }>>;
-};
+type Operation = { description?: string; requestBody?: { content?: Record<string, unknown> } };
+type OpenApi = { paths?: Record<string, Record<string, Operation>> };
+
+/** The operation takes a multipart form with `field`: in its schema, or said in its description
+ * (handlers that read the form themselves have no multipart schema). */
+function takesFile(op: Operation | undefined, field: string): boolean {
+  if (!op) return false;
+  const body = JSON.stringify(op.requestBody ?? {});
+  const text = op.description ?? "";
+  return (body.includes("multipart/form-data") && body.includes(`"${field}"`)) || (/multipart/i.test(text) && text.includes(`\`${field}\``));
+}
 
 export type Capabilities = {
   has(path: string): boolean;
@@ -23,12 +31,10 @@ export function capabilities(): Promise<Capabilities> {
     .catch(() => ({}) as OpenApi)
     .then((doc: OpenApi) => {
       const paths = doc.paths ?? {};
-      const videoPost = JSON.stringify(paths["/v2/videos"]?.post?.requestBody ?? {});
-      const replicaPost = JSON.stringify(paths["/v2/replicas"]?.post?.requestBody ?? {});
       return {
         has: (path: string) => path in paths,
-        videoAudio: videoPost.includes("multipart/form-data") && videoPost.includes('"audio"'),
-        consentVideo: replicaPost.includes("consent_video"),
+        videoAudio: takesFile(paths["/v2/videos"]?.post, "audio"),
+        consentVideo: takesFile(paths["/v2/replicas"]?.post, "consent_video"),
       };
     });
   return loaded;

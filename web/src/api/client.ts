@@ -27,17 +27,25 @@ function origin(): string {
   return typeof window === "undefined" ? "http://localhost" : window.location.origin;
 }
 
-async function errorOf(response: Response): Promise<ApiError> {
-  let detail = `${response.status} ${response.statusText}`.trim();
-  try {
-    const body: unknown = await response.clone().json();
-    if (body && typeof body === "object" && "detail" in body) {
-      const d = (body as { detail: unknown }).detail;
-      detail = typeof d === "string" ? d : JSON.stringify(d);
-    }
-  } catch {
-    // Not JSON (a proxy's error page): keep the status line.
+function detailOf(body: unknown): string | null {
+  if (body && typeof body === "object" && "detail" in body) {
+    const d = (body as { detail: unknown }).detail;
+    return typeof d === "string" ? d : JSON.stringify(d);
   }
+  return null;
+}
+
+/** `body`: the error body when already read (openapi-fetch reads it); else read here. */
+async function errorOf(response: Response, body?: unknown): Promise<ApiError> {
+  let detail = `${response.status} ${response.statusText}`.trim();
+  if (body === undefined && !response.bodyUsed) {
+    try {
+      body = await response.clone().json();
+    } catch {
+      // Not JSON (a proxy's error page): keep the status line.
+    }
+  }
+  detail = detailOf(body) ?? detail;
   if (response.status === 401) {
     clearKey();
     detail = `This API key was not accepted (${detail}). Sign in again with a valid key.`;
@@ -72,8 +80,8 @@ export function api() {
 
 /** The data of an openapi-fetch result, or an `ApiError` with the server's detail. */
 export async function ok<T>(call: Promise<{ data?: T; error?: unknown; response: Response }>): Promise<T> {
-  const { data, response } = await call;
-  if (!response.ok) throw await errorOf(response);
+  const { data, error, response } = await call;
+  if (!response.ok) throw await errorOf(response, error);
   return data as T;
 }
 
