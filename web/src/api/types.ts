@@ -29,6 +29,7 @@ type PendingTemplate = {
 };
 type PendingTemplateList = { data: PendingTemplate[]; total_count: number; page: number; limit: number };
 type PendingBatchRow = {
+  /** 1-based: the row's number in the CSV (after the header) or the JSON list. */
   row_index: number;
   row_key: string;
   variables: Record<string, string>;

@@ -58,7 +58,7 @@ function BatchView({ id }: { id: string }) {
           <tbody>
             {rows.map((r) => (
               <tr key={r.row_index} data-testid="batch-row" data-status={r.status}>
-                <td>{r.row_key || r.row_index + 1}</td>
+                <td title={r.row_key ? `row_key ${r.row_key}` : undefined}>{r.row_index}</td>
                 <td className="small">
                   {Object.entries(r.variables)
                     .map(([k, v]) => `${k}: ${v}`)
