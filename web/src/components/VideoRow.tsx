@@ -2,9 +2,10 @@
 
 import Link from "next/link";
 import { useEffect, useState } from "react";
+import { api, ok } from "@/api/client";
 import { watch } from "@/api/live";
 import type { Video } from "@/api/types";
-import { ProgressBar, Status, Thumb, fmtDate } from "./ui";
+import { ErrorBox, ProgressBar, Status, Thumb, fmtDate } from "./ui";
 
 export const videoDone = (v: Video) => v.status === "ready" || v.status === "error";
 
@@ -23,9 +24,21 @@ export function useLiveVideo(initial: Video | null): Video | null {
   return v;
 }
 
-export function VideoRow({ initial }: { initial: Video }) {
+export function VideoRow({ initial, onDelete }: { initial: Video; onDelete: (id: string) => void }) {
   const v = useLiveVideo(initial) ?? initial;
+  const [error, setError] = useState<unknown>(null);
   const title = v.video_name || v.video_id;
+
+  async function remove() {
+    if (!window.confirm(`Delete video “${title}” and its files?`)) return;
+    try {
+      await ok(api().DELETE("/v2/videos/{video_id}", { params: { path: { video_id: v.video_id } } }));
+      onDelete(v.video_id);
+    } catch (err) {
+      setError(err);
+    }
+  }
+
   return (
     <li className="item" data-testid="video" data-status={v.status}>
       <Thumb url={v.thumbnail_url} alt={title} />
@@ -39,6 +52,12 @@ export function VideoRow({ initial }: { initial: Video }) {
         </p>
         {v.status === "queued" || v.status === "generating" ? <ProgressBar value={v.progress} label={`Rendering ${title}`} /> : null}
         {v.status === "error" ? <p className="error-text">{v.error_message}</p> : null}
+        <ErrorBox error={error} />
+      </div>
+      <div className="actions">
+        <button type="button" className="secondary" onClick={remove} aria-label={`Delete video ${title}`}>
+          Delete
+        </button>
       </div>
     </li>
   );

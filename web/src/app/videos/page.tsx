@@ -38,7 +38,13 @@ export default function VideosPage() {
         {videos === null && !error ? <p className="muted">Loading…</p> : null}
         {videos?.length === 0 ? <p className="muted">No videos yet.</p> : null}
         <ul className="list" aria-label="Your videos">
-          {videos?.map((v) => <VideoRow key={v.video_id} initial={v} />)}
+          {videos?.map((v) => (
+            <VideoRow
+              key={v.video_id}
+              initial={v}
+              onDelete={(id) => setVideos((xs) => xs?.filter((x) => x.video_id !== id) ?? null)}
+            />
+          ))}
         </ul>
       </section>
       <VideoForm replicas={replicas} onCreated={(id) => router.push(`/videos/view/?id=${encodeURIComponent(id)}`)} />
