@@ -39,3 +39,4 @@ lint: install
 	@$(PY) -m ruff format --check doppel api orchestrator export tests benchmarks model_repository
 	@$(PY) -m mypy
 	@$(PY) -m ruff check doppel api orchestrator export tests benchmarks model_repository
+	@cd web && npm run --silent lint && npm run --silent typecheck

@@ -11,6 +11,8 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.static_files import create_static_files_router
+from litestar.types import ControllerRouterHandler
 
 import doppel
 from api.auth import HEADER, ApiKeyMiddleware
@@ -70,9 +72,22 @@ def create_app(settings: Settings) -> Litestar:
         middleware=[ApiKeyMiddleware],
         security=[{"apiKey": []}],
     )
-    # Outside /v2, out of the key middleware's reach: the hosted page's link carries its token.
+    # WatchController is outside /v2, out of the key middleware's reach: the hosted page's link
+    # carries its token.
+    handlers: list[ControllerRouterHandler] = [HealthController, WatchController, v2]
+    web = settings.web_dir
+    if web is not None and (web / "index.html").is_file():
+        # The static export of web/ at `/` on the same origin (no CORS, one port). Litestar
+        # matches the more specific `/v2`, `/health` and `/schema` paths first.
+        handlers.append(
+            create_static_files_router(
+                path="/", directories=[web], html_mode=True, include_in_schema=False, name="web"
+            )
+        )
+    else:
+        log.info("no web app build at %s: `/` serves nothing (cd web && npm run build)", web)
     return Litestar(
-        route_handlers=[HealthController, WatchController, v2],
+        route_handlers=handlers,
         lifespan=[lifespan],
         dependencies={"services": Provide(services, sync_to_thread=False)},
         exception_handlers=HANDLERS,  # type: ignore[arg-type]

@@ -15,12 +15,12 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath
+from litestar.params import FromPath, QueryParameter
 from litestar.response import File, ServerSentEvent, Stream
 
 from api import inputs
@@ -73,6 +73,13 @@ class VideoOut(msgspec.Struct):
     hosted_url: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
+
+
+class VideoList(msgspec.Struct):
+    data: list[VideoOut]
+    total_count: int
+    page: int
+    limit: int
 
 
 def _out(request: Request[Any, Any, Any], item: videos.VideoRow) -> VideoOut:
@@ -252,6 +259,17 @@ class VideoController(Controller):
                 storage=services.storage,
             )
         return VideoCreated(video_id=item.video_id, status=item.status)
+
+    @get("/", operation_id="list_videos", summary="This tenant's videos, newest first")
+    async def list_(
+        self,
+        request: Request[Tenant, uuid.UUID, Any],
+        services: NamedDependency[Services],
+        page: Annotated[int, QueryParameter(ge=1)] = 1,
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+    ) -> VideoList:
+        items, total = await videos.list_page(services.pool, request.user.id, page, limit)
+        return VideoList([_out(request, i) for i in items], total, page, limit)
 
     @get("/{video_id:str}", operation_id="get_video", summary="A video's status and links")
     async def fetch(

@@ -368,6 +368,8 @@ class LocalPlatform:
         self._write_endpoints(endpoints)
         if with_app:
             endpoints["api"] = self.start_api(endpoints, fixed_ports=fixed_ports)
+            # The API serves the web app's static build on the same origin (api/app.py).
+            endpoints["web"] = endpoints["api"] + "/"
             self._write_endpoints(endpoints)
             self.start_worker(endpoints)
         return endpoints

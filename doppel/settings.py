@@ -69,6 +69,9 @@ class Settings:
     #: Delays before each retry of a failed webhook delivery (first attempt at once; after the
     #: last delay's attempt it is given up).
     webhook_backoff_s: tuple[float, ...] = (10.0, 30.0, 120.0, 600.0, 3600.0)
+    #: The web app's static build (`npm run build` in web/), served by the API at `/` when it
+    #: holds an index.html (DOPPEL_WEB_DIR; default `<repo>/web/out`). None: no web app.
+    web_dir: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -109,6 +112,7 @@ class Settings:
             public_url=(
                 env.get("DOPPEL_PUBLIC_URL") or endpoints.get("api") or "http://127.0.0.1:8000"
             ).rstrip("/"),
+            web_dir=Path(env.get("DOPPEL_WEB_DIR") or REPO_ROOT / "web" / "out"),
         )
 
 

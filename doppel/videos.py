@@ -236,6 +236,23 @@ async def get(pool: asyncpg.Pool, tenant_id: uuid.UUID, video_id: str) -> VideoR
     return _from_row(row)
 
 
+async def list_page(
+    pool: asyncpg.Pool, tenant_id: uuid.UUID, page: int, limit: int
+) -> tuple[list[VideoRow], int]:
+    """One page of the tenant's videos, newest first, and how many there are in all."""
+    total = await pool.fetchval(
+        "SELECT count(*) FROM videos WHERE tenant_id = $1 AND status <> 'deleted'", tenant_id
+    )
+    rows = await pool.fetch(
+        """SELECT * FROM videos WHERE tenant_id = $1 AND status <> 'deleted'
+           ORDER BY created_at DESC, video_id LIMIT $2 OFFSET $3""",
+        tenant_id,
+        limit,
+        (page - 1) * limit,
+    )
+    return [_from_row(r) for r in rows], int(total)
+
+
 async def delete(pool: asyncpg.Pool, tenant_id: uuid.UUID, video_id: str) -> None:
     item = await get(pool, tenant_id, video_id)
     await pool.execute(

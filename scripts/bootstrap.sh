@@ -6,6 +6,8 @@
 #      fresh clones share it; .venv links to it.
 #   3. Model weights from models.md, assembled and sha256-checked in the cache, and the ONNX
 #      graphs exported from them (python -m export).
+#   4. The web app: `npm ci` in web/ when package-lock.json changed, `npm run build` (the static
+#      export web/out that the API serves) when its sources changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -15,7 +17,11 @@ mkdir -p "$CACHE"
 say() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*"; }
 
 # --- 1. Debian packages -------------------------------------------------------------------
-DEB_PACKAGES=(postgresql redis-server ffmpeg espeak-ng libb64-0d python3-venv util-linux procps festival festvox-us-slt-hts)
+# chromium: the web app's browser tests (playwright-core drives it; no browser download).
+DEB_PACKAGES=(postgresql redis-server ffmpeg espeak-ng libb64-0d python3-venv util-linux procps festival festvox-us-slt-hts chromium)
+# Node.js for the web app (Debian 12's is 18.19; Next.js 15 needs 18.18 or newer): only when
+# there is no node at all, so a newer one already installed is kept.
+command -v node >/dev/null 2>&1 || DEB_PACKAGES+=(nodejs npm)
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -53,4 +59,21 @@ PYTHONPATH="$ROOT" .venv/bin/python -m doppel weights fetch
 # ONNX graphs for the Triton models, exported once into the cache (python -m export re-exports
 # and re-checks parity on demand).
 PYTHONPATH="$ROOT" .venv/bin/python -m export --if-missing
+
+# --- 4. web app ---------------------------------------------------------------------------
+# Stamps keyed by content: a rerun with nothing changed does neither step. npm keeps its
+# default cache (~/.npm), so a reinstall after a lock change is mostly offline.
+lock_stamp=$(sha256sum web/package-lock.json | cut -c1-16)
+if [ "$(cat web/node_modules/.stamp-lock 2>/dev/null)" != "$lock_stamp" ]; then
+  say "installing the web app's npm packages (web/package-lock.json)"
+  (cd web && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$lock_stamp" > web/node_modules/.stamp-lock
+fi
+src_stamp=$(cd web && find src scripts next.config.mjs tsconfig.json package-lock.json -type f -print0 \
+  | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+if [ ! -f web/out/index.html ] || [ "$(cat web/.stamp-build 2>/dev/null)" != "$src_stamp" ]; then
+  say "building the web app (web/out)"
+  (cd web && NEXT_TELEMETRY_DISABLED=1 npm run build --silent >/dev/null)
+  echo "$src_stamp" > web/.stamp-build
+fi
 say "ready"

@@ -44,6 +44,7 @@ async def test_up_uses_given_services_starts_the_rest_and_down_stops_only_its_ow
     endpoints = json.loads((run_dir / "endpoints.json").read_text())
     assert {
         "api",
+        "web",
         "triton_http",
         "triton_grpc",
         "triton_metrics",
@@ -64,6 +65,11 @@ async def test_up_uses_given_services_starts_the_rest_and_down_stops_only_its_ow
     jfk = shared_file("speech", "jfk.flac")
     async with httpx.AsyncClient(base_url=endpoints["api"], timeout=120) as http:
         assert (await http.get("/health/ready")).status_code == 200
+        # The web app is the API's own origin; served when its build exists (bootstrap makes it).
+        assert endpoints["web"] == endpoints["api"] + "/"
+        if (REPO_ROOT / "web" / "out" / "index.html").is_file():
+            home = await http.get(endpoints["web"])
+            assert home.status_code == 200 and "<title>Doppel</title>" in home.text
         queued = await http.post(
             "/v2/transcriptions",
             params={"async": "true"},

@@ -1,0 +1,89 @@
+"use client";
+
+import { useRouter } from "next/navigation";
+import { useCallback, useEffect, useState } from "react";
+import { capabilities } from "@/api/capabilities";
+import { api, call, ok } from "@/api/client";
+import type { Replica, Template, TemplateList } from "@/api/types";
+import { BatchForm } from "@/components/BatchForm";
+import { TemplateEditor } from "@/components/TemplateEditor";
+import { ErrorBox } from "@/components/ui";
+
+export default function TemplatesPage() {
+  const router = useRouter();
+  const [replicas, setReplicas] = useState<Replica[]>([]);
+  const [templates, setTemplates] = useState<Template[]>([]);
+  const [enabled, setEnabled] = useState({ templates: false, batches: false });
+  const [error, setError] = useState<unknown>(null);
+  const [draft, setDraft] = useState("Hi {{first_name}}, thanks for joining {{company}}!");
+
+  const load = useCallback(async () => {
+    try {
+      const caps = await capabilities();
+      const on = { templates: caps.has("/v2/templates"), batches: caps.has("/v2/batches") };
+      setEnabled(on);
+      const r = await ok(api().GET("/v2/replicas", { params: { query: { page: 1, limit: 100 } } }));
+      setReplicas(r.data);
+      if (on.templates) setTemplates((await call<TemplateList>("GET", "/v2/templates?page=1&limit=100")).data);
+    } catch (err) {
+      setError(err);
+    }
+  }, []);
+  useEffect(() => {
+    void load();
+  }, [load]);
+
+  async function remove(t: Template) {
+    if (!window.confirm(`Delete template “${t.name}”?`)) return;
+    try {
+      await call("DELETE", `/v2/templates/${t.template_id}`);
+      setTemplates((xs) => xs.filter((x) => x.template_id !== t.template_id));
+    } catch (err) {
+      setError(err);
+    }
+  }
+
+  return (
+    <div className="page">
+      <h1>Templates &amp; batches</h1>
+      <p className="muted">
+        A template is a script with <code>{"{{variables}}"}</code>; a batch makes one video per CSV row.
+      </p>
+      <ErrorBox error={error} />
+      <div className="two">
+        <TemplateEditor
+          replicas={replicas}
+          enabled={enabled.templates}
+          script={draft}
+          setScript={setDraft}
+          onSaved={(t) => setTemplates((xs) => [t, ...xs])} />
+        <div>
+          <BatchForm
+            templates={templates}
+            draftScript={draft}
+            enabled={enabled.batches}
+            onCreated={(id) => router.push(`/batches/view/?id=${encodeURIComponent(id)}`)}
+          />
+          {templates.length ? (
+            <section className="card" aria-labelledby="templates-list">
+              <h2 id="templates-list">Your templates</h2>
+              <ul className="list">
+                {templates.map((t) => (
+                  <li key={t.template_id} className="item">
+                    <div className="grow">
+                      <h3>{t.name}</h3>
+                      <p className="muted small">{t.script}</p>
+                    </div>
+                    <button type="button" className="secondary" onClick={() => remove(t)} aria-label={`Delete template ${t.name}`}>
+                      Delete
+                    </button>
+                  </li>
+                ))}
+              </ul>
+            </section>
+          ) : null}
+        </div>
+      </div>
+    </div>
+  );
+}

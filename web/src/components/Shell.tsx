@@ -1,0 +1,74 @@
+"use client";
+
+import Link from "next/link";
+import { usePathname, useRouter } from "next/navigation";
+import { type ReactNode, useEffect, useState } from "react";
+import { clearKey, getKey } from "@/api/session";
+
+const NAV = [
+  { href: "/replicas/", label: "Replicas" },
+  { href: "/videos/", label: "Videos" },
+  { href: "/templates/", label: "Templates & batches" },
+  { href: "/webhooks/", label: "Webhooks" },
+];
+
+/** The page frame: navigation, and a redirect to sign-in when this tab holds no API key. */
+export function Shell({ children }: { children: ReactNode }) {
+  const pathname = usePathname() ?? "/";
+  const router = useRouter();
+  const [signedIn, setSignedIn] = useState<boolean | null>(null);
+  const onSignIn = pathname.startsWith("/signin");
+
+  useEffect(() => {
+    const has = getKey() !== null;
+    setSignedIn(has);
+    if (!has && !onSignIn) {
+      const next = encodeURIComponent(pathname + window.location.search);
+      router.replace(`/signin/?next=${next}`);
+    }
+  }, [pathname, onSignIn, router]);
+
+  function signOut() {
+    clearKey();
+    router.replace("/signin/");
+  }
+
+  return (
+    <>
+      <a className="skip" href="#main">
+        Skip to content
+      </a>
+      <header className="top">
+        <Link href="/replicas/" className="brand">
+          Doppel
+        </Link>
+        {signedIn && !onSignIn ? (
+          <nav aria-label="Main">
+            <ul>
+              {NAV.map((item) => (
+                <li key={item.href}>
+                  <Link href={item.href} aria-current={pathname.startsWith(item.href) ? "page" : undefined}>
+                    {item.label}
+                  </Link>
+                </li>
+              ))}
+              <li>
+                <span className="soon" aria-disabled="true" title="Live conversations are coming soon">
+                  Conversations (soon)
+                </span>
+              </li>
+              <li>
+                <button type="button" className="link" onClick={signOut}>
+                  Sign out
+                </button>
+              </li>
+            </ul>
+          </nav>
+        ) : null}
+      </header>
+      <main id="main" tabIndex={-1}>
+        {signedIn || onSignIn ? children : <p className="muted">Loading…</p>}
+      </main>
+    </>
+  );
+}
