@@ -16,7 +16,8 @@ export function BatchForm({
   templates: Template[];
   /** The script being written: its variables check a CSV before any template is saved. */
   draftScript: string;
-  enabled: boolean;
+  /** Whether the server has the route; null while its API description is still loading. */
+  enabled: boolean | null;
   onCreated: (batchId: string) => void;
 }) {
   const [templateId, setTemplateId] = useState("");
@@ -111,8 +112,8 @@ export function BatchForm({
       ) : null}
       {progress !== null ? <ProgressBar value={progress * 100} label="Upload progress" /> : null}
       <ErrorBox error={error} />
-      {!enabled ? <p className="notice">This server does not run batches yet; you can check a CSV here.</p> : null}
-      <button type="submit" disabled={!enabled || !file || !chosen || progress !== null || !table?.rows.length}>
+      {enabled === false ? <p className="notice">This server does not run batches yet; you can check a CSV here.</p> : null}
+      <button type="submit" disabled={enabled !== true || !file || !chosen || progress !== null || !table?.rows.length}>
         Start batch
       </button>
     </form>

@@ -89,7 +89,7 @@ export function ReplicaForm({ onCreated }: { onCreated: (replicaId: string) => v
         <h3>Before you record</h3>
         <ul>
           <li>
-            <strong>Length:</strong> about 2 minutes (at least 30 seconds, at most 5 minutes).
+            <strong>Length:</strong> about 1 to 2 minutes (10 seconds at the very least; more material gives a better replica).
           </li>
           <li>
             <strong>One face:</strong> only you in the frame, facing the camera, well and evenly lit.

@@ -14,7 +14,8 @@ export function TemplateEditor({
   onSaved,
 }: {
   replicas: Replica[];
-  enabled: boolean;
+  /** Whether the server has the route; null while its API description is still loading. */
+  enabled: boolean | null;
   script: string;
   setScript: (script: string) => void;
   onSaved: (t: Template) => void;
@@ -111,8 +112,8 @@ export function TemplateEditor({
         </fieldset>
       ) : null}
       <ErrorBox error={error} />
-      {!enabled ? <p className="notice">This server does not offer templates yet; you can write and preview, not save.</p> : null}
-      <button type="submit" disabled={!enabled || !name.trim() || !chosenReplica || !script.trim()}>
+      {enabled === false ? <p className="notice">This server does not offer templates yet; you can write and preview, not save.</p> : null}
+      <button type="submit" disabled={enabled !== true || !name.trim() || !chosenReplica || !script.trim()}>
         Save template
       </button>
       {saved ? <p role="status">Saved “{saved.name}”.</p> : null}

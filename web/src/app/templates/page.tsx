@@ -13,7 +13,11 @@ export default function TemplatesPage() {
   const router = useRouter();
   const [replicas, setReplicas] = useState<Replica[]>([]);
   const [templates, setTemplates] = useState<Template[]>([]);
-  const [enabled, setEnabled] = useState({ templates: false, batches: false });
+  // null until the API description is read: no "not offered" notice flashes meanwhile.
+  const [enabled, setEnabled] = useState<{ templates: boolean | null; batches: boolean | null }>({
+    templates: null,
+    batches: null,
+  });
   const [error, setError] = useState<unknown>(null);
   const [draft, setDraft] = useState("Hi {{first_name}}, thanks for joining {{company}}!");
 
