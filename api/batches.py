@@ -9,14 +9,15 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath
 
+from api.paging import Limit, Page
 from api.state import Services
 from api.templates import checked_callback, notifier
 from doppel import batch_rows, batches
@@ -173,8 +174,8 @@ class BatchController(Controller):
         self,
         request: Request[Tenant, uuid.UUID, Any],
         services: NamedDependency[Services],
-        page: Annotated[int, QueryParameter(ge=1)] = 1,
-        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+        page: Page = 1,
+        limit: Limit = 20,
     ) -> BatchList:
         items, total = await batches.list_page(services.pool, request.user.id, page, limit)
         return BatchList([_out(i) for i in items], total, page, limit)

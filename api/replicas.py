@@ -23,6 +23,7 @@ from litestar.response import File, ServerSentEvent
 from api import inputs
 from api.auth import SHARE_OPT
 from api.events import sse
+from api.paging import Limit, Page
 from api.state import Services
 from doppel import consent, events, replicas, sharing, urls, webhooks
 from doppel.errors import InvalidRequest, NotFound
@@ -196,8 +197,8 @@ class ReplicaController(Controller):
         self,
         request: Request[Tenant, uuid.UUID, Any],
         services: NamedDependency[Services],
-        page: Annotated[int, QueryParameter(ge=1)] = 1,
-        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+        page: Page = 1,
+        limit: Limit = 20,
     ) -> ReplicaList:
         items, total = await replicas.list_page(services.pool, request.user.id, page, limit)
         return ReplicaList([_out(request, i) for i in items], total, page, limit)

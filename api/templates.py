@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody
 
+from api.paging import Limit, Page
 from api.state import Services
 from doppel import templates, urls, videos, webhooks
 from doppel.tenants import Tenant
@@ -117,8 +118,8 @@ class TemplateController(Controller):
         self,
         request: Request[Tenant, uuid.UUID, Any],
         services: NamedDependency[Services],
-        page: Annotated[int, QueryParameter(ge=1)] = 1,
-        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+        page: Page = 1,
+        limit: Limit = 20,
     ) -> TemplateList:
         items, total = await templates.list_page(services.pool, request.user.id, page, limit)
         return TemplateList([_out(i) for i in items], total, page, limit)

@@ -15,17 +15,18 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath
 from litestar.response import File, ServerSentEvent, Stream
 
 from api import inputs
 from api.auth import SHARE_OPT
 from api.events import sse
+from api.paging import Limit, Page
 from api.state import Services
 from doppel import events, sharing, urls, videos, webhooks
 from doppel.errors import Conflict, InvalidRequest, NotFound
@@ -265,8 +266,8 @@ class VideoController(Controller):
         self,
         request: Request[Tenant, uuid.UUID, Any],
         services: NamedDependency[Services],
-        page: Annotated[int, QueryParameter(ge=1)] = 1,
-        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+        page: Page = 1,
+        limit: Limit = 20,
     ) -> VideoList:
         items, total = await videos.list_page(services.pool, request.user.id, page, limit)
         return VideoList([_out(request, i) for i in items], total, page, limit)

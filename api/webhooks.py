@@ -16,6 +16,7 @@ from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
+from api.paging import Limit, Page
 from api.state import Services
 from doppel import webhooks
 from doppel.tenants import Tenant
@@ -76,8 +77,8 @@ class WebhookController(Controller):
         self,
         request: Request[Tenant, uuid.UUID, Any],
         services: NamedDependency[Services],
-        page: Annotated[int, QueryParameter(ge=1)] = 1,
-        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+        page: Page = 1,
+        limit: Limit = 20,
         object_id: Annotated[
             str | None, QueryParameter(description="a replica_id or video_id")
         ] = None,

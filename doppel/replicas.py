@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 from arq.connections import ArqRedis
 
-from doppel import jobs
+from doppel import db, jobs
 from doppel.errors import InvalidRequest, NotFound, ServiceUnavailable
 from doppel.progress import ProgressWriter
 from doppel.settings import Settings
@@ -238,17 +238,16 @@ async def get(pool: asyncpg.Pool, tenant_id: uuid.UUID, replica_id: str) -> Repl
 async def list_page(
     pool: asyncpg.Pool, tenant_id: uuid.UUID, page: int, limit: int
 ) -> tuple[list[ReplicaRow], int]:
-    total = await pool.fetchval(
-        "SELECT count(*) FROM replicas WHERE tenant_id = $1 AND deleted_at IS NULL", tenant_id
-    )
-    rows = await pool.fetch(
-        """SELECT * FROM replicas WHERE tenant_id = $1 AND deleted_at IS NULL
-           ORDER BY created_at DESC, replica_id LIMIT $2 OFFSET $3""",
-        tenant_id,
+    """One page of the tenant's replicas, newest first, and how many there are in all."""
+    rows, total = await db.fetch_page(
+        pool,
+        "SELECT * FROM replicas WHERE tenant_id = $1 AND deleted_at IS NULL",
+        "created_at DESC, replica_id",
+        [tenant_id],
+        page,
         limit,
-        (page - 1) * limit,
     )
-    return [_from_row(r) for r in rows], int(total)
+    return [_from_row(r) for r in rows], total
 
 
 async def delete(pool: asyncpg.Pool, tenant_id: uuid.UUID, replica_id: str, hard: bool) -> None:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 from arq.connections import ArqRedis
 
-from doppel import jobs, replicas
+from doppel import db, jobs, replicas
 from doppel.errors import Conflict, InvalidMedia, InvalidRequest, NotFound, ServiceUnavailable
 from doppel.progress import ProgressWriter
 from doppel.storage import LocalStorage
@@ -240,17 +240,15 @@ async def list_page(
     pool: asyncpg.Pool, tenant_id: uuid.UUID, page: int, limit: int
 ) -> tuple[list[VideoRow], int]:
     """One page of the tenant's videos, newest first, and how many there are in all."""
-    total = await pool.fetchval(
-        "SELECT count(*) FROM videos WHERE tenant_id = $1 AND status <> 'deleted'", tenant_id
-    )
-    rows = await pool.fetch(
-        """SELECT * FROM videos WHERE tenant_id = $1 AND status <> 'deleted'
-           ORDER BY created_at DESC, video_id LIMIT $2 OFFSET $3""",
-        tenant_id,
+    rows, total = await db.fetch_page(
+        pool,
+        "SELECT * FROM videos WHERE tenant_id = $1 AND status <> 'deleted'",
+        "created_at DESC, video_id",
+        [tenant_id],
+        page,
         limit,
-        (page - 1) * limit,
     )
-    return [_from_row(r) for r in rows], int(total)
+    return [_from_row(r) for r in rows], total
 
 
 async def delete(pool: asyncpg.Pool, tenant_id: uuid.UUID, video_id: str) -> None:

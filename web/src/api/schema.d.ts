@@ -737,7 +737,9 @@ export interface operations {
     list_batches: {
         parameters: {
             query?: {
+                /** @description 1-based page number */
                 page?: number;
+                /** @description items a page (at most 100) */
                 limit?: number;
             };
             header?: never;
@@ -869,7 +871,9 @@ export interface operations {
     list_replicas: {
         parameters: {
             query?: {
+                /** @description 1-based page number */
                 page?: number;
+                /** @description items a page (at most 100) */
                 limit?: number;
             };
             header?: never;
@@ -1123,7 +1127,9 @@ export interface operations {
     list_templates: {
         parameters: {
             query?: {
+                /** @description 1-based page number */
                 page?: number;
+                /** @description items a page (at most 100) */
                 limit?: number;
             };
             header?: never;
@@ -1437,7 +1443,9 @@ export interface operations {
     list_videos: {
         parameters: {
             query?: {
+                /** @description 1-based page number */
                 page?: number;
+                /** @description items a page (at most 100) */
                 limit?: number;
             };
             header?: never;
@@ -1725,7 +1733,9 @@ export interface operations {
     list_webhook_deliveries: {
         parameters: {
             query?: {
+                /** @description 1-based page number */
                 page?: number;
+                /** @description items a page (at most 100) */
                 limit?: number;
                 /** @description a replica_id or video_id */
                 object_id?: string | null;
