@@ -86,9 +86,8 @@ export async function ok<T>(call: Promise<{ data?: T; error?: unknown; response:
 }
 
 /**
- * A route not yet in the generated schema (templates, batches, consent statement, SSE); `T` is
- * one of the `Pending*`-backed types of ./types. Once the route is generated, move the caller to
- * `api()`.
+ * A call by path string (paths built at run time, or bodies the route reads by content type);
+ * `T` is always one of the generated shapes of ./types, so answers stay typed from the schema.
  */
 export async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
   const init: RequestInit = { method, headers: authHeaders() };

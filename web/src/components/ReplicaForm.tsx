@@ -4,6 +4,7 @@ import { type FormEvent, useEffect, useRef, useState } from "react";
 import { capabilities } from "@/api/capabilities";
 import { call, upload } from "@/api/client";
 import { getCallbackUrl } from "@/api/session";
+import type { ConsentStatement } from "@/api/types";
 import { ErrorBox, ProgressBar } from "./ui";
 
 /** The sentence the person says at the start of the video; the server's own wording when it has one. */
@@ -32,7 +33,7 @@ export function ReplicaForm({ onCreated }: { onCreated: (replicaId: string) => v
       }
       try {
         const q = encodeURIComponent(name.trim() || "[your full name]");
-        const out = await call<{ statement: string }>("GET", `/v2/replicas/consent-statement?name=${q}`);
+        const out = await call<ConsentStatement>("GET", `/v2/replicas/consent-statement?name=${q}`);
         if (live) setStatement(out.statement);
       } catch {
         if (live) setStatement(fallbackConsent(name.trim()));

@@ -2,7 +2,7 @@
 
 import { type FormEvent, useMemo, useState } from "react";
 import { ApiError, call } from "@/api/client";
-import type { Replica, Template } from "@/api/types";
+import type { Replica, ScriptOut, Template } from "@/api/types";
 import { fill, variablesOf } from "@/lib/template";
 import { ErrorBox } from "./ui";
 
@@ -46,7 +46,7 @@ export function TemplateEditor({
     if (!saved) return;
     setError(null);
     try {
-      const out = await call<{ script: string }>("POST", `/v2/templates/${saved.template_id}/preview`, { variables: values });
+      const out = await call<ScriptOut>("POST", `/v2/templates/${saved.template_id}/preview`, { variables: values });
       setServerPreview(out.script);
     } catch (err) {
       setServerPreview(null);
