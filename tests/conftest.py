@@ -88,6 +88,44 @@ def settings(platform: LocalPlatform) -> Settings:
     )
 
 
+#: Fixtures that mean a test uses the session's services (and may run a worker).
+_SERVICE_FIXTURES = {"settings", "pool", "client", "caller"}
+
+
+async def clear_queue(redis_url: str) -> int:
+    """Remove every job waiting in (or deferred on) the session's arq queue; returns how many.
+
+    Tests share one Redis: a job one test leaves behind (a webhook delivery waiting out its
+    production backoff after its worker process stopped, a replica queued by a test that runs no
+    worker) would otherwise be run by the next test's burst worker, which waits for it.
+    """
+    from doppel import jobs
+
+    redis = await jobs.connect(redis_url)
+    try:
+        ids = [
+            i.decode() if isinstance(i, bytes) else i
+            for i in await redis.zrange(jobs.QUEUE_NAME, 0, -1)
+        ]
+        for job in ids:
+            await redis.delete(f"arq:job:{job}", f"arq:retry:{job}", f"arq:in-progress:{job}")
+        await redis.delete(jobs.QUEUE_NAME)
+        return len(ids)
+    finally:
+        await redis.aclose(close_connection_pool=True)
+
+
+@pytest.fixture(autouse=True)
+async def fresh_queue(request: pytest.FixtureRequest) -> None:
+    """Each test that uses the services starts with an empty job queue (see `clear_queue`).
+    Module fixtures (a trained replica) are set up before this runs and drain their own jobs.
+    """
+    if _SERVICE_FIXTURES.isdisjoint(request.fixturenames):
+        return
+    settings: Settings = request.getfixturevalue("settings")
+    await clear_queue(settings.redis_url)
+
+
 @dataclasses.dataclass
 class Receiver:
     """A real HTTP endpoint on 127.0.0.1 that records the webhooks POSTed to it."""
