@@ -117,12 +117,20 @@ async def clear_queue(redis_url: str) -> int:
 
 @pytest.fixture(autouse=True)
 async def fresh_queue(request: pytest.FixtureRequest) -> None:
-    """Each test that uses the services starts with an empty job queue (see `clear_queue`).
-    Module fixtures (a trained replica) are set up before this runs and drain their own jobs.
+    """Each test that uses the services starts with an empty job queue (see `clear_queue`) and
+    no webhook delivery pending from an earlier test: a worker re-enqueues pending deliveries
+    when it starts (nothing is lost), so one left waiting on a receiver that has gone would
+    hold the next test's burst worker through its production backoff. Module fixtures (a
+    trained replica) are set up before this runs and drain their own jobs.
     """
     if _SERVICE_FIXTURES.isdisjoint(request.fixturenames):
         return
     settings: Settings = request.getfixturevalue("settings")
+    pool = request.getfixturevalue("pool")
+    await pool.execute(
+        """UPDATE webhook_deliveries SET next_attempt_at = NULL
+           WHERE delivered_at IS NULL AND next_attempt_at IS NOT NULL"""
+    )
     await clear_queue(settings.redis_url)
 
 
