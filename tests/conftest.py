@@ -5,6 +5,7 @@ after."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import os
@@ -103,10 +104,8 @@ async def clear_queue(redis_url: str) -> int:
 
     redis = await jobs.connect(redis_url)
     try:
-        ids = [
-            i.decode() if isinstance(i, bytes) else i
-            for i in await redis.zrange(jobs.QUEUE_NAME, 0, -1)
-        ]
+        queued = await redis.zrange(jobs.QUEUE_NAME, 0, -1)
+        ids = [i.decode() if isinstance(i, bytes) else i for i in queued]
         for job in ids:
             await redis.delete(f"arq:job:{job}", f"arq:retry:{job}", f"arq:in-progress:{job}")
         await redis.delete(jobs.QUEUE_NAME)
@@ -115,23 +114,38 @@ async def clear_queue(redis_url: str) -> int:
         await redis.aclose(close_connection_pool=True)
 
 
+async def _start_clean(settings: Settings) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        # (Before the first test that opens the pool, the database is not migrated yet.)
+        if await conn.fetchval("SELECT to_regclass('webhook_deliveries') IS NOT NULL"):
+            await conn.execute(
+                """UPDATE webhook_deliveries SET next_attempt_at = NULL
+                   WHERE delivered_at IS NULL AND next_attempt_at IS NOT NULL"""
+            )
+    finally:
+        await conn.close()
+    await clear_queue(settings.redis_url)
+
+
 @pytest.fixture(autouse=True)
-async def fresh_queue(request: pytest.FixtureRequest) -> None:
+def fresh_queue(request: pytest.FixtureRequest) -> None:
     """Each test that uses the services starts with an empty job queue (see `clear_queue`) and
     no webhook delivery pending from an earlier test: a worker re-enqueues pending deliveries
     when it starts (nothing is lost), so one left waiting on a receiver that has gone would
     hold the next test's burst worker through its production backoff. Module fixtures (a
     trained replica) are set up before this runs and drain their own jobs.
+
+    Synchronous, on its own connections and event loop (in a thread): an autouse fixture cannot
+    ask for the session's async fixtures from inside the session's running loop.
     """
     if _SERVICE_FIXTURES.isdisjoint(request.fixturenames):
         return
     settings: Settings = request.getfixturevalue("settings")
-    pool = request.getfixturevalue("pool")
-    await pool.execute(
-        """UPDATE webhook_deliveries SET next_attempt_at = NULL
-           WHERE delivered_at IS NULL AND next_attempt_at IS NOT NULL"""
-    )
-    await clear_queue(settings.redis_url)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _start_clean(settings)).result()
 
 
 @dataclasses.dataclass
