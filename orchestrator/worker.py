@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
+import time
 import uuid
 from typing import Any
 
+import numpy as np
 from arq import Retry
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
@@ -92,6 +95,22 @@ async def deliver_webhook(ctx: dict[str, Any], delivery_id: str) -> str:
     return outcome.status
 
 
+async def warm_up(triton: TritonClient) -> None:
+    """Load, in the background, what a long-running worker's first render would otherwise load
+    while a person waits: the rendering code and its libraries (imported in a thread) and the
+    `audio_encoder`'s first inference (seconds on a cold Triton). Best effort: a failure is
+    logged, and the first job loads what is missing itself.
+    """
+    start = time.perf_counter()
+    try:
+        await asyncio.to_thread(importlib.import_module, "doppel.render")
+        await triton.encode_audio(np.zeros(16_000, np.float32))
+    except Exception as exc:  # the worker runs jobs either way
+        log.info("warm-up incomplete (%s): the first job loads the rest", exc)
+        return
+    log.info("warmed up in %.1f s", time.perf_counter() - start)
+
+
 def build_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -> Worker:
     """A worker for `settings`. Tests run it with `burst=True`: it returns when the queue is
     empty.
@@ -118,8 +137,13 @@ def build_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -
             ctx["reclaimer"] = asyncio.create_task(
                 recovery.reclaim_forever(ctx["redis"], worker_id, timeout_s)
             )
+            ctx["warm"] = asyncio.create_task(warm_up(ctx["triton"]))
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
+        if "warm" in ctx:
+            ctx["warm"].cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ctx["warm"]
         if "reclaimer" in ctx:
             ctx["reclaimer"].cancel()
             with contextlib.suppress(asyncio.CancelledError):
