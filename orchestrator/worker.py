@@ -13,6 +13,7 @@ import importlib
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -33,56 +34,59 @@ log = logging.getLogger(__name__)
 MAX_TRIES = 8
 
 
-async def transcribe(ctx: dict[str, Any], transcription_id: str) -> str:
+async def _retrying(
+    ctx: dict[str, Any],
+    work: Awaitable[str],
+    give_up: Callable[[str], Awaitable[None]],
+    failed: str,
+) -> str:
+    """Run a job's `work`; while its model service is down (`ServiceUnavailable`) retry with a
+    growing delay, and after MAX_TRIES record the reason through `give_up` and return `failed`.
+    """
     try:
-        return await transcriptions.process(ctx["pool"], ctx["triton"], uuid.UUID(transcription_id))
+        return await work
     except ServiceUnavailable as exc:
         tries = int(ctx.get("job_try", 1))
         if tries >= MAX_TRIES:
-            await ctx["pool"].execute(
-                """UPDATE transcriptions SET status = 'failed', error = $2, updated_at = now(),
-                          completed_at = now() WHERE id = $1""",
-                uuid.UUID(transcription_id),
-                f"{exc.message} (gave up after {tries} tries)",
-            )
-            return "failed"
+            await give_up(f"{exc.message} (gave up after {tries} tries)")
+            return failed
         raise Retry(defer=min(2**tries, 30)) from exc
+
+
+async def transcribe(ctx: dict[str, Any], transcription_id: str) -> str:
+    tid = uuid.UUID(transcription_id)
+
+    async def give_up(reason: str) -> None:
+        await ctx["pool"].execute(
+            """UPDATE transcriptions SET status = 'failed', error = $2, updated_at = now(),
+                      completed_at = now() WHERE id = $1""",
+            tid,
+            reason,
+        )
+
+    return await _retrying(
+        ctx, transcriptions.process(ctx["pool"], ctx["triton"], tid), give_up, "failed"
+    )
 
 
 async def train_replica(ctx: dict[str, Any], replica_id: str) -> str:
-    try:
-        return await replicas.train(
-            ctx["pool"], ctx["triton"], ctx["settings"], replica_id, ctx.get("notify")
-        )
-    except ServiceUnavailable as exc:
-        tries = int(ctx.get("job_try", 1))
-        if tries >= MAX_TRIES:
-            await replicas.fail(
-                ctx["pool"],
-                replica_id,
-                f"{exc.message} (gave up after {tries} tries)",
-                ctx.get("notify"),
-            )
-            return "error"
-        raise Retry(defer=min(2**tries, 30)) from exc
+    pool, notify = ctx["pool"], ctx.get("notify")
+    return await _retrying(
+        ctx,
+        replicas.train(pool, ctx["triton"], ctx["settings"], replica_id, notify),
+        lambda reason: replicas.fail(pool, replica_id, reason, notify),
+        "error",
+    )
 
 
 async def render_video(ctx: dict[str, Any], video_id: str) -> str:
-    try:
-        return await videos.render(
-            ctx["pool"], ctx["triton"], ctx["storage"], video_id, ctx.get("notify")
-        )
-    except ServiceUnavailable as exc:
-        tries = int(ctx.get("job_try", 1))
-        if tries >= MAX_TRIES:
-            await videos.fail(
-                ctx["pool"],
-                video_id,
-                f"{exc.message} (gave up after {tries} tries)",
-                ctx.get("notify"),
-            )
-            return "error"
-        raise Retry(defer=min(2**tries, 30)) from exc
+    pool, notify = ctx["pool"], ctx.get("notify")
+    return await _retrying(
+        ctx,
+        videos.render(pool, ctx["triton"], ctx["storage"], video_id, notify),
+        lambda reason: videos.fail(pool, video_id, reason, notify),
+        "error",
+    )
 
 
 async def deliver_webhook(ctx: dict[str, Any], delivery_id: str) -> str:
