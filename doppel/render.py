@@ -214,14 +214,13 @@ def _base(
 ) -> Base:
     if base_video is None:
         prepared = replica.prepared
-        schedule = replica_schedule(
-            replica.base_range, replica.idle_range, silent, prepared.crop_boxes
-        )
+        boxes = replica.crop_boxes(prepared)
+        schedule = replica_schedule(replica.base_range, replica.idle_range, silent, boxes)
         return Base(
             prepared.video_path,
             schedule,
             prepared.landmarks[schedule],
-            prepared.crop_boxes[schedule],
+            boxes[schedule],
             prepared.width,
             prepared.height,
         )

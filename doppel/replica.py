@@ -29,7 +29,7 @@ import numpy as np
 from doppel import mouth
 from doppel.errors import InvalidTrainingVideo
 from doppel.face import prepare as prep
-from doppel.face import renderer, video
+from doppel.face import renderer, tracking, video
 from doppel.settings import REPO_ROOT
 
 FORMAT_VERSION = 1
@@ -100,6 +100,17 @@ class Replica:
     def idle_range(self) -> tuple[int, int] | None:
         idle = self.meta.get("idle")
         return (int(idle[0]), int(idle[1])) if idle else None
+
+    @property
+    def sources(self) -> list[Source]:
+        return [Source(**s) for s in self.meta["sources"]]
+
+    def crop_boxes(self, prepared: prep.PreparedVideo) -> np.ndarray:
+        """Face crop boxes of the prepared video, smoothed within each source clip
+        (`source_boxes`); replicas trained before that was done store boxes smoothed across
+        the cuts, wrong by up to ~50 px on the first frames of a clip.
+        """
+        return source_boxes(prepared.landmarks, self.sources)
 
     def bank(self) -> Bank:
         return Bank.load(self.folder / "bank.npz")
@@ -254,7 +265,7 @@ async def train(
         renderer.crop_regions,
         video.read_frames(prepared.video_path),
         prepared.landmarks,
-        prepared.crop_boxes,
+        source_boxes(prepared.landmarks, spans),
     )
     n = min(len(crops), prepared.frame_count)
     keep = keep[keep < n]
@@ -328,6 +339,19 @@ async def _train_voice(
         "speech_s": round(learned.speech_s, 2),
         "base_similarity": learned.base_similarity,
     }
+
+
+def source_boxes(landmarks: np.ndarray, spans: Sequence[Source]) -> np.ndarray:
+    """`tracking.crop_boxes` smoothed within each joined source only: the cut between two clips
+    is no head motion, and smoothing across it pulled a clip's first and last boxes towards the
+    other clip's face (a mouth pasted off the mouth: a ghost of the real one beside it).
+    """
+    boxes = tracking.crop_boxes(landmarks)
+    for src in spans:
+        a, b = src.start, min(len(landmarks), src.start + src.frames)
+        if b > a:
+            boxes[a:b] = tracking.crop_boxes(landmarks[a:b])
+    return boxes
 
 
 def _sources(infos: Sequence[video.VideoInfo], frames: int) -> list[Source]:
