@@ -132,6 +132,31 @@ def onto_mesh(points: np.ndarray, base: np.ndarray) -> np.ndarray:
     return out
 
 
+#: The upper outer lip with the corners (indices into POINTS): fixed to the upper jaw, so where
+#: it sits in the aligned frame says how the head is held (pitch moves it towards the eyes).
+UPPER_OUTER = (0, 10, *range(11, 20))
+#: Gaussian sigma (frames) of `anchor`'s offset: far slower than speech (syllables come at
+#: 4-6 Hz), as fast as a nod.
+ANCHOR_SIGMA = 10.0
+
+
+def anchor(points: np.ndarray, own: np.ndarray, sigma: float = ANCHOR_SIGMA) -> np.ndarray:
+    """Predicted aligned mouth points [T, 53, 2] moved onto the base frames' own mouth
+    position `own` [T, 53, 2] (aligned points of the base frames): by the slowly varying
+    offset between their upper outer lips. The aligned frame is built on the eyes, so a head
+    tilted down brings the real mouth closer to them than the model predicts; drawn there, the
+    mouth and chin land above the base frame's own, and the chin's shadow smears over the
+    neck and collar below.
+    """
+    from scipy.ndimage import gaussian_filter1d
+
+    up = list(UPPER_OUTER)
+    offset = own[:, up].mean(axis=1) - points[:, up].mean(axis=1)
+    if len(offset) > 1:
+        offset = gaussian_filter1d(offset, sigma, axis=0, mode="nearest")
+    return (points + offset[:, None, :]).astype(np.float32)
+
+
 def opening(points: np.ndarray) -> np.ndarray:
     """Inner-lip opening of aligned mouth points: quality.md's 13-14 over 33-263 (the aligned
     frame's unit is that eye distance).

@@ -132,7 +132,7 @@ async def render(
         base = await asyncio.to_thread(_base, replica, base_video, count, Path(tmp), silent)
         lap("base_s")
         bank = replica.bank() if method != "static" else None
-        plan = _plan(base, aligned, bank, features, method)
+        plan = _plan(base, aligned, bank, features, method, anchored=base_video is not None)
         lap("plan_s")
         say(f"rendering {count} frames ({audio.duration_s:.1f} s) with {method}")
         await _render_frames(
@@ -253,7 +253,13 @@ class Plan:
 
 
 def _plan(
-    base: Base, aligned: np.ndarray | None, bank: Bank | None, features: np.ndarray, method: str
+    base: Base,
+    aligned: np.ndarray | None,
+    bank: Bank | None,
+    features: np.ndarray,
+    method: str,
+    *,
+    anchored: bool = False,
 ) -> Plan:
     regions = renderer.region_boxes(base.boxes)
     own = base.landmarks[:, list(mouth.POINTS)]
@@ -267,7 +273,13 @@ def _plan(
         g = bank.features / (np.linalg.norm(bank.features, axis=1, keepdims=True) + 1e-6)
         return Plan(regions, None, bases, np.argmax(f @ g.T, axis=1))
     assert aligned is not None
-    mesh = mouth.onto_mesh(aligned, base.landmarks)
+    # Dubbing: the base video is any footage of the person, held however; the mouth is drawn
+    # where that video's own mouth is (`mouth.anchor`), shaped by the audio. Replica mode's base
+    # frames are the training video the mouth model was fitted to (its mouth sits within ~2 px
+    # of the prediction there), where anchoring would only bring in the slow part of the base's
+    # own lip motion. References are chosen on the predicted shape itself.
+    placed = mouth.anchor(aligned, mouth.to_face_frame(base.landmarks)) if anchored else aligned
+    mesh = mouth.onto_mesh(placed, base.landmarks)
     targets = np.stack(
         [
             renderer.to_region(mesh[t, list(renderer.WARP_POINTS)], regions[t])
@@ -357,7 +369,11 @@ async def _render_frames(
             frame = frame.copy()
             hidden = renderer.frame_mask(plan.bases[k + i])
             if rendered is not None:
-                comp.paste(frame, rendered[i], crops[i], plan.regions[k + i], hidden)
+                assert plan.targets is not None
+                target = plan.targets[k + i]
+                painted = renderer.paint_mask(target, plan.bases[k + i], hidden)
+                lips = renderer.lips_mask(target)
+                comp.paste(frame, rendered[i], crops[i], plan.regions[k + i], painted, lips)
             elif method == "retrieval":
                 assert bank is not None and plan.references is not None
                 reference = bank.crops[plan.references[k + i]]

@@ -141,18 +141,63 @@ def frame_mask(base_points: np.ndarray | None, size: int = SIZE) -> np.ndarray:
     return np.maximum(mask, own)
 
 
+def paint_mask(
+    target_points: np.ndarray,
+    base_points: np.ndarray,
+    hidden: np.ndarray,
+    *,
+    margin: float = 8.0,
+) -> np.ndarray:
+    """The part of the hidden area `hidden` that compositing takes from the network: lips and
+    chin of the target and of the base frame (hulls of `_CHIN` of each, region coordinates),
+    grown by `margin` pixels at SIZE scale. The rest of the hidden area (cheeks, jaw angles,
+    the neck below both chins, the collar) keeps the base frame's own pixels: the network
+    repaints those from a reference taken at another moment, softer, with the reference's
+    shadows (a dark smear over the collar), and the hidden ellipse's edge showed as a faint
+    oval on the cheeks.
+    """
+    import cv2
+
+    size = hidden.shape[0]
+    k = max(1, round(2 * margin * size / SIZE) + 1)
+    area = np.zeros_like(hidden)
+    for points in (target_points, base_points):
+        hull = cv2.convexHull(np.round(points[_CHIN]).astype(np.int32))
+        cv2.fillConvexPoly(area, hull, (1.0,))
+    grown = cv2.dilate(area, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return np.minimum(hidden, grown)
+
+
+def lips_mask(target_points: np.ndarray, size: int = SIZE) -> np.ndarray:
+    """[size, size] float32, soft: the target's lips (hull of the outer lip contour, grown a
+    little): where `composite.Compositor` restores detail.
+    """
+    import cv2
+
+    s = size / SIZE
+    mask = np.zeros((size, size), np.float32)
+    hull = cv2.convexHull(np.round(target_points[_OUTER]).astype(np.int32))
+    cv2.fillConvexPoly(mask, hull, (1.0,))
+    k = max(1, round(5 * s))
+    grown = cv2.dilate(mask, np.ones((k, k), np.uint8))
+    return cv2.GaussianBlur(grown, (0, 0), 2.0 * s)  # type: ignore[no-any-return]
+
+
 def blend_mask(size: int = SIZE, core: np.ndarray | None = None) -> np.ndarray:
-    """[size, size] float32 compositing weight: 1 over the hidden area (`core`, by default
-    `input_mask`), falling smoothly to 0 before the region's border, through the ring where the
-    network reproduces the base frame (so the blend passes between two images that already
-    agree: no seam).
+    """[size, size] float32 compositing weight: 1 over the area taken from the network (`core`:
+    `paint_mask`, or the hidden area, by default `input_mask`), falling smoothly to 0 through a
+    narrow ring around it and before the region's border. Seamless because the network paints
+    its hidden area to fit the base frame shown around it, and the colour correction removes
+    what offset remains at the ring.
     """
     import cv2
 
     s = size / 160
     core = input_mask(size) if core is None else core
-    grown = cv2.dilate(core, np.ones((round(9 * s), round(9 * s)), np.uint8))
-    soft = cv2.GaussianBlur(grown, (0, 0), 4.0 * s)
+    # A narrow ring (a few pixels): each pixel of it mixes the network's softer picture into
+    # the frame's own, sharper pixels.
+    grown = cv2.dilate(core, np.ones((round(3 * s), round(3 * s)), np.uint8))
+    soft = cv2.GaussianBlur(grown, (0, 0), 2.0 * s)
     edge = np.minimum.outer(*(2 * [np.minimum(np.arange(size), np.arange(size)[::-1])]))
     fade = np.clip(edge / (6.0 * s), 0.0, 1.0)
     return np.clip(np.maximum(soft, core) * fade, 0.0, 1.0).astype(np.float32)
