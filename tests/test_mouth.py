@@ -95,3 +95,19 @@ def test_adaptation_on_two_clips_follows_held_out_lips(obama: dict[str, mouth.Cl
         static_corr = np.nan_to_num(np.corrcoef(mouth.opening(static), real)[0, 1])
     corr = np.corrcoef(pred, real)[0, 1]
     assert corr > max(static_corr, 0.0) + 0.3, corr
+
+
+def test_anchor_moves_the_mouth_to_the_base_without_reshaping_it() -> None:
+    rng = np.random.default_rng(0)
+    t = np.arange(200)
+    points = rng.normal(size=(200, len(mouth.POINTS), 2)).astype(np.float32) * 0.05
+    # The base's mouth sits elsewhere by a slowly changing offset (head pose), its own lips
+    # moving fast with another sentence.
+    drift = np.stack([0.02 * np.sin(t / 60), 0.1 + 0.05 * np.cos(t / 50)], axis=1)
+    own = points + drift[:, None, :] + rng.normal(size=points.shape) * 0.02
+    placed = mouth.anchor(points, own.astype(np.float32))
+    # A translation per frame: the shape, and so the opening, is the prediction's own.
+    assert np.allclose(mouth.opening(placed), mouth.opening(points), atol=1e-5)
+    moved = (placed - points)[:, 0]
+    assert np.allclose(placed - points, moved[:, None, :], atol=1e-5)
+    assert np.abs(moved - drift)[20:-20].max() < 0.015

@@ -17,7 +17,7 @@ import pytest
 from doppel import mouth
 from doppel.face import composite, renderer, tracking, video
 from doppel.render import pingpong, replica_schedule, silent_frames
-from doppel.replica import Bank, Replica
+from doppel.replica import Bank, Replica, Source, source_boxes
 from doppel.settings import REPO_ROOT, Settings
 from tests.conftest import shared_file
 
@@ -154,6 +154,59 @@ def test_blend_is_seamless_where_rendered_equals_base(
     alpha = renderer.blend_mask()
     assert alpha[0].max() == 0 and alpha[-1].max() == 0 and alpha[:, 0].max() == 0
     assert alpha[renderer.SIZE // 2, renderer.SIZE // 2] == 1
+
+
+def test_only_lips_and_chin_come_from_the_renderer(
+    frames_08: tuple[list[np.ndarray], np.ndarray],
+) -> None:
+    frames, landmarks = frames_08
+    box = renderer.region_boxes(tracking.crop_boxes(landmarks))[5]
+    # A head tilted down: the chin sits higher in the region, the collar just below it; the
+    # target's mouth and chin drawn higher still.
+    base = renderer.to_region(landmarks[5, list(mouth.POINTS)], box) - np.float32([0, 10])
+    target = base - np.float32([0, 12])
+    hidden = renderer.frame_mask(base)
+    painted = renderer.paint_mask(target, base, hidden)
+    assert painted.max() == 1 and np.all(painted <= hidden)
+    # Both chins are painted (the base's own must never show beside the target's) ...
+    for points in (base, target):
+        chin = np.round(points[40 + 6]).astype(int)  # mesh point 152, the chin
+        assert painted[chin[1] - 3, chin[0]] == 1
+    # ... the neck and collar below them, hidden from the network, are the frame's own.
+    below = int(np.ceil(max(base[40:, 1].max(), target[40:, 1].max()))) + 9
+    assert hidden[below:].sum() > 200 and painted[below:].max() == 0
+    lips = renderer.lips_mask(target)
+    centre = np.round(target[:20].mean(axis=0)).astype(int)
+    assert lips[centre[1], centre[0]] > 0.99 and lips[-1].max() == 0
+
+
+def test_colour_field_does_not_spread_what_the_images_disagree_on() -> None:
+    # The renderer is 10 levels darker than the frame everywhere; in one corner of the ring
+    # the frame shows something else entirely (a dark suit beside a rendered jaw).
+    size = renderer.SIZE
+    base = np.full((size, size, 3), 150, np.uint8)
+    base[115:, 120:] = 30
+    rendered = np.full((size, size, 3), 140, np.uint8)
+    comp = composite.Compositor()
+    for _ in range(20):  # past the temporal smoothing
+        out = comp.correct(rendered, base)
+    inside = out[118, 116]  # hidden area, next to the dark corner
+    assert np.all(np.abs(inside - 150) < 3), inside
+    assert np.all(np.abs(out[80, 20] - 150) < 3)
+
+
+def test_source_boxes_are_not_smoothed_across_clips(
+    frames_08: tuple[list[np.ndarray], np.ndarray],
+) -> None:
+    _, landmarks = frames_08
+    joined = landmarks.copy()
+    joined[20:] += np.float32([150, 0])  # a second clip, the head elsewhere in the frame
+    spans = [Source("a.mp4", 0, 20), Source("b.mp4", 20, 20)]
+    boxes = source_boxes(joined, spans)
+    assert np.allclose(boxes[20:], tracking.crop_boxes(joined[20:]))
+    assert np.allclose(boxes[:20], tracking.crop_boxes(joined[:20]))
+    across = tracking.crop_boxes(joined)
+    assert np.abs(across[20, 0] - boxes[20, 0]) > 20  # what smoothing over the cut did
 
 
 def test_references_follow_consecutive_bank_frames() -> None:

@@ -150,11 +150,11 @@ def paint_mask(
 ) -> np.ndarray:
     """The part of the hidden area `hidden` that compositing takes from the network: lips and
     chin of the target and of the base frame (hulls of `_CHIN` of each, region coordinates),
-    grown by `margin` pixels at SIZE scale. The rest of the hidden area (cheeks, jaw angles,
-    the neck below both chins, the collar) keeps the base frame's own pixels: the network
-    repaints those from a reference taken at another moment, softer, with the reference's
-    shadows (a dark smear over the collar), and the hidden ellipse's edge showed as a faint
-    oval on the cheeks.
+    grown by `margin` pixels at SIZE scale. The rest of the hidden area keeps the base frame's
+    own pixels: the neck and collar below both chins (on a lowered head the hidden ellipse
+    reaches well past the chin) and the corners beside the nose. The network repaints those
+    from a reference taken at another moment, softer and with the reference's shadows (a dark
+    smear over the collar).
     """
     import cv2
 
