@@ -62,7 +62,7 @@ class Compositor:
     def _masks(self, hidden: np.ndarray) -> None:
         """Blend weight and colour-reference area for the area taken from the renderer."""
         self.alpha = renderer.blend_mask(self.size, hidden)
-        self.known = ((self.alpha > 0.02) & (hidden < 0.5)).astype(np.float32)
+        self.known = np.flatnonzero((self.alpha > 0.02) & (hidden < 0.5))
 
     def correct(self, rendered: np.ndarray, base: np.ndarray) -> np.ndarray:
         """`rendered` plus the time-smoothed offset field towards `base` (float32)."""
@@ -70,22 +70,26 @@ class Compositor:
 
         out = rendered.astype(np.float32)
         diff = base.astype(np.float32) - out
-        # The field is smooth: computed at a quarter of the resolution, then enlarged.
         # Robust weights: a reference pixel where the two images disagree by far more than the
         # typical offset shows different things (the base's collar or suit where the rendered
         # jaw is skin), not a colour offset; spread, it darkened the jaw in a smear.
-        known = self.known > 0
-        typical = np.median(diff[known], axis=0) if known.any() else np.zeros(3, np.float32)
-        far = np.abs(diff - typical).max(axis=-1) / self.tolerance
-        weight = self.known / (1.0 + far * far)
-        small = cv2.resize(
-            np.dstack([diff * weight[..., None], weight]),
-            (self.small, self.small),
-            interpolation=cv2.INTER_AREA,
+        ring = diff.reshape(-1, 3)[self.known]
+        weight = np.zeros(self.size * self.size, np.float32)
+        if len(ring):
+            far = np.abs(ring - np.median(ring, axis=0)).max(axis=1) / self.tolerance
+            weight[self.known] = 1.0 / (1.0 + far * far)
+        weight = weight.reshape(self.size, self.size)
+        # The field is smooth: computed at a quarter of the resolution, then enlarged.
+        num, den = (
+            cv2.GaussianBlur(
+                cv2.resize(v, (self.small, self.small), interpolation=cv2.INTER_AREA),
+                (0, 0),
+                self.sigma,
+            )
+            for v in (diff * weight[..., None], weight)
         )
-        small = cv2.GaussianBlur(small, (0, 0), self.sigma)
         field = cv2.resize(
-            small[..., :3] / (small[..., 3:] + 1e-3),
+            num / (den[..., None] + 1e-3),
             (self.size, self.size),
             interpolation=cv2.INTER_LINEAR,
         )
@@ -162,14 +166,24 @@ DETAIL_SIGMA = 1.0
 
 
 def sharpen(patch: np.ndarray, where: np.ndarray) -> np.ndarray:
-    """`patch` (float32 RGB) with an unsharp mask on its luminance, weighted by `where`
-    ([S, S] in 0..1): the same amount added to the three channels, so colours do not shift.
+    """`patch` (float32 RGB, changed in place and returned) with an unsharp mask on its
+    luminance, weighted by `where` ([S, S] in 0..1): the same amount added to the three
+    channels, so colours do not shift. Only the box around `where` is computed.
     """
     import cv2
 
-    luma = (patch @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.float32)
-    fine = luma - cv2.GaussianBlur(luma, (0, 0), DETAIL_SIGMA * patch.shape[0] / renderer.SIZE)
-    return np.clip(patch + (DETAIL_GAIN * where * fine)[..., None], 0, 255)
+    x, y, w, h = cv2.boundingRect((where > 1e-3).astype(np.uint8))
+    if w == 0 or h == 0:
+        return patch
+    sigma = DETAIL_SIGMA * patch.shape[0] / renderer.SIZE
+    pad = int(np.ceil(3 * sigma))
+    y0, y1 = max(0, y - pad), min(patch.shape[0], y + h + pad)
+    x0, x1 = max(0, x - pad), min(patch.shape[1], x + w + pad)
+    block = patch[y0:y1, x0:x1]
+    luma = cv2.cvtColor(block, cv2.COLOR_RGB2GRAY)
+    fine = (luma - cv2.GaussianBlur(luma, (0, 0), sigma)) * where[y0:y1, x0:x1] * DETAIL_GAIN
+    np.clip(block + fine[..., None], 0, 255, out=block)
+    return patch
 
 
 class Mark:

@@ -159,13 +159,13 @@ def paint_mask(
     import cv2
 
     size = hidden.shape[0]
-    k = max(1, round(2 * margin * size / SIZE) + 1)
     area = np.zeros_like(hidden)
     for points in (target_points, base_points):
         hull = cv2.convexHull(np.round(points[_CHIN]).astype(np.int32))
         cv2.fillConvexPoly(area, hull, (1.0,))
-    grown = cv2.dilate(area, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-    return np.minimum(hidden, grown)
+        # Grown by drawing its outline `margin` thick on each side (round joins: a disc).
+        cv2.polylines(area, [hull], True, (1.0,), max(1, round(2 * margin * size / SIZE)))
+    return np.minimum(hidden, area)
 
 
 def lips_mask(target_points: np.ndarray, size: int = SIZE) -> np.ndarray:
