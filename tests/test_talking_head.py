@@ -265,7 +265,7 @@ def test_replica_folder_holds_every_artefact(trained: Path) -> None:
     prepared = rep.prepared
     t = int(bank.frames[len(bank.frames) // 2])
     frame = next(f for i, f in enumerate(video.read_frames(prepared.video_path)) if i == t)
-    box = renderer.region_boxes(prepared.crop_boxes[t : t + 1])[0]
+    box = renderer.region_boxes(rep.crop_boxes(prepared)[t : t + 1])[0]
     want = tracking.crop_face(frame, box, renderer.SIZE).astype(int)
     assert np.abs(bank.crops[len(bank.frames) // 2].astype(int) - want).mean() < 4
 
