@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import os
 from pathlib import Path
 
@@ -20,7 +21,8 @@ import torch
 from doppel.errors import InvalidRequest, InvalidVoiceSample
 from doppel.media import decode_audio
 from doppel.settings import default_cache_dir
-from doppel.voice import conversion, enrol, loudness, world
+from doppel.tts import Timing
+from doppel.voice import base_voices, conversion, enrol, loudness, validate, world
 from doppel.voice.clone import ClonedVoice, CloneSettings
 from doppel.voice.profile import VoiceProfile, train
 from tests.conftest import shared_file
@@ -28,6 +30,7 @@ from tests.conftest import shared_file
 torch.set_num_threads(1)
 RATE = world.RATE
 HELD_OUT = "Could you please send me the quarterly report before Friday afternoon?"
+HARVARD = validate.SENTENCES
 
 
 def _models_dir() -> Path:
@@ -102,6 +105,78 @@ def test_timings_survive_conversion(lj_profile: Path) -> None:
     assert speech.words[-1].end <= len(speech.audio) / RATE + 1e-6
     level = loudness.integrated_loudness(speech.sentences[0].audio, RATE)
     assert level == pytest.approx(loudness.TARGET_LUFS, abs=1.0)
+
+
+def test_profile_records_phone_labels_and_a_checked_strength(lj_profile: Path) -> None:
+    profile = VoiceProfile.load(lj_profile)
+    conv = profile.conversion
+    # Festival's phone set; nearly every sounding target frame is aligned to a phone.
+    assert {"aa", "iy", "s", "t"} <= set(conv.phones), conv.phones
+    assert len(conv.pool_labels) == len(conv.pool)
+    assert (conv.pool_labels >= 0).mean() > 0.8
+    assert conv.members == 3 and conv.f0_quantiles.shape == (2, conversion.F0_QUANTILES)
+    # The strength kept is the strongest whose words Whisper still hears.
+    v = profile.validation
+    assert v["strength"] == conv.strength and f"{conv.strength:.2f}" in v["tried"]
+    assert v["wer"] <= v["base_wer"] + validate.WER_MARGIN
+    assert all(w > v["base_wer"] + validate.WER_MARGIN for w in list(v["tried"].values())[:-1])
+
+
+def test_a_conversion_that_smears_words_is_weakened(lj_profile: Path) -> None:
+    """A mapping that turns every frame into one sound (the MLP's last layer zeroed, no kNN
+    pool) is unintelligible at full strength: validation must keep a weaker one."""
+    conv = VoiceProfile.load(lj_profile).conversion
+    w = conv.member_weights()[0]
+    smear = dataclasses.replace(
+        conv,
+        weights=[*w[:-2], np.zeros_like(w[-2]), w[-1]],
+        members=1,
+        pool=conv.pool[:0],
+        pool_labels=conv.pool_labels[:0],
+    )
+    voice = base_voices.FestivalBase()
+    try:
+        choice = validate.choose_strength(smear, voice, _models_dir(), sentences=HARVARD[:4])
+    finally:
+        voice.close()
+    assert choice.tried[1.0] > 0.5, choice
+    assert choice.strength < 1.0 and choice.wer <= choice.base_wer + validate.WER_MARGIN, choice
+
+
+def test_knn_by_label_takes_neighbours_of_the_same_phone() -> None:
+    keys = np.array([[0.0], [0.1], [0.2], [5.0], [5.1], [5.2]], dtype=np.float32)
+    key_labels = np.array([0, 0, 0, 1, 1, 1], dtype=np.int16)
+    query = np.array([[0.05], [0.05], [9.0]])
+    # The second query is near phone 0's keys but is phone 1: phone 1's keys answer it.
+    near = conversion.knn_mean_by_label(query, np.array([0, 1, -1]), keys, key_labels, 2)
+    np.testing.assert_allclose(near[:, 0], [0.05, 5.05, 5.15], atol=1e-6)
+
+
+def test_frame_labels_follow_the_phone_timings() -> None:
+    phones = [Timing("h", 0.0, 0.02), Timing("iy", 0.02, 0.05), Timing("zz", 0.05, 0.06)]
+    labels = conversion.frame_labels(phones, 14, ["h", "iy"])
+    # 5 ms frames: h covers frames 0-3, iy 4-9, an unknown phone and the rest are -1.
+    assert labels.tolist() == [0] * 4 + [1] * 6 + [-1] * 4
+
+
+def test_old_profiles_load_without_the_new_fields(lj_profile: Path, tmp_path: Path) -> None:
+    conv = VoiceProfile.load(lj_profile).conversion
+    one = conv.member_weights()[0]
+    np.savez(
+        tmp_path / "old.npz",
+        src_mean=conv.src_mean,
+        src_std=conv.src_std,
+        tgt_mean=conv.tgt_mean,
+        tgt_std=conv.tgt_std,
+        logf0=np.array([*conv.src_logf0, *conv.tgt_logf0]),
+        pool=conv.pool,
+        **{f"w{i}": a for i, a in enumerate(one)},
+    )
+    old = conversion.Conversion.load(tmp_path / "old.npz")
+    assert old.members == 1 and old.strength == 1.0 and old.phones == []
+    frames = world.analyse(_lj("LJ001-0002"))
+    out = old.convert(frames)
+    assert out.coded.shape == frames.coded.shape and np.isfinite(out.coded).all()
 
 
 def test_world_keeps_the_time_axis() -> None:

@@ -86,7 +86,13 @@ class ClonedVoice:
     def convert(self, base: SentenceAudio) -> np.ndarray:
         """The base voice's sentence in the replica's voice: same length, same time axis."""
         frames = world.analyse(base.audio)
-        audio = world.synthesise(self.profile.conversion.convert(frames, self.map_coded))
+        conv = self.profile.conversion
+        labels = (
+            conversion.frame_labels(base.phonemes, len(frames.coded), conv.phones)
+            if conv.phones
+            else None
+        )
+        audio = world.synthesise(conv.convert(frames, self.map_coded, labels))
         audio = loudness.normalize(audio, world.RATE, self.settings.target_lufs)
         fade = min(int(FADE_S * world.RATE), len(audio) // 2)
         if fade:

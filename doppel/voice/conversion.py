@@ -1,15 +1,28 @@
 """Frame-by-frame voice conversion learned from parallel data (Toda et al. 2007 style).
 
 Training: the target's own sentences are spoken again by the base voice; each pair is aligned
-by dynamic time warping on the coded spectral envelopes; an MLP learns base frame (with +-2 frames
-of context) -> target frame. At run time every base frame is mapped, then replaced by the mean of
-its k nearest real target frames (kNN-VC, Baas et al. 2023): the mapping alone averages vowels
-together, which costs intelligibility; real frames restore it (findings-voice.md: WER halved).
-F0 is mapped by the log-F0 mean and variance of the two speakers.
+by dynamic time warping on the coded spectral envelopes; MLPs (an ensemble of three seeds, their
+outputs averaged) learn base frame (with +-2 frames of context) -> the target's spectral shape
+and level (c0). Every real target frame is kept in a kNN pool, labelled with the base voice's
+phone DTW aligned it to.
 
-Inference needs numpy only: the MLP's weights are stored as arrays. The MLP (with its input
-normalisation and context window) is also exported as an ONNX graph (`export_mapping`), which
+At run time every base frame is mapped, then moved halfway to the mean of its k nearest real
+target frames *of the same phone* (kNN-VC, Baas et al. 2023, constrained by the base voice's
+phone timings): the mapping alone averages vowels together, which costs intelligibility; real
+frames of the right phone restore it, where unconstrained neighbours from a minute of speech are
+often another sound. The level contour is half the target's (the MLP's c0), half the base
+voice's. Pitch is mapped quantile to quantile onto the target's distribution of log-F0.
+`strength` (chosen at training by `validate.choose_strength`) then keeps part of the base
+voice's own shape where a mapping learned from little speech would smear words.
+
+Inference needs numpy only: the MLPs' weights are stored as arrays. The MLPs (with their input
+normalisation and context window) are also exported as one ONNX graph (`export_mapping`), which
 Triton's `voice` models run (`onnx_mapper`); the kNN blend, F0 mapping and WORLD stay numpy.
+
+Held-out LJ Speech (benchmarks/quality/voice.py), each step added in turn: mean/variance mapping
+with free kNN 0.772 similarity / 13.1 % WER; phone-constrained kNN 0.775 / 11.4 %; the target's
+c0 at half weight 0.784; F0 quantile mapping 0.794; ensemble of three 0.794-0.802 over three
+seeds (one MLP: 0.777-0.798), WER 5-7 % (Whisper's normaliser).
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from doppel.tts import Timing
 from doppel.voice.world import CODED_DIMS, FRAME_MS, Frames
 
 #: Frames of context either side of the one being mapped.
@@ -39,6 +53,10 @@ KNN_FULL_S = 0.0
 #: flattens the spectra's variation over time and muffles the voice; restoring part of the
 #: target's variance helps identity (findings-voice.md: +0.014 at half strength).
 GV_STRENGTH = 0.5
+#: Share of the target's level contour (the MLP's c0) in the output's c0, against the base
+#: voice's: the relative loudness of a speaker's sounds is part of how they sound
+#: (held-out LJ Speech: the real c0 contour alone is worth +0.026 similarity).
+C0_WEIGHT = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +70,11 @@ class TrainOptions:
     #: DTW passes: the second aligns the *mapped* base frames, which match the target better.
     align_passes: int = 2
     seed: int = 0
+    #: Choose the conversion's strength by having the new voice read unseen sentences to
+    #: Whisper (`validate.choose_strength`); off: full strength.
+    validate: bool = True
+    #: MLPs averaged in the final mapping (`Conversion.members`).
+    ensemble: int = 3
 
 
 @dataclasses.dataclass
@@ -62,10 +85,23 @@ class Conversion:
     src_std: np.ndarray
     tgt_mean: np.ndarray
     tgt_std: np.ndarray
-    weights: list[np.ndarray]  # W1, b1, W2, b2, W3, b3
+    weights: list[np.ndarray]  # W1, b1, W2, b2, W3, b3 of each member MLP in turn
     src_logf0: tuple[float, float]
     tgt_logf0: tuple[float, float]
     pool: np.ndarray  # [N, CODED_DIMS - 1] real target frames' shape (normalised), float32
+    #: The base voice's phone names; `pool_labels` indexes them (-1: unknown). Empty for a
+    #: profile learned without the base voice's phone timings.
+    phones: list[str] = dataclasses.field(default_factory=list)
+    #: [N] int16: the phone each pool frame was aligned to (DTW against the base voice).
+    pool_labels: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.int16))
+    #: [2, F0_QUANTILES] quantiles of voiced log-F0, base voice then target (`convert` maps
+    #: one distribution onto the other); empty for a profile learned without them.
+    f0_quantiles: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((2, 0)))
+    #: How far the spectral shape moves from the base voice's towards the mapping (0..1):
+    #: chosen at training time as the strongest that keeps words clear (`profile.train`).
+    strength: float = 1.0
+    #: MLPs in `weights` whose outputs are averaged (each trained from another seed).
+    members: int = 1
 
     def save(self, path: Path) -> None:
         arrays = {f"w{i}": w for i, w in enumerate(self.weights)}
@@ -77,13 +113,18 @@ class Conversion:
             tgt_std=self.tgt_std,
             logf0=np.array([*self.src_logf0, *self.tgt_logf0]),
             pool=self.pool.astype(np.float16),
+            phones=np.array(self.phones, dtype=np.str_),
+            pool_labels=self.pool_labels.astype(np.int16),
+            f0_quantiles=self.f0_quantiles,
+            strength=np.array(self.strength),
+            members=np.array(self.members),
             **arrays,
         )
 
     @classmethod
     def load(cls, path: Path) -> Conversion:
         with np.load(path) as z:
-            n = sum(1 for k in z.files if k.startswith("w"))
+            n = sum(1 for k in z.files if k[0] == "w" and k[1:].isdigit())
             f0 = z["logf0"]
             return cls(
                 z["src_mean"],
@@ -94,45 +135,95 @@ class Conversion:
                 (float(f0[0]), float(f0[1])),
                 (float(f0[2]), float(f0[3])),
                 z["pool"].astype(np.float32),
+                [str(p) for p in z["phones"]] if "phones" in z.files else [],
+                z["pool_labels"] if "pool_labels" in z.files else np.zeros(0, np.int16),
+                z["f0_quantiles"] if "f0_quantiles" in z.files else np.zeros((2, 0)),
+                float(z["strength"]) if "strength" in z.files else 1.0,
+                int(z["members"]) if "members" in z.files else 1,
             )
 
     def map_coded(self, coded: np.ndarray) -> np.ndarray:
         """The MLP's target-normalised shape (dims 1:) for base-voice coded envelopes [T, D]."""
-        h = context_window((coded - self.src_mean) / self.src_std)
-        w = self.weights
-        for i in range(0, len(w) - 2, 2):
-            h = np.maximum(h @ w[i] + w[i + 1], 0.0)
-        return h @ w[-2] + w[-1]
+        x = context_window((coded - self.src_mean) / self.src_std)
+        outs = []
+        for w in self.member_weights():
+            h = x
+            for i in range(0, len(w) - 2, 2):
+                h = np.maximum(h @ w[i] + w[i + 1], 0.0)
+            outs.append(h @ w[-2] + w[-1])
+        return np.mean(outs, axis=0)
+
+    def member_weights(self) -> list[list[np.ndarray]]:
+        """`weights` cut into the arrays of each member MLP."""
+        per = len(self.weights) // self.members
+        return [self.weights[i * per : (i + 1) * per] for i in range(self.members)]
 
     def convert(
-        self, frames: Frames, map_coded: Callable[[np.ndarray], np.ndarray] | None = None
+        self,
+        frames: Frames,
+        map_coded: Callable[[np.ndarray], np.ndarray] | None = None,
+        labels: np.ndarray | None = None,
     ) -> Frames:
         """The same frames (same count: same time axis) in the target's voice.
 
         `map_coded` runs the MLP instead of `self.map_coded` (the profile's exported ONNX graph,
-        `onnx_mapper`); everything after it stays numpy.
+        `onnx_mapper`); everything after it stays numpy. `labels` ([T], `frame_labels`) are the
+        base voice's phone per frame: the real target frames then come from the same phone.
         """
-        mapped = (map_coded or self.map_coded)(frames.coded)
+        out = (map_coded or self.map_coded)(frames.coded)
+        shape_dims = CODED_DIMS - 1
+        mapped = out[:, :shape_dims]
         # kNN-VC needs minutes of target speech: with less, the nearest real frames are often
         # other phonemes, so their share shrinks with the pool (full at KNN_FULL_S of speech).
         pool_s = len(self.pool) * FRAME_MS / 1000
         weight = KNN_WEIGHT * (min(1.0, pool_s / KNN_FULL_S) if KNN_FULL_S > 0 else 1.0)
         if weight > 0 and len(self.pool) > KNN_K:
-            near = knn_mean(mapped, self.pool, KNN_K, self.pool)
+            if labels is not None and len(self.pool_labels) == len(self.pool):
+                near = knn_mean_by_label(mapped, labels, self.pool, self.pool_labels, KNN_K)
+            else:
+                near = knn_mean(mapped, self.pool, KNN_K, self.pool)
             mapped = (1 - weight) * mapped + weight * near
         sounding = _sounding(frames.coded)
-        if GV_STRENGTH > 0 and sounding.sum() > 10:
+        if GV_STRENGTH > 0 and sounding.sum() > 10 and len(self.pool) > 1:
             centre = mapped[sounding].mean(0)
             ratio = self.pool.std(0) / (mapped[sounding].std(0) + 1e-6)
             mapped = centre + (mapped - centre) * ratio**GV_STRENGTH
+        base_n = (frames.coded - self.src_mean) / self.src_std
+        strength = self.strength
+        if strength < 1.0:
+            # A weaker conversion: part of the base voice's own shape (moved to the target's
+            # mean and spread) stays, which keeps words clear where the mapping is unsure.
+            mapped = strength * mapped + (1.0 - strength) * base_n[:, 1:]
         coded = frames.coded.copy()
-        # The level contour (c0) stays the base voice's: it follows the words, whose timings
-        # must hold, and loudness is normalised afterwards anyway.
         coded[:, 1:] = mapped * self.tgt_std[1:] + self.tgt_mean[1:]
+        if out.shape[1] > shape_dims and C0_WEIGHT * strength > 0:
+            # The level contour (c0): the target's relative levels of its sounds (the MLP's
+            # last output) where the base voice speaks; the base voice's own in its pauses,
+            # which the MLP never learned. Timings hold: the frames stay where they are.
+            base_c0 = base_n[:, 0]
+            w = (
+                C0_WEIGHT
+                * strength
+                * np.convolve(sounding.astype(float), np.ones(5) / 5, mode="same")
+            )
+            c0 = (1 - w) * base_c0 + w * out[:, shape_dims]
+            coded[:, 0] = c0 * self.tgt_std[0] + self.tgt_mean[0]
         f0 = frames.f0.copy()
         v = f0 > 0
         (ms, ss), (mt, st) = self.src_logf0, self.tgt_logf0
-        f0[v] = np.exp((np.log(f0[v]) - ms) / ss * st + mt)
+        if self.f0_quantiles.shape[1] and F0_QUANTILE_MAP:
+            # Quantile to quantile: the target's whole pitch distribution (its range and its
+            # skew: excursions up are wider than down), beyond a mean and a variance.
+            qs, qt = self.f0_quantiles
+            lf = np.log(f0[v])
+            mapped_lf = np.interp(lf, qs, qt)
+            # Beyond the outer quantiles, linear in the target's spread.
+            low, high = lf < qs[0], lf > qs[-1]
+            mapped_lf[low] = qt[0] + (lf[low] - qs[0]) / ss * st
+            mapped_lf[high] = qt[-1] + (lf[high] - qs[-1]) / ss * st
+            f0[v] = np.exp(mapped_lf)
+        else:
+            f0[v] = np.exp((np.log(f0[v]) - ms) / ss * st + mt)
         return Frames(f0=f0, coded=coded, ap=frames.ap, n_samples=frames.n_samples)
 
 
@@ -155,6 +246,57 @@ def knn_mean(
         idx = np.argpartition(d, k, axis=1)[:, :k]
         out[s : s + chunk] = values[idx].mean(axis=1)
     return out
+
+
+def knn_mean_by_label(
+    query: np.ndarray,
+    query_labels: np.ndarray,
+    keys: np.ndarray,
+    key_labels: np.ndarray,
+    k: int,
+) -> np.ndarray:
+    """`knn_mean` with the neighbours of each query row taken among the keys of its own label
+    (the same phone): a vowel is then rebuilt from real frames of that vowel, not from whatever
+    other sound lies nearest. Rows whose label has `k` keys or fewer (or is -1) search all.
+    """
+    out = knn_mean(query, keys, k, keys)
+    for label in np.unique(query_labels):
+        if label < 0:
+            continue
+        own = key_labels == label
+        if own.sum() <= k:
+            continue
+        rows = query_labels == label
+        out[rows] = knn_mean(query[rows], keys[own], k, keys[own])
+    return out
+
+
+def frame_labels(phonemes: Sequence[Timing], n_frames: int, phones: Sequence[str]) -> np.ndarray:
+    """[n_frames] int16: the index in `phones` of the phone heard at each WORLD frame (-1 for
+    pauses and phones not in `phones`).
+    """
+    index = {p: i for i, p in enumerate(phones)}
+    out = np.full(n_frames, -1, dtype=np.int16)
+    step = FRAME_MS / 1000
+    for ph in phonemes:
+        i = index.get(ph.text, -1)
+        a, b = int(np.ceil(ph.start / step)), int(np.ceil(ph.end / step))
+        out[max(0, a) : max(0, min(n_frames, b))] = i
+    return out
+
+
+#: Quantiles of voiced log-F0 a profile keeps (5 %..95 %).
+F0_QUANTILES = 19
+#: Map pitch quantile to quantile (else by the log-F0 mean and variance only).
+F0_QUANTILE_MAP = True
+
+
+def log_f0_quantiles(f0s: Sequence[np.ndarray]) -> np.ndarray:
+    """[F0_QUANTILES] quantiles (5 %..95 %) of voiced log-F0."""
+    voiced = np.concatenate([f[f > 0] for f in f0s])
+    if len(voiced) < 10:
+        raise ValueError("too few voiced frames to learn a pitch")
+    return np.quantile(np.log(voiced), np.linspace(0.05, 0.95, F0_QUANTILES))
 
 
 def log_f0_stats(f0s: Sequence[np.ndarray]) -> tuple[float, float]:
@@ -183,8 +325,13 @@ def train(
     target: Sequence[Frames],
     options: TrainOptions = TrainOptions(),
     progress: Callable[[str], None] = lambda _: None,
+    base_phonemes: Sequence[Sequence[Timing]] | None = None,
 ) -> Conversion:
-    """Learn the conversion from utterance pairs (base voice, real target) of the same text."""
+    """Learn the conversion from utterance pairs (base voice, real target) of the same text.
+
+    With `base_phonemes` (the base voice's phone timings of each utterance), every real target
+    frame in the kNN pool is labelled with the phone DTW aligns it to.
+    """
     import torch
 
     torch.manual_seed(options.seed)
@@ -209,11 +356,20 @@ def train(
         log_f0_stats([f.f0 for f in base]),
         log_f0_stats([f.f0 for f in target]),
         pool,
+        f0_quantiles=np.stack(
+            [log_f0_quantiles([f.f0 for f in base]), log_f0_quantiles([f.f0 for f in target])]
+        ),
     )
+    if base_phonemes is not None:
+        conv.phones = sorted({ph.text for utt in base_phonemes for ph in utt})
+        src_labels = [
+            frame_labels(utt, len(f.coded), conv.phones)
+            for utt, f in zip(base_phonemes, base, strict=True)
+        ]
     model = None
     for p in range(options.align_passes):
-        xs, ys = [], []
-        for s, t, s_on, t_on in zip(src_n, tgt_n, src_on, tgt_on, strict=True):
+        xs, ys, labels = [], [], []
+        for i, (s, t, s_on, t_on) in enumerate(zip(src_n, tgt_n, src_on, tgt_on, strict=True)):
             # Align on the low cepstra of spectral shape, unnormalised (the mel-cepstral
             # distance): c0, the level, differs between recordings; high orders are noise.
             raw_t = t * tgt_std + tgt_mean
@@ -221,22 +377,36 @@ def train(
             key = (
                 raw_s[:, 1:]
                 if model is None
-                else (conv.map_coded(raw_s) * tgt_std[1:] + tgt_mean[1:])
+                else (conv.map_coded(raw_s)[:, : CODED_DIMS - 1] * tgt_std[1:] + tgt_mean[1:])
             )
             ia, ib = dtw_path(key[:, : ALIGN_DIMS - 1], raw_t[:, 1:ALIGN_DIMS])
             keep = s_on[ia] & t_on[ib]
             xs.append(context_window(s)[ia[keep]])
-            ys.append(t[ib[keep], 1:])
+            # Outputs: the shape (c1..), then the level c0.
+            ys.append(np.concatenate([t[ib[keep], 1:], t[ib[keep], :1]], axis=1))
+            if base_phonemes is not None:
+                label = np.full(len(t), -1, dtype=np.int16)
+                label[ib] = src_labels[i][ia]
+                labels.append(label[t_on])
         x = torch.tensor(np.concatenate(xs), dtype=torch.float32)
         y = torch.tensor(np.concatenate(ys), dtype=torch.float32)
         progress(f"alignment pass {p + 1}/{options.align_passes}: {len(x)} frame pairs")
-        model = _fit(x, y, options, progress)
-        conv.weights = [
-            t.detach().numpy().astype(np.float32).T
-            if t.ndim == 2
-            else t.detach().numpy().astype(np.float32)
-            for t in model.parameters()
-        ]
+        # The last pass's mapping is an ensemble: MLPs from other seeds differ by as much as
+        # 0.02 in held-out similarity; their average is steadier and no worse than the best.
+        members = options.ensemble if p == options.align_passes - 1 else 1
+        conv.weights, conv.members = [], members
+        for m in range(members):
+            torch.manual_seed(options.seed + 1000 * m)
+            model = _fit(x, y, options, progress)
+            conv.weights += [
+                t.detach().numpy().astype(np.float32).T
+                if t.ndim == 2
+                else t.detach().numpy().astype(np.float32)
+                for t in model.parameters()
+            ]
+    if base_phonemes is not None:
+        # From the last pass, whose alignment is the best.
+        conv.pool_labels = np.concatenate(labels).astype(np.int16)
     return conv
 
 
@@ -250,7 +420,7 @@ def _fit(x, y, options: TrainOptions, progress: Callable[[str], None]):  # type:
     epochs = options.epochs or max(10, min(40, round(len(x) / FRAMES_PER_EPOCH)))
     d_in, h = x.shape[1], options.hidden
     model = nn.Sequential(
-        nn.Linear(d_in, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, CODED_DIMS - 1)
+        nn.Linear(d_in, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, y.shape[1])
     )
     opt = torch.optim.Adam(model.parameters(), lr=options.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
@@ -289,16 +459,18 @@ def mapping_module(conv: Conversion):  # type: ignore[no-untyped-def]
             super().__init__()
             self.register_buffer("mean", torch.tensor(conv.src_mean, dtype=torch.float32))
             self.register_buffer("std", torch.tensor(conv.src_std, dtype=torch.float32))
-            layers: list[nn.Module] = []
-            w = conv.weights
-            for i in range(0, len(w), 2):
-                linear = nn.Linear(int(w[i].shape[0]), int(w[i].shape[1]))
-                linear.weight.data = torch.tensor(w[i].T, dtype=torch.float32)
-                linear.bias.data = torch.tensor(w[i + 1], dtype=torch.float32)
-                layers.append(linear)
-                if i < len(w) - 2:
-                    layers.append(nn.ReLU())
-            self.mlp = nn.Sequential(*layers)
+            mlps = []
+            for w in conv.member_weights():
+                layers: list[nn.Module] = []
+                for i in range(0, len(w), 2):
+                    linear = nn.Linear(int(w[i].shape[0]), int(w[i].shape[1]))
+                    linear.weight.data = torch.tensor(w[i].T, dtype=torch.float32)
+                    linear.bias.data = torch.tensor(w[i + 1], dtype=torch.float32)
+                    layers.append(linear)
+                    if i < len(w) - 2:
+                        layers.append(nn.ReLU())
+                mlps.append(nn.Sequential(*layers))
+            self.mlps = nn.ModuleList(mlps)
 
         def forward(self, coded):  # type: ignore[no-untyped-def]
             x = (coded - self.mean) / self.std
@@ -307,7 +479,10 @@ def mapping_module(conv: Conversion):  # type: ignore[no-untyped-def]
             padded = torch.cat([x[:1].repeat(CONTEXT, 1), x, x[-1:].repeat(CONTEXT, 1)])
             width = 2 * CONTEXT
             h = torch.cat([padded[i : (i - width) or None] for i in range(width + 1)], dim=1)
-            return self.mlp(h)
+            out = self.mlps[0](h)
+            for mlp in self.mlps[1:]:
+                out = out + mlp(h)
+            return out / len(self.mlps)
 
     return Mapping().eval()
 

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from doppel.voice import base_voices, conversion, enrol, world
+from doppel.tts import SentenceAudio
+from doppel.voice import base_voices, conversion, enrol, validate, world
 
 PROFILE_JSON = "profile.json"
 CONVERSION_NPZ = "conversion.npz"
@@ -42,6 +43,8 @@ class VoiceProfile:
     transcripts: list[str]
     train_s: float
     conversion: conversion.Conversion
+    #: How the conversion's strength was chosen (`validate.Choice.as_json`); empty if it was not.
+    validation: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def save(self, folder: Path) -> None:
         """Write the profile into `folder`: conversion, ONNX graph (parity-checked against
@@ -67,6 +70,7 @@ class VoiceProfile:
             "embedding": [round(float(x), 6) for x in self.embedding],
             "transcripts": self.transcripts,
             "onnx": {"file": VOICE_ONNX, "max_abs_vs_pytorch": float(f"{parity:.3g}")},
+            "validation": self.validation,
         }
         tmp = folder / f".{PROFILE_JSON}.tmp"
         tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
@@ -91,6 +95,7 @@ class VoiceProfile:
             transcripts=list(meta["transcripts"]),
             train_s=float(meta["train_s"]),
             conversion=conversion.Conversion.load(folder / CONVERSION_NPZ),
+            validation=dict(meta.get("validation") or {}),
         )
 
 
@@ -143,23 +148,32 @@ def train(
         else base_voices.available(models_dir)
     )
     scores: dict[str, float] = {}
-    spoken: dict[str, list[np.ndarray]] = {}
+    spoken: dict[str, list[SentenceAudio]] = {}
     for voice in candidates:
-        audio = [s.audio for s in voice.speak(texts[:SELECTION_UTTERANCES])]
-        spoken[voice.name] = audio
+        spoken[voice.name] = voice.speak(texts[:SELECTION_UTTERANCES])
+        audio = [s.audio for s in spoken[voice.name]]
         scores[voice.name] = float(encoder.embed(audio) @ embedding)
         progress(f"base voice {voice.name}: similarity {scores[voice.name]:.3f}")
     chosen = max(candidates, key=lambda v: scores[v.name])
     progress(f"base voice chosen: {chosen.name}")
 
-    rest = [s.audio for s in chosen.speak(texts[SELECTION_UTTERANCES:])]
-    base_audio = spoken[chosen.name] + rest
-    base_frames = [world.analyse(a) for a in base_audio]
+    base_speech = spoken[chosen.name] + chosen.speak(texts[SELECTION_UTTERANCES:])
+    base_frames = [world.analyse(s.audio) for s in base_speech]
     target_frames = [world.analyse(u.samples) for u in utts]
     progress("WORLD analysis done; learning the mapping")
+    options = options or conversion.TrainOptions()
     conv = conversion.train(
-        base_frames, target_frames, options or conversion.TrainOptions(), progress
+        base_frames,
+        target_frames,
+        options,
+        progress,
+        base_phonemes=[s.phonemes for s in base_speech],
     )
+    validation: dict[str, Any] = {}
+    if options.validate:
+        choice = validate.choose_strength(conv, chosen, models_dir, progress)
+        validation = choice.as_json()
+        progress(f"conversion strength {choice.strength:.2f} kept")
     train_s = time.perf_counter() - started
     progress(f"voice learned in {train_s:.0f} s")
-    return VoiceProfile(chosen.name, embedding, speech_s, scores, texts, train_s, conv)
+    return VoiceProfile(chosen.name, embedding, speech_s, scores, texts, train_s, conv, validation)
