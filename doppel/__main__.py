@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         "--transcripts", type=Path, help="text file with one transcript per source (else Whisper)"
     )
     vtrain.add_argument("--epochs", type=int, default=None)
+    vtrain.add_argument(
+        "--triton", help="Triton gRPC address for Whisper (default: the running platform's)"
+    )
     vexport = voice.add_parser(
         "export", help="write voice.onnx (what Triton serves) for a profile saved without it"
     )
@@ -180,12 +183,23 @@ def _voice(args: argparse.Namespace) -> int:
             options = conversion.TrainOptions()
             if args.epochs:
                 options = conversion.TrainOptions(epochs=args.epochs)
+            stt = _triton_transcriber(args.triton)
+            if stt is None and args.triton:
+                print(f"error: Triton at {args.triton} is not ready (--triton)", file=sys.stderr)
+                return 3
+            print(
+                f"Whisper through Triton at {stt.url}, model `stt`"
+                if stt
+                else "no platform running: Whisper in-process",
+                flush=True,
+            )
             learned = profile.train(
                 args.sources,
                 models_dir,
                 transcripts=transcripts,
                 options=options,
                 progress=lambda msg: print(msg, flush=True),
+                stt=stt,
             )
             learned.save(args.out)
             print(f"voice profile written to {args.out}")
@@ -216,6 +230,29 @@ def _voice(args: argparse.Namespace) -> int:
     except (DoppelError, FileNotFoundError, ValueError) as exc:
         print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2
+
+
+def _triton_transcriber(given: str | None) -> Any:
+    """An `enrol.TritonTranscriber` for the platform's (or `given`) Triton when its `stt` model
+    answers ready; None otherwise.
+    """
+    from doppel.triton import TritonClient
+    from doppel.voice.enrol import TritonTranscriber
+
+    url, _ = _find_triton(given)
+    if not url:
+        return None
+
+    async def ready() -> bool:
+        client = TritonClient(url, timeout_s=10)
+        try:
+            return await client.ready("stt")
+        except Exception:  # noqa: BLE001 - any failure to answer means "not there"
+            return False
+        finally:
+            await client.close()
+
+    return TritonTranscriber(url) if asyncio.run(ready()) else None
 
 
 def _find_triton(given: str | None) -> tuple[str | None, str]:

@@ -79,11 +79,15 @@ class TritonClient:
             ) from exc
         return {name: result.as_numpy(name) for name in outputs}
 
-    async def transcribe(self, audio: Audio, *, language: str | None = None) -> dict[str, Any]:
+    async def transcribe(
+        self, audio: Audio, *, language: str | None = None, beam_size: int | None = None
+    ) -> dict[str, Any]:
         """Speech-to-text through the `stt` model; returns the decoded transcript document."""
         inputs = {"AUDIO": audio.samples.astype(np.float32)[None, :]}
         if language:
             inputs["LANGUAGE"] = np.array([[language.encode()]], dtype=np.object_)
+        if beam_size:
+            inputs["BEAM_SIZE"] = np.array([[beam_size]], dtype=np.int32)
         out = await self.infer("stt", inputs, ["TRANSCRIPT"])
         return dict(json.loads(out["TRANSCRIPT"].reshape(-1)[0]))
 

@@ -217,3 +217,23 @@ def test_cli_say_goes_through_triton(
     assert rate == RATE and len(audio) > RATE // 2
     words = [w["word"].lower() for w in json.loads(timings.read_text())["words"]]
     assert words == ["it", "has", "never", "been", "surpassed"]
+
+
+def test_enrolment_transcribes_through_tritons_stt(settings: Settings) -> None:
+    """Voice training on the platform hears its speech through Triton's `stt` (beam 5), with
+    the same words and segments as Whisper in-process, and cuts the clip by its segments."""
+    from doppel.voice import enrol
+
+    clip = asyncio.run(
+        decode_audio(shared_file("speech", "ljspeech", "wavs", "LJ001-0005.wav"))
+    ).samples
+    served = enrol.TritonTranscriber(settings.triton_grpc_url)
+    remote = served.transcribe(clip, language="en", beam_size=5)
+    local = enrol.local_transcriber(settings.models_dir).transcribe(
+        clip, language="en", beam_size=5
+    )
+    assert remote["text"] == local["text"] and "invention" in remote["text"].lower()
+    assert [s["start"] for s in remote["segments"]] == [s["start"] for s in local["segments"]]
+    utts = enrol.utterances([clip], None, settings.models_dir, stt=served)
+    assert utts and " ".join(u.text for u in utts) == remote["text"]
+    assert sum(u.duration_s for u in utts) <= len(clip) / RATE + 0.2 * len(utts)

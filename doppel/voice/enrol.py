@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -28,6 +29,46 @@ MIN_SPEECH_FOR_SOUND_S = 1.0
 #: Whisper segments longer than this are not used as one utterance (DTW memory grows with the
 #: square of the length).
 MAX_UTTERANCE_S = 20.0
+
+
+class Transcriber(Protocol):
+    """Whisper as enrolment uses it: `{text, segments: [{start, end, text}]}` of 16 kHz audio."""
+
+    def transcribe(
+        self, samples: np.ndarray, *, language: str | None = None, beam_size: int | None = None
+    ) -> dict[str, Any]: ...
+
+
+class TritonTranscriber:
+    """`Transcriber` through Triton's `stt` model (what the platform runs). Synchronous: voice
+    training runs in a worker thread or process, with no event loop of its own.
+    """
+
+    def __init__(self, url: str, timeout_s: float = 300.0) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+
+    def transcribe(
+        self, samples: np.ndarray, *, language: str | None = None, beam_size: int | None = None
+    ) -> dict[str, Any]:
+        from doppel.triton import TritonClient
+
+        async def run() -> dict[str, Any]:
+            client = TritonClient(self.url, timeout_s=self.timeout_s)
+            try:
+                audio = Audio(np.asarray(samples, dtype=np.float32), SPEECH_RATE)
+                return await client.transcribe(audio, language=language, beam_size=beam_size)
+            finally:
+                await client.close()
+
+        return asyncio.run(run())
+
+
+def local_transcriber(models_dir: Path) -> Transcriber:
+    """Whisper base in this process (CTranslate2, one thread): where no Triton runs."""
+    from doppel.speech_to_text import SpeechToText, SttOptions
+
+    return SpeechToText(weights.model_dir(models_dir, "whisper-base"), SttOptions(cpu_threads=1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,25 +133,21 @@ def utterances(
     transcripts: Sequence[str | None] | None,
     models_dir: Path,
     progress: Callable[[str], None] = lambda _: None,
+    stt: Transcriber | None = None,
 ) -> list[Utterance]:
     """The clips as transcribed utterances: a given transcript is kept with its whole clip;
-    otherwise Whisper (beam 5) transcribes and its segments cut the clip.
+    otherwise Whisper (beam 5; `stt`, else in-process) transcribes and its segments cut the clip.
     """
     given = list(transcripts) if transcripts is not None else [None] * len(clips)
     if len(given) != len(clips):
         raise ValueError("give one transcript (or None) per training clip")
     out: list[Utterance] = []
-    stt = None
     for i, (clip, text) in enumerate(zip(clips, given, strict=True)):
         if text and len(clip) / SPEECH_RATE <= MAX_UTTERANCE_S:
             out.append(Utterance(clip, text.strip()))
             continue
         if stt is None:
-            from doppel.speech_to_text import SpeechToText, SttOptions
-
-            stt = SpeechToText(
-                weights.model_dir(models_dir, "whisper-base"), SttOptions(cpu_threads=1)
-            )
+            stt = local_transcriber(models_dir)
         result = stt.transcribe(clip, language="en", beam_size=5)
         progress(f"transcribed clip {i + 1}/{len(clips)}: {result['text'][:60]!r}")
         for seg in result["segments"]:

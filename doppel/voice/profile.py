@@ -127,8 +127,13 @@ def train(
     options: conversion.TrainOptions | None = None,
     base_voice: str | None = None,
     progress: Callable[[str], None] = lambda _: None,
+    stt: enrol.Transcriber | None = None,
 ) -> VoiceProfile:
     """Learn a voice from speech files (audio or video) or 16 kHz sample arrays.
+
+    `stt` transcribes (the training speech when no transcripts are given, and the validation
+    reading): Triton's `stt` model on the platform (`enrol.TritonTranscriber`); None: Whisper
+    in this process.
 
     Raises `InvalidVoiceSample` for training audio with no speech, too little, or music only.
     """
@@ -136,7 +141,10 @@ def train(
     clips = enrol.load(sources)
     speech_s = enrol.check_speech(clips, models_dir)
     progress(f"{speech_s:.1f} s of speech in {len(clips)} clip(s)")
-    utts = enrol.utterances(clips, transcripts, models_dir, progress)
+    options = options or conversion.TrainOptions()
+    if stt is None and (options.validate or not transcripts or not all(transcripts)):
+        stt = enrol.local_transcriber(models_dir)  # one Whisper for both uses
+    utts = enrol.utterances(clips, transcripts, models_dir, progress, stt)
     progress(f"{len(utts)} utterances, {sum(u.duration_s for u in utts):.1f} s")
     encoder = enrol.SpeakerEncoder()
     embedding = encoder.embed([u.samples for u in utts])
@@ -161,7 +169,6 @@ def train(
     base_frames = [world.analyse(s.audio) for s in base_speech]
     target_frames = [world.analyse(u.samples) for u in utts]
     progress("WORLD analysis done; learning the mapping")
-    options = options or conversion.TrainOptions()
     conv = conversion.train(
         base_frames,
         target_frames,
@@ -171,7 +178,7 @@ def train(
     )
     validation: dict[str, Any] = {}
     if options.validate:
-        choice = validate.choose_strength(conv, chosen, models_dir, progress)
+        choice = validate.choose_strength(conv, chosen, models_dir, progress, stt=stt)
         validation = choice.as_json()
         progress(f"conversion strength {choice.strength:.2f} kept")
     train_s = time.perf_counter() - started

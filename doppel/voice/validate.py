@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from doppel import weights
 from doppel.voice import conversion, world
 from doppel.voice.base_voices import BaseVoice
+from doppel.voice.enrol import Transcriber, local_transcriber
 
 #: Harvard sentences (IEEE 1969, lists 1-2): phonetically balanced, no numbers, never in any
 #: training or evaluation set of ours.
@@ -85,19 +85,19 @@ def choose_strength(
     models_dir: Path,
     progress: Callable[[str], None] = lambda _: None,
     sentences: Sequence[str] = SENTENCES,
+    stt: Transcriber | None = None,
 ) -> Choice:
     """Set `conv.strength` to the strongest of `STRENGTHS` whose Whisper WER on `sentences`
-    is within `WER_MARGIN` of the base voice's (the weakest tried where none is).
+    is within `WER_MARGIN` of the base voice's (the weakest tried where none is). `stt` is
+    Whisper (Triton's `stt` on the platform); None: in-process.
     """
-    from doppel.speech_to_text import SpeechToText, SttOptions
-
-    stt = SpeechToText(weights.model_dir(models_dir, "whisper-base"), SttOptions(cpu_threads=1))
+    whisper = stt if stt is not None else local_transcriber(models_dir)
     reference = " ".join(sentences)
     gap = np.zeros(int(GAP_S * world.RATE), dtype=np.float32)
 
     def heard(pieces: Sequence[np.ndarray]) -> float:
         audio = np.concatenate([x for p in pieces for x in (p.astype(np.float32), gap)])
-        text = stt.transcribe(audio, language="en", beam_size=5)["text"]
+        text = whisper.transcribe(audio, language="en", beam_size=5)["text"]
         return word_error_rate(reference, text)
 
     spoken = base.speak(list(sentences))
