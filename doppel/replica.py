@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from doppel import mouth
-from doppel.errors import InvalidTrainingVideo
+from doppel.errors import InvalidTrainingVideo, Stopped
 from doppel.face import prepare as prep
 from doppel.face import renderer, tracking, video
 from doppel.settings import REPO_ROOT
@@ -220,7 +220,12 @@ async def train(
         joined = work / "joined.mp4"
         await asyncio.to_thread(video.concatenate, list(sources), joined)
     prepared = await prep.prepare(
-        joined, out / "prepared", options=opts.prepare, vad=vad, progress=say
+        joined,
+        out / "prepared",
+        options=opts.prepare,
+        vad=vad,
+        progress=say,
+        normalised=joined.parent == work,  # our own join: 25 fps H.264 already
     )
     lap("prepare_s")
     spans = _sources(infos, prepared.frame_count)
@@ -257,9 +262,27 @@ async def train(
                 "speech long enough (2 s) to learn the mouth from."
             )
 
+        mouth_done = threading.Event()
+
         def adapt_mouth() -> mouth.MouthModel:
-            # Small nets: one thread each, the other core is the voice's or the renderer's.
+            # Small nets: one thread, the other core is the voice's or the renderer inputs'.
             torch.set_num_threads(1)
+            try:
+                return _adapt_mouth()
+            finally:
+                mouth_done.set()
+
+        def after_mouth() -> None:
+            # The renderer's training (not its inputs) waits for the mouth model: both seed and
+            # draw from torch's process-wide generator, so side by side neither would be the
+            # same from one run to the next.
+            while not mouth_done.wait(0.2):
+                if jobs.stop.is_set():
+                    break
+            if jobs.stop.is_set():
+                raise Stopped("renderer training stopped")
+
+        def _adapt_mouth() -> mouth.MouthModel:
             generic = mouth.MouthModel.load(GENERIC_MOUTH)
             model = mouth.adapt(generic, clips, steps=opts.mouth_steps, stop=jobs.stop)
             model.save(
@@ -296,6 +319,7 @@ async def train(
                 progress=say,
                 threads=renderer_threads,
                 stop=jobs.stop,
+                before_training=after_mouth,
             )
             await jobs.thread(
                 torch.save,

@@ -197,16 +197,18 @@ def training_report(rep: replica.Replica) -> dict[str, Any]:
     k = 120.0 / seconds
     r = rep.meta["renderer"]
     if "concurrent_s" in t:
-        # Mouth model, voice and renderer run side by side (replica.train): the section takes
-        # as long as its longest branch. Scaled linearly with the video: preparation, audio
-        # features, the voice, cropping, the renderer's inputs and the bank; fixed: the mouth
-        # model and the renderer's training steps (step counts), its export and quantization
-        # (calibration frames).
-        renderer_fixed = t["renderer_s"] - r.get("prepare_s", 0)
+        # The voice (its own process) runs beside the face steps (replica.train): the mouth
+        # model beside the renderer's cropping and inputs, then the renderer's training; the
+        # section takes as long as the longer branch. Scaled linearly with the video:
+        # preparation, audio features, the voice, cropping, the renderer's inputs (at most one
+        # per step and batch item, so this overestimates) and the bank; fixed: the mouth model
+        # and the renderer's training (step counts), its export and quantization (calibration
+        # frames).
+        inputs = t["crop_s"] + r.get("prepare_s", 0)
+        after = t["renderer_s"] - r.get("prepare_s", 0) - r.get("waited_s", 0)
         branches = {
-            "mouth": t.get("mouth_s", 0),
             "voice": t.get("voice_s", 0) * k,
-            "renderer": (t["crop_s"] + r.get("prepare_s", 0)) * k + renderer_fixed,
+            "face": max(t.get("mouth_s", 0), inputs * k) + after,
         }
         serial = t["total_s"] - t["concurrent_s"]
         projected = serial * k + max(branches.values())
