@@ -55,9 +55,6 @@ class TrainOptions:
     #: voices). A replica is a face and a voice; tests of the face alone turn it off.
     voice: bool = True
     voice_options: Any = None  # doppel.voice.conversion.TrainOptions; None: its defaults
-    #: Learn the voice in a thread of this process instead of a child process (the child has
-    #: its own torch threads and can be killed when training stops).
-    voice_in_process: bool = False
     models_dir: Path | None = None
 
 
@@ -463,7 +460,9 @@ async def _train_voice(
     say: Callable[[str], None],
 ) -> dict[str, Any]:
     """The replica's voice profile from the training video's speech (`voice/`), learned in a
-    child process (`doppel.replica_voice`) or, with `opts.voice_in_process`, in a thread.
+    child process (`doppel.replica_voice`): in a thread, its torch.manual_seed and draws would
+    interleave with the face steps' on torch's process-wide generator, its torch threads would
+    add to theirs, and it could not be stopped before it ends by itself.
     """
     import os
     import sys
@@ -472,10 +471,6 @@ async def _train_voice(
     from doppel.settings import models_dir_from_env
 
     models_dir = opts.models_dir or models_dir_from_env(os.environ)
-    if opts.voice_in_process:
-        return await asyncio.to_thread(
-            replica_voice.learn, samples, folder, models_dir, opts.voice_options, say
-        )
     await asyncio.to_thread(
         replica_voice.write_request, job, samples, folder, models_dir, opts.voice_options
     )
