@@ -82,10 +82,15 @@ async def test_results_and_timings_of_concurrent_steps() -> None:
     assert set(jobs.seconds) == {"a_s", "b_s"} and jobs.seconds["a_s"] >= 0.05
 
 
-async def test_voice_child_process_raises_invalid_voice_sample_here(tmp_path: Path) -> None:
+def _models() -> Path:
     models = Path(os.environ.get("DOPPEL_MODELS_DIR", default_cache_dir(os.environ) / "models"))
     if not models.exists():
         pytest.skip(f"needs the models at {models}")
+    return models
+
+
+async def test_voice_child_process_raises_invalid_voice_sample_here(tmp_path: Path) -> None:
+    models = _models()
     said: list[str] = []
     opts = replica.TrainOptions(models_dir=models)
     silence = np.zeros(16000 * 5, np.float32)
