@@ -60,3 +60,10 @@ class InvalidVoiceSample(InvalidTrainingVideo):
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class Stopped(Exception):  # noqa: N818 (not an error: a requested stop)
+    """Work ended early because its caller asked it to (a `threading.Event` set when the job
+    was cancelled or a step running beside it failed). Never reaches a user: the caller that
+    set the event raises its own cause.
+    """

@@ -21,11 +21,13 @@ Torch is imported by the functions that need it only; callers set the thread cou
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from doppel.errors import Stopped
 from doppel.face import tracking
 
 #: Lip contour (MediaPipe FACEMESH_LIPS): 20 outer then 20 inner points.
@@ -342,10 +344,12 @@ def train(
     seed: int = 0,
     anchor: float = 0.0,
     log_every: int = 0,
+    stop: threading.Event | None = None,
 ) -> None:
     """Fit `model.net` to `clips` (targets: coefficients around `model.mean_shape`) on random
     windows; `anchor` > 0 pulls weights towards their starting values (L2-SP), which is what
-    keeps a fine-tune on seconds of speech from forgetting the generic model.
+    keeps a fine-tune on seconds of speech from forgetting the generic model. A set `stop`
+    ends it with `Stopped` at the next step.
     """
     import torch
 
@@ -361,6 +365,8 @@ def train(
     weights = lengths / lengths.sum()
     model.net.train()
     for step in range(steps):
+        if stop is not None and stop.is_set():
+            raise Stopped("mouth training stopped")
         idx = rng.choice(len(xs), size=batch, p=weights)
         offs = [rng.integers(0, lengths[i] - win + 1) for i in idx]
         x = torch.from_numpy(np.stack([xs[i][o : o + win] for i, o in zip(idx, offs, strict=True)]))
@@ -430,6 +436,7 @@ def adapt(
     anchor: float = 1e-4,
     folds: int = 3,
     seed: int = 0,
+    stop: threading.Event | None = None,
 ) -> MouthModel:
     """A replica's model from the generic one and the replica's own clips: the replica's mean
     shape, a fine-tune anchored to the generic weights, and a gain calibrated on folds of the
@@ -444,11 +451,11 @@ def adapt(
             held = [c for i, c in enumerate(clips) if i % folds == f]
             rest = [c for i, c in enumerate(clips) if i % folds != f]
             m = _copy(dataclasses.replace(base, mean_shape=person_mean(rest)))
-            train(m, rest, steps=steps, lr=lr, anchor=anchor, seed=seed + f, batch=8)
+            train(m, rest, steps=steps, lr=lr, anchor=anchor, seed=seed + f, batch=8, stop=stop)
             preds += [m.predict(c.features) for c in held]
             reals += [c.points for c in held]
     model = _copy(base)
-    train(model, clips, steps=steps, lr=lr, anchor=anchor, seed=seed, batch=8)
+    train(model, clips, steps=steps, lr=lr, anchor=anchor, seed=seed, batch=8, stop=stop)
     if preds:
         model.gain = calibrate_gain(preds, reals)
     return model

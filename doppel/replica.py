@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from doppel import mouth
-from doppel.errors import InvalidTrainingVideo
+from doppel.errors import InvalidTrainingVideo, Stopped
 from doppel.face import prepare as prep
 from doppel.face import renderer, tracking, video
 from doppel.settings import REPO_ROOT
@@ -216,72 +217,135 @@ async def train(
         joined = work / "joined.mp4"
         await asyncio.to_thread(video.concatenate, list(sources), joined)
     prepared = await prep.prepare(
-        joined, out / "prepared", options=opts.prepare, vad=vad, progress=say
+        joined,
+        out / "prepared",
+        options=opts.prepare,
+        vad=vad,
+        progress=say,
+        normalised=joined.parent == work,  # our own join: 25 fps H.264 already
     )
     lap("prepare_s")
     spans = _sources(infos, prepared.frame_count)
 
-    # --- audio -> mouth ----------------------------------------------------------------------
+    # --- audio features; then mouth model, voice and renderer side by side -------------------
     say("audio features and mouth model")
     from doppel import media
 
     audio = await media.decode_audio(prepared.audio_path)
     aligned = mouth.to_face_frame(prepared.landmarks)
-    clips: list[mouth.Clip] = []
-    features = np.zeros((prepared.frame_count, 512), np.float32)
-    for src in spans:
-        a, b = src.start, src.start + src.frames
-        samples = audio.samples[a * 640 : b * 640]
-        feats = await encode(samples)
-        n = min(len(feats), b - a)
-        features[a : a + n] = feats[:n]
-        piece = max(1, round(CLIP_S * mouth.FPS))
-        for s in range(a, a + n, piece):
-            e = min(a + n, s + piece)
-            if e - s >= 2 * mouth.FPS and prepared.tracked[s:e].mean() > 0.8:
-                clips.append(mouth.Clip(features[s:e], aligned[s:e]))
-    lap("features_s")
-    if not clips:
-        raise InvalidTrainingVideo(
-            "The face could not be followed through any stretch of "
-            "speech long enough (2 s) to learn the mouth from."
-        )
-    generic = mouth.MouthModel.load(GENERIC_MOUTH)
-    model = await asyncio.to_thread(mouth.adapt, generic, clips, steps=opts.mouth_steps)
-    model.save(out / "mouth.pt", {"clips": len(clips), "frames": sum(len(c.points) for c in clips)})
-    await asyncio.to_thread(export_mouth, model, out / "mouth.onnx")
-    lap("mouth_s")
-    say(f"mouth model adapted on {len(clips)} clips (gain {model.gain:.2f})")
-
-    voice_meta = None
+    # The voice needs only the audio: it starts now, in its own process on one core, and the
+    # face steps share the rest (`_Concurrent`).
+    jobs = _Concurrent()
     if opts.voice:
-        voice_meta = await _train_voice(audio.samples, out / "voice", opts, say)
-        lap("voice_s")
+        jobs.start("voice", _train_voice(audio.samples, out / "voice", work / "voice", opts, say))
+    try:
+        clips: list[mouth.Clip] = []
+        features = np.zeros((prepared.frame_count, 512), np.float32)
+        for src in spans:
+            a, b = src.start, src.start + src.frames
+            samples = audio.samples[a * 640 : b * 640]
+            feats = await encode(samples)
+            n = min(len(feats), b - a)
+            features[a : a + n] = feats[:n]
+            piece = max(1, round(CLIP_S * mouth.FPS))
+            for s in range(a, a + n, piece):
+                e = min(a + n, s + piece)
+                if e - s >= 2 * mouth.FPS and prepared.tracked[s:e].mean() > 0.8:
+                    clips.append(mouth.Clip(features[s:e], aligned[s:e]))
+        lap("features_s")
+        if not clips:
+            raise InvalidTrainingVideo(
+                "The face could not be followed through any stretch of "
+                "speech long enough (2 s) to learn the mouth from."
+            )
 
-    # --- renderer ----------------------------------------------------------------------------
-    say("cropping training frames")
-    keep = np.flatnonzero(prepared.tracked)
-    crops, points = await asyncio.to_thread(
-        renderer.crop_regions,
-        video.read_frames(prepared.video_path),
-        prepared.landmarks,
-        source_boxes(prepared.landmarks, spans),
-    )
-    n = min(len(crops), prepared.frame_count)
-    keep = keep[keep < n]
-    data = renderer.TrainingSet(crops[keep], points[keep], aligned[keep], keep)
-    lap("crop_s")
-    net, stats = await asyncio.to_thread(renderer.train, data, opts.renderer, progress=say)
-    torch.save({k: v.half() for k, v in net.state_dict().items()}, out / "renderer.pt")
-    parity = await asyncio.to_thread(export_renderer, net, out / "renderer.onnx", data)
-    int8 = await asyncio.to_thread(
-        quantize_renderer, out / "renderer.onnx", out / RENDERER_INT8, data
-    )
-    say(
-        "renderer quantized to int8 "
-        + (f"(mean diff {int8['mean_diff']} grey levels)" if int8["kept"] else "rejected")
-    )
-    lap("renderer_s")
+        mouth_done = threading.Event()
+
+        def adapt_mouth() -> mouth.MouthModel:
+            # Small nets: one thread, the other core is the voice's or the renderer inputs'.
+            torch.set_num_threads(1)
+            try:
+                return _adapt_mouth()
+            finally:
+                mouth_done.set()
+
+        def after_mouth() -> None:
+            # The renderer's training (not its inputs) waits for the mouth model: both seed and
+            # draw from torch's process-wide generator, so side by side neither would be the
+            # same from one run to the next.
+            while not mouth_done.wait(0.2):
+                if jobs.stop.is_set():
+                    break
+            if jobs.stop.is_set():
+                raise Stopped("renderer training stopped")
+
+        def _adapt_mouth() -> mouth.MouthModel:
+            generic = mouth.MouthModel.load(GENERIC_MOUTH)
+            model = mouth.adapt(generic, clips, steps=opts.mouth_steps, stop=jobs.stop)
+            model.save(
+                out / "mouth.pt",
+                {"clips": len(clips), "frames": sum(len(c.points) for c in clips)},
+            )
+            export_mouth(model, out / "mouth.onnx")
+            say(f"mouth model adapted on {len(clips)} clips (gain {model.gain:.2f})")
+            return model
+
+        def renderer_threads() -> int:
+            # All of opts.threads once nothing else of this replica runs; one before (two
+            # torch threads on a core that another job also wants run several times slower).
+            return 1 if jobs.running - {"renderer"} else opts.threads
+
+        async def train_renderer() -> tuple[renderer.TrainingSet, Any, dict[str, Any]]:
+            clock = time.perf_counter()
+            say("cropping training frames")
+            crops, points = await jobs.thread(
+                renderer.crop_regions,
+                video.read_frames(prepared.video_path),
+                prepared.landmarks,
+                source_boxes(prepared.landmarks, spans),
+            )
+            keep = np.flatnonzero(prepared.tracked)
+            keep = keep[keep < min(len(crops), prepared.frame_count)]
+            data = renderer.TrainingSet(crops[keep], points[keep], aligned[keep], keep)
+            timings["crop_s"] = round(time.perf_counter() - clock, 2)
+            clock = time.perf_counter()
+            net, stats = await jobs.thread(
+                renderer.train,
+                data,
+                opts.renderer,
+                progress=say,
+                threads=renderer_threads,
+                stop=jobs.stop,
+                before_training=after_mouth,
+            )
+            await jobs.thread(
+                torch.save,
+                {k: v.half() for k, v in net.state_dict().items()},
+                out / "renderer.pt",
+            )
+            parity = await jobs.thread(export_renderer, net, out / "renderer.onnx", data)
+            int8 = await jobs.thread(
+                quantize_renderer, out / "renderer.onnx", out / RENDERER_INT8, data
+            )
+            say(
+                "renderer quantized to int8 "
+                + (f"(mean diff {int8['mean_diff']} grey levels)" if int8["kept"] else "rejected")
+            )
+            timings["renderer_s"] = round(time.perf_counter() - clock, 2)
+            return data, net, {**stats, "parity_max_diff": parity, "int8": int8}
+
+        jobs.start("mouth", jobs.thread(adapt_mouth))
+        jobs.start("renderer", train_renderer(), timed=False)  # crop_s and renderer_s inside
+        done = await jobs.wait()
+    except BaseException:
+        await jobs.abandon()
+        raise
+    timings.update(jobs.seconds)
+    lap("concurrent_s")
+    model: mouth.MouthModel = done["mouth"]
+    data, _, stats = done["renderer"]
+    voice_meta = done.get("voice")
+    keep = data.frames
 
     bank_idx = (
         keep if len(keep) <= MAX_BANK else keep[np.linspace(0, len(keep) - 1, MAX_BANK).astype(int)]
@@ -303,9 +367,8 @@ async def train(
         "mouth": {"gain": model.gain, "lead": model.lead, "clips": len(clips)},
         "voice": voice_meta,
         "renderer": {
-            **{k: round(float(v), 4) for k, v in stats.items()},
-            "parity_max_diff": parity,
-            "int8": int8,
+            **{k: round(float(v), 4) for k, v in stats.items() if k != "int8"},
+            "int8": stats["int8"],
         },
         "timings": {**timings, "total_s": round(time.perf_counter() - start, 2)},
         "video_seconds": round(prepared.duration_s, 2),
@@ -317,28 +380,145 @@ async def train(
     return Replica.load(out)
 
 
-async def _train_voice(
-    samples: np.ndarray, folder: Path, opts: TrainOptions, say: Callable[[str], None]
-) -> dict[str, Any]:
-    """The replica's voice profile from the training video's speech (`voice/`)."""
-    import os
+class _Concurrent:
+    """Training steps running side by side (asyncio tasks), each timed on its own; the first
+    failure stops the rest (`stop` for threads, cancellation for tasks, which kills a child
+    process) before it is raised, so nothing keeps running behind a failed or cancelled replica.
+    """
 
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.tasks: dict[str, asyncio.Task[Any]] = {}
+        self.seconds: dict[str, float] = {}
+        #: Steps not finished yet (the renderer's thread count depends on them).
+        self.running: set[str] = set()
+        self._threads = 0  # worker threads still running (they outlive a cancelled task)
+        self._ended = threading.Condition()
+
+    def start(self, name: str, work: Awaitable[Any], *, timed: bool = True) -> None:
+        """Run `work` as the step `name`; `timed`: its wall time is `seconds[name + "_s"]`."""
+
+        async def run() -> Any:
+            clock = time.perf_counter()
+            self.running.add(name)
+            try:
+                return await work
+            finally:
+                self.running.discard(name)
+                if timed:
+                    self.seconds[f"{name}_s"] = round(time.perf_counter() - clock, 2)
+
+        self.tasks[name] = asyncio.create_task(run())
+
+    async def thread(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`asyncio.to_thread`, counted until the thread itself ends (`abandon` waits)."""
+
+        def counted() -> Any:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self._ended:
+                    self._threads -= 1
+                    self._ended.notify_all()
+
+        with self._ended:
+            self._threads += 1
+        return await asyncio.to_thread(counted)
+
+    async def wait(self) -> dict[str, Any]:
+        """Every step's result; raises the first failure (after stopping the others)."""
+        pending = set(self.tasks.values())
+        while pending:
+            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+            for task in finished:
+                if not task.cancelled() and (exc := task.exception()) is not None:
+                    await self.abandon()
+                    raise exc
+        return {name: task.result() for name, task in self.tasks.items()}
+
+    async def abandon(self) -> None:
+        """Stop every step still running and return once each has: tasks are cancelled (the
+        voice process killed), threads end at their next training step (`stop`).
+        """
+        self.stop.set()
+        for task in self.tasks.values():
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        await asyncio.to_thread(self._joined)
+
+    def _joined(self) -> None:
+        with self._ended:
+            self._ended.wait_for(lambda: self._threads == 0)
+
+
+async def _train_voice(
+    samples: np.ndarray,
+    folder: Path,
+    job: Path,
+    opts: TrainOptions,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """The replica's voice profile from the training video's speech (`voice/`), learned in a
+    child process (`doppel.replica_voice`): in a thread, its torch.manual_seed and draws would
+    interleave with the face steps' on torch's process-wide generator, its torch threads would
+    add to theirs, and it could not be stopped before it ends by itself.
+    """
+    import os
+    import sys
+
+    from doppel import errors, replica_voice
     from doppel.settings import models_dir_from_env
-    from doppel.voice import profile
 
     models_dir = opts.models_dir or models_dir_from_env(os.environ)
-    say("learning the voice")
-    learned = await asyncio.to_thread(
-        profile.train, [samples], models_dir, options=opts.voice_options, progress=say
+    await asyncio.to_thread(
+        replica_voice.write_request, job, samples, folder, models_dir, opts.voice_options
     )
-    await asyncio.to_thread(learned.save, folder)
-    say(f"voice learned from {learned.speech_s:.1f} s of speech (base voice {learned.base_voice})")
-    return {
-        "folder": "voice",
-        "base_voice": learned.base_voice,
-        "speech_s": round(learned.speech_s, 2),
-        "base_similarity": learned.base_similarity,
-    }
+    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=path)
+    log_path = job / "voice.log"
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "doppel.replica_voice",
+            str(job),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+            env=env,
+        )
+        try:
+            assert proc.stdout is not None
+            async for line in proc.stdout:
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    continue
+                if "progress" in message:
+                    say(message["progress"])
+                elif "result" in message:
+                    result = message["result"]
+                elif "error" in message:
+                    error = message
+            code = await proc.wait()
+        except BaseException:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            raise
+    if error is not None:
+        kind = getattr(errors, str(error["error"]), None)
+        if isinstance(kind, type) and issubclass(kind, errors.InvalidVoiceSample):
+            raise kind(error["message"], error.get("reason") or "no_speech")
+        if isinstance(kind, type) and issubclass(kind, errors.DoppelError):
+            raise kind(error["message"])
+        raise RuntimeError(f"voice training failed: {error['error']}: {error['message']}")
+    if result is None:
+        tail = log_path.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"voice training exited with code {code} and no result:\n{tail}")
+    return result
 
 
 def source_boxes(landmarks: np.ndarray, spans: Sequence[Source]) -> np.ndarray:

@@ -194,16 +194,34 @@ def flicker(gen: vm.VideoAnalysis, real: vm.VideoAnalysis | None) -> float:
 def training_report(rep: replica.Replica) -> dict[str, Any]:
     t = rep.meta["timings"]
     seconds = rep.meta["video_seconds"]
-    # Steps that scale with video length vs fixed-cost steps (fixed step counts).
-    fixed = t.get("mouth_s", 0) + rep.meta["renderer"].get("train_s", 0)
-    linear = t["total_s"] - fixed
-    projected = fixed + linear * 120.0 / seconds
+    k = 120.0 / seconds
+    r = rep.meta["renderer"]
+    if "concurrent_s" in t:
+        # The voice (its own process) runs beside the face steps (replica.train): the mouth
+        # model beside the renderer's cropping and inputs, then the renderer's training; the
+        # section takes as long as the longer branch. Scaled linearly with the video:
+        # preparation, audio features, the voice, cropping, the renderer's inputs (at most one
+        # per step and batch item, so this overestimates) and the bank; fixed: the mouth model
+        # and the renderer's training (step counts), its export and quantization (calibration
+        # frames).
+        inputs = t["crop_s"] + r.get("prepare_s", 0)
+        after = t["renderer_s"] - r.get("prepare_s", 0) - r.get("waited_s", 0)
+        branches = {
+            "voice": t.get("voice_s", 0) * k,
+            "face": max(t.get("mouth_s", 0), inputs * k) + after,
+        }
+        serial = t["total_s"] - t["concurrent_s"]
+        projected = serial * k + max(branches.values())
+    else:
+        # Older replicas: every step in turn; mouth and renderer training fixed, the rest linear.
+        fixed = t.get("mouth_s", 0) + r.get("train_s", 0)
+        projected = fixed + (t["total_s"] - fixed) * k
     return {
         "video_s": seconds,
         "total_s": t["total_s"],
         "timings": t,
         "projected_2min_s": round(projected, 1),
-        "renderer": rep.meta["renderer"],
+        "renderer": r,
         "mouth": rep.meta["mouth"],
     }
 

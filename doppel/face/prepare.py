@@ -171,12 +171,15 @@ async def prepare(
     vad: SpeechProbabilities | None = None,
     models_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    normalised: bool = False,
 ) -> PreparedVideo:
     """Check and prepare the training video `src` into `out_dir` (saved there, and returned).
 
     `vad` gives speech probabilities (callers with a platform pass `TritonClient.vad`); without
     one, Silero VAD runs locally from `models_dir`. Raises `InvalidTrainingVideo` when the video
-    cannot make a replica.
+    cannot make a replica. `normalised`: `src` was written by `video.concatenate` or
+    `video.normalise` (constant frame rate, H.264): when its rate and height already fit
+    `opts`, its streams are copied instead of encoded a second time.
     """
     opts = options or PrepareOptions()
     say = progress or (lambda _: None)
@@ -203,9 +206,17 @@ async def prepare(
     say("face checks on sampled frames passed")
 
     await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
-    norm = await asyncio.to_thread(
-        video.normalise, src, out_dir / VIDEO_FILE, fps=opts.fps, max_height=opts.max_height
-    )
+    if (
+        normalised
+        and info.video_codec == "h264"
+        and abs(info.fps - opts.fps) < 1e-3
+        and info.height <= opts.max_height
+    ):
+        norm = await asyncio.to_thread(video.remux, src, out_dir / VIDEO_FILE)
+    else:
+        norm = await asyncio.to_thread(
+            video.normalise, src, out_dir / VIDEO_FILE, fps=opts.fps, max_height=opts.max_height
+        )
     lap("normalise_s")
     say(f"normalised to {opts.fps} fps ({norm.width}x{norm.height})")
 

@@ -23,6 +23,7 @@ Torch is imported by the functions that need it only; callers set the thread cou
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from doppel import mouth
+from doppel.errors import Stopped
 from doppel.face import tracking
 
 #: Side of the rendered square (pixels). The network is fully convolutional, but the export and
@@ -466,25 +468,42 @@ class TrainConfig:
     gradient_weight: float = 1.0
 
 
+#: How often (steps) `train` asks its `threads` callable.
+THREAD_CHECK = 10
+
+
 def prepare_inputs(
-    data: TrainingSet, refs: np.ndarray, progress: Callable[[str], None] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """[T, R, 7, S, S] uint8: each frame's network inputs, one per reference choice, and
-    [T, S, S] uint8 hidden masks (the frame is its own base).
+    data: TrainingSet,
+    refs: np.ndarray,
+    progress: Callable[[str], None] | None = None,
+    stop: threading.Event | None = None,
+    needed: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Network inputs of the frames with their reference choices `refs` [T, R] (the frame is
+    its own base): [N, 7, S, S] uint8 inputs, [T, R] their row in it (-1: not prepared), and
+    [T, S, S] uint8 hidden masks. `needed` [T, R] bool: the pairs to prepare (default all).
     """
     size = data.crops.shape[1]
-    out = np.empty((len(data.crops), refs.shape[1], CHANNELS, size, size), np.uint8)
-    masks = np.empty((len(data.crops), size, size), np.uint8)
+    want = np.ones(refs.shape, bool) if needed is None else needed
+    slots = np.full(refs.shape, -1, np.int64)
+    slots[want] = np.arange(int(want.sum()))
+    out = np.empty((int(want.sum()), CHANNELS, size, size), np.uint8)
+    masks = np.zeros((len(data.crops), size, size), np.uint8)
     for t in range(len(data.crops)):
+        if stop is not None and stop.is_set():
+            raise Stopped("renderer input preparation stopped")
+        if progress and t % 200 == 0:
+            progress(f"renderer inputs {t}/{len(data.crops)}")
+        if not want[t].any():
+            continue
         mask = frame_mask(data.points[t, : len(mouth.POINTS)], size)
         masks[t] = mask > 0.5
         for r, j in enumerate(refs[t]):
-            out[t, r] = make_input(
-                data.crops[t], data.points[t], data.crops[j], data.points[j], mask
-            )
-        if progress and t % 200 == 0:
-            progress(f"renderer inputs {t}/{len(data.crops)}")
-    return out, masks
+            if want[t, r]:
+                out[slots[t, r]] = make_input(
+                    data.crops[t], data.points[t], data.crops[j], data.points[j], mask
+                )
+    return out, slots, masks
 
 
 def train(
@@ -493,31 +512,65 @@ def train(
     *,
     net_cfg: RendererConfig | None = None,
     progress: Callable[[str], None] | None = None,
+    threads: Callable[[], int] | None = None,
+    stop: threading.Event | None = None,
+    before_training: Callable[[], None] | None = None,
 ) -> tuple[Any, dict[str, float]]:
-    """Train a renderer on one replica's frames; returns (net, stats)."""
+    """Train a renderer on one replica's frames; returns (net, stats).
+
+    `threads`, asked every `THREAD_CHECK` steps: the torch threads to train with from then on
+    (the caller's other work may end or start meanwhile; unset: leave them as they are). A set
+    `stop` ends training with `Stopped` at the next step. `before_training` is called once
+    the inputs are ready, before the first use of torch's (process-wide) random generator: a
+    caller may hold training there while other torch work of its own finishes (torch.manual_seed
+    and the draws of a job in another thread would interleave with these).
+    """
     import torch
 
     cfg = cfg or TrainConfig()
     say = progress or (lambda _: None)
     rng = np.random.default_rng(cfg.seed)
-    torch.manual_seed(cfg.seed)
     start = time.perf_counter()
     refs = training_references(data.aligned, data.frames, cfg.references)
-    inputs, masks = prepare_inputs(data, refs, say)
+    # Every step's batch drawn up front (the generator serves nothing else, so the draws are
+    # the ones the loop made before), and only the (frame, reference) pairs drawn are prepared:
+    # the same training for less work once a video has more pairs than steps x batch draws.
+    draws = [
+        (rng.integers(0, len(data.crops), cfg.batch), rng.integers(0, refs.shape[1], cfg.batch))
+        for _ in range(cfg.steps)
+    ]
+    needed = np.zeros(refs.shape, bool)
+    for idx, which in draws:
+        needed[idx, which] = True
+    inputs, slots, masks = prepare_inputs(data, refs, say, stop, needed)
     prep_s = time.perf_counter() - start
     say(
-        f"renderer inputs ready ({len(inputs)} frames x {refs.shape[1]} references, {prep_s:.0f} s)"
+        f"renderer inputs ready ({len(inputs)} of {len(data.crops)} frames x {refs.shape[1]} "
+        f"references drawn, {prep_s:.0f} s)"
     )
     targets = data.crops.transpose(0, 3, 1, 2)
-    net = build_net(net_cfg)
+    waited = time.perf_counter()
+    if before_training is not None:
+        before_training()
+    waited = time.perf_counter() - waited
+    torch.manual_seed(cfg.seed)
+    # Channels-last activations: oneDNN's convolutions on this layout need no reorders between
+    # layers (about 12% less time a step on one thread). The net goes back to the default
+    # layout before it is returned (export and inference code assume it).
+    net = build_net(net_cfg).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-5)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.05)
     net.train()
     losses = []
     for step in range(cfg.steps):
-        idx = rng.integers(0, len(inputs), cfg.batch)
-        which = rng.integers(0, refs.shape[1], cfg.batch)
-        x = torch.from_numpy(inputs[idx, which]).float() / 255.0
+        if stop is not None and stop.is_set():
+            raise Stopped("renderer training stopped")
+        if threads is not None and step % THREAD_CHECK == 0:
+            wanted = max(1, threads())
+            if wanted != torch.get_num_threads():
+                torch.set_num_threads(wanted)
+        idx, which = draws[step]
+        x = torch.from_numpy(inputs[slots[idx, which]]).float() / 255.0
         y = torch.from_numpy(targets[idx]).float() / 255.0
         hidden = torch.from_numpy(masks[idx]).float()[:, None]
         # Lighting differs between a frame and its reference: jitter the reference's gain and
@@ -525,7 +578,7 @@ def train(
         gain = 1.0 + 0.08 * torch.randn(cfg.batch, 1, 1, 1)
         bias = 0.03 * torch.randn(cfg.batch, 3, 1, 1)
         x[:, 3:6] = (x[:, 3:6] * gain + bias).clamp(0, 1)
-        pred = net(x)
+        pred = net(x.contiguous(memory_format=torch.channels_last))
         err = (pred - y).abs()
         loss = err.mean() + cfg.hidden_weight * (err * hidden).mean()
         if cfg.gradient_weight:
@@ -545,13 +598,15 @@ def train(
         losses.append(float(loss.item()))
         if step % 100 == 0 or step == cfg.steps - 1:
             say(f"renderer step {step + 1}/{cfg.steps} loss {np.mean(losses[-100:]):.4f}")
-    net.eval()
+    net = net.to(memory_format=torch.contiguous_format).eval()
     stats = {
         "prepare_s": prep_s,
-        "train_s": time.perf_counter() - start - prep_s,
+        "waited_s": waited,
+        "train_s": time.perf_counter() - start - prep_s - waited,
         "final_loss": float(np.mean(losses[-100:])),
         "steps": cfg.steps,
-        "frames": len(inputs),
+        "frames": len(data.crops),
+        "inputs": len(inputs),
     }
     return net, stats
 

@@ -102,6 +102,16 @@ def normalise(
     return probe(dst)
 
 
+def remux(src: Path, dst: Path) -> VideoInfo:
+    """Copy `src`'s first video and audio streams into the MP4 `dst` without encoding them
+    (index at the front): for a file this module already wrote in the engine's format.
+    """
+    args = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(src)]
+    args += ["-map", "0:v:0", "-map", "0:a:0?", "-c", "copy", "-movflags", "+faststart", str(dst)]
+    _run(args, "The video could not be copied")
+    return probe(dst)
+
+
 def concatenate(sources: Sequence[Path], dst: Path, *, fps: int = ENGINE_FPS) -> VideoInfo:
     """Join several clips of one person into one training video (size of the first clip).
 

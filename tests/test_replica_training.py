@@ -1,0 +1,155 @@
+"""Replica training's orchestration: steps side by side stop together, the voice child's
+errors reach the caller as they were raised there, the renderer prepares only what it trains on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from doppel import replica
+from doppel.errors import InvalidVoiceSample, Stopped
+from doppel.face import renderer
+from doppel.settings import default_cache_dir
+
+
+def _spin(stop: threading.Event, ended: list[str], name: str) -> None:
+    """A training loop: runs until stopped."""
+    try:
+        while True:
+            if stop.is_set():
+                raise Stopped(name)
+            time.sleep(0.01)
+    finally:
+        ended.append(name)
+
+
+async def test_a_failed_step_stops_the_others_before_it_is_raised() -> None:
+    jobs = replica._Concurrent()
+    ended: list[str] = []
+
+    async def fails() -> None:
+        await asyncio.sleep(0.1)
+        raise InvalidVoiceSample("no speech here", "no_speech")
+
+    jobs.start("renderer", jobs.thread(_spin, jobs.stop, ended, "renderer"))
+    jobs.start("voice", fails())
+    with pytest.raises(InvalidVoiceSample, match="no speech here"):
+        await jobs.wait()
+    assert ended == ["renderer"], "the thread must have ended when the error is raised"
+    assert jobs.running == set()
+
+
+async def test_cancelling_training_ends_its_threads() -> None:
+    jobs = replica._Concurrent()
+    ended: list[str] = []
+
+    async def run() -> None:
+        try:
+            jobs.start("mouth", jobs.thread(_spin, jobs.stop, ended, "mouth"))
+            jobs.start("renderer", jobs.thread(_spin, jobs.stop, ended, "renderer"))
+            await jobs.wait()
+        except BaseException:
+            await jobs.abandon()
+            raise
+
+    task = asyncio.create_task(run())
+    await asyncio.sleep(0.2)
+    assert jobs.running == {"mouth", "renderer"}
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sorted(ended) == ["mouth", "renderer"]
+
+
+async def test_results_and_timings_of_concurrent_steps() -> None:
+    jobs = replica._Concurrent()
+
+    async def value(v: int, delay: float) -> int:
+        await asyncio.sleep(delay)
+        return v
+
+    jobs.start("a", value(1, 0.05))
+    jobs.start("b", jobs.thread(lambda: 2))
+    jobs.start("c", value(3, 0.0), timed=False)
+    assert await jobs.wait() == {"a": 1, "b": 2, "c": 3}
+    assert set(jobs.seconds) == {"a_s", "b_s"} and jobs.seconds["a_s"] >= 0.05
+
+
+def _models() -> Path:
+    models = Path(os.environ.get("DOPPEL_MODELS_DIR", default_cache_dir(os.environ) / "models"))
+    if not models.exists():
+        pytest.skip(f"needs the models at {models}")
+    return models
+
+
+async def test_voice_child_process_raises_invalid_voice_sample_here(tmp_path: Path) -> None:
+    models = _models()
+    said: list[str] = []
+    opts = replica.TrainOptions(models_dir=models)
+    silence = np.zeros(16000 * 5, np.float32)
+    with pytest.raises(InvalidVoiceSample) as caught:
+        await replica._train_voice(silence, tmp_path / "voice", tmp_path / "job", opts, said.append)
+    assert caught.value.reason == "no_speech"
+    assert "no speech" in caught.value.message
+    assert said[0] == "learning the voice", "progress comes through from the child"
+
+
+def _training_set(frames: int = 40) -> renderer.TrainingSet:
+    rng = np.random.default_rng(0)
+    size = renderer.SIZE
+    crops = rng.integers(0, 256, (frames, size, size, 3), dtype=np.uint8)
+    base = rng.uniform(0.25 * size, 0.75 * size, (len(renderer.WARP_POINTS), 2))
+    points = (base + rng.normal(0, 2, (frames, *base.shape))).astype(np.float32)
+    aligned = rng.normal(0, 1, (frames, 53, 2)).astype(np.float32)
+    return renderer.TrainingSet(crops, points, aligned, np.arange(frames) * 3)
+
+
+def test_prepare_inputs_makes_only_the_pairs_asked_for() -> None:
+    data = _training_set()
+    refs = renderer.training_references(data.aligned, data.frames, 2, gap=5)
+    full, full_slots, full_masks = renderer.prepare_inputs(data, refs)
+    assert full.shape[0] == refs.size and (full_slots >= 0).all()
+    needed = np.zeros(refs.shape, bool)
+    needed[[1, 5, 5, 30], [0, 0, 1, 1]] = True
+    some, slots, masks = renderer.prepare_inputs(data, refs, needed=needed)
+    assert len(some) == 4 and (slots[~needed] == -1).all()
+    for t, r in zip(*np.nonzero(needed), strict=True):
+        assert np.array_equal(some[slots[t, r]], full[full_slots[t, r]])
+        assert np.array_equal(masks[t], full_masks[t])
+
+
+def test_renderer_training_steps_and_threads() -> None:
+    """A few steps: the net comes back in the default layout, asked threads are applied."""
+    import torch
+
+    data = _training_set(30)
+    asked: list[int] = []
+
+    def threads() -> int:
+        asked.append(1)
+        return 1
+
+    before = torch.get_num_threads()
+    try:
+        net, stats = renderer.train(
+            data, renderer.TrainConfig(steps=12, batch=2, references=2), threads=threads
+        )
+    finally:
+        torch.set_num_threads(before)
+    assert len(asked) == 2  # steps 0 and 10
+    assert stats["inputs"] <= 24 and stats["frames"] == 30
+    assert all(p.is_contiguous() for p in net.parameters())
+    out = renderer.render_batch(net, np.zeros((1, 7, renderer.SIZE, renderer.SIZE), np.uint8))
+    assert out.shape == (1, 3, renderer.SIZE, renderer.SIZE)
+
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Stopped):
+        renderer.train(data, renderer.TrainConfig(steps=12, batch=2, references=2), stop=stop)
