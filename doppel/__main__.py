@@ -321,7 +321,7 @@ async def _talking_head(args: argparse.Namespace) -> int:
         if args.command == "replica":
             from doppel import replica
 
-            options = replica.TrainOptions()
+            options = replica.TrainOptions(stt_url=client.url)
             if args.steps:
                 options.renderer.steps = args.steps
             if args.mouth_steps:

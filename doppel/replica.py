@@ -56,6 +56,9 @@ class TrainOptions:
     voice: bool = True
     voice_options: Any = None  # doppel.voice.conversion.TrainOptions; None: its defaults
     models_dir: Path | None = None
+    #: Triton gRPC address whose `stt` model the voice hears its speech with (the platform's
+    #: Whisper); None: Whisper in the voice's own process.
+    stt_url: str | None = None
 
 
 @dataclasses.dataclass
@@ -472,7 +475,13 @@ async def _train_voice(
 
     models_dir = opts.models_dir or models_dir_from_env(os.environ)
     await asyncio.to_thread(
-        replica_voice.write_request, job, samples, folder, models_dir, opts.voice_options
+        replica_voice.write_request,
+        job,
+        samples,
+        folder,
+        models_dir,
+        opts.voice_options,
+        opts.stt_url,
     )
     path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=path)

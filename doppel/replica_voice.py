@@ -24,21 +24,39 @@ REQUEST = "request.pkl"
 SAMPLES = "samples.npy"
 
 
-def write_request(job: Path, samples: Any, folder: Path, models_dir: Path, options: Any) -> None:
+def write_request(
+    job: Path,
+    samples: Any,
+    folder: Path,
+    models_dir: Path,
+    options: Any,
+    stt_url: str | None = None,
+) -> None:
     import numpy as np
 
     job.mkdir(parents=True, exist_ok=True)
     np.save(job / SAMPLES, np.asarray(samples, np.float32))
+    request = {"folder": folder, "models_dir": models_dir, "options": options, "stt_url": stt_url}
     with (job / REQUEST).open("wb") as f:
-        pickle.dump({"folder": folder, "models_dir": models_dir, "options": options}, f)
+        pickle.dump(request, f)
 
 
-def learn(samples: Any, folder: Path, models_dir: Path, options: Any, say: Any) -> dict[str, Any]:
-    """The replica's voice profile from its training speech, saved in `folder`."""
-    from doppel.voice import profile
+def learn(
+    samples: Any,
+    folder: Path,
+    models_dir: Path,
+    options: Any,
+    say: Any,
+    stt_url: str | None = None,
+) -> dict[str, Any]:
+    """The replica's voice profile from its training speech, saved in `folder`; Whisper is
+    Triton's `stt` at `stt_url` (else in this process).
+    """
+    from doppel.voice import enrol, profile
 
     say("learning the voice")
-    learned = profile.train([samples], models_dir, options=options, progress=say)
+    stt = enrol.TritonTranscriber(stt_url) if stt_url else None
+    learned = profile.train([samples], models_dir, options=options, progress=say, stt=stt)
     learned.save(folder)
     say(f"voice learned from {learned.speech_s:.1f} s of speech (base voice {learned.base_voice})")
     return {
@@ -74,6 +92,7 @@ def main(argv: list[str]) -> int:
             request["models_dir"],
             request["options"],
             lambda text: send(progress=str(text)),
+            request.get("stt_url"),
         )
     except Exception as exc:  # reported to the parent, which raises it there
         traceback.print_exc()

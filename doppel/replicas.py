@@ -306,7 +306,7 @@ def progress_of(message: str) -> int | None:
 def train_options(settings: Settings) -> replica.TrainOptions:
     from doppel import replica
 
-    options = replica.TrainOptions(models_dir=settings.models_dir)
+    options = replica.TrainOptions(models_dir=settings.models_dir, stt_url=settings.triton_grpc_url)
     if settings.renderer_steps:
         options.renderer.steps = settings.renderer_steps
     if settings.mouth_steps:

@@ -101,6 +101,27 @@ async def test_voice_child_process_raises_invalid_voice_sample_here(tmp_path: Pa
     assert said[0] == "learning the voice", "progress comes through from the child"
 
 
+async def test_voice_child_hears_through_the_given_triton(tmp_path: Path) -> None:
+    """With `stt_url`, the voice's Whisper is that Triton's `stt` model: an address where no
+    Triton answers fails the voice with the service error (the platform passes its own)."""
+    from doppel.errors import ServiceUnavailable
+    from doppel.media import decode_audio
+    from tests.conftest import shared_file
+
+    models = _models()
+    clips = [
+        (await decode_audio(shared_file("speech", "ljspeech", "wavs", f"LJ001-000{n}.wav"))).samples
+        for n in (1, 3)
+    ]
+    opts = replica.TrainOptions(models_dir=models, stt_url="127.0.0.1:1")
+    said: list[str] = []
+    with pytest.raises(ServiceUnavailable, match="stt"):
+        await replica._train_voice(
+            np.concatenate(clips), tmp_path / "voice", tmp_path / "job", opts, said.append
+        )
+    assert any("s of speech" in s for s in said), said
+
+
 def _training_set(frames: int = 40) -> renderer.TrainingSet:
     rng = np.random.default_rng(0)
     size = renderer.SIZE

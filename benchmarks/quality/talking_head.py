@@ -84,7 +84,7 @@ async def evaluate(client: TritonClient, args: argparse.Namespace) -> dict[str, 
         say(f"reusing {REPLICA}")
     else:
         shutil.rmtree(REPLICA, ignore_errors=True)
-        opts = replica.TrainOptions()
+        opts = replica.TrainOptions(stt_url=client.url)
         if args.steps:
             opts.renderer.steps = args.steps
         rep = await replica.train(
