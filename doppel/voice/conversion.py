@@ -10,8 +10,9 @@ At run time every base frame is mapped, then moved halfway to the mean of its k 
 target frames *of the same phone* (kNN-VC, Baas et al. 2023, constrained by the base voice's
 phone timings): the mapping alone averages vowels together, which costs intelligibility; real
 frames of the right phone restore it, where unconstrained neighbours from a minute of speech are
-often another sound. The level contour is half the target's (the MLP's c0), half the base
-voice's. Pitch is mapped quantile to quantile onto the target's distribution of log-F0.
+often another sound. The level contour stays the base voice's (the MLPs also learn the
+target's, `C0_WEIGHT`, off: see there). Pitch is mapped quantile to quantile onto the
+target's distribution of log-F0.
 `strength` (chosen at training by `validate.choose_strength`) then keeps part of the base
 voice's own shape where a mapping learned from little speech would smear words.
 
@@ -21,8 +22,8 @@ Triton's `voice` models run (`onnx_mapper`); the kNN blend, F0 mapping and WORLD
 
 Held-out LJ Speech (benchmarks/quality/voice.py), each step added in turn: mean/variance mapping
 with free kNN 0.772 similarity / 13.1 % WER; phone-constrained kNN 0.775 / 11.4 %; the target's
-c0 at half weight 0.784; F0 quantile mapping 0.794; ensemble of three 0.794-0.802 over three
-seeds (one MLP: 0.777-0.798), WER 5-7 % (Whisper's normaliser).
+c0 at half weight 0.784 (since turned off, see `C0_WEIGHT`); F0 quantile mapping 0.794; ensemble
+of three 0.794-0.802 over three seeds (one MLP: 0.777-0.798), WER 5-7 % (Whisper's normaliser).
 """
 
 from __future__ import annotations
@@ -54,9 +55,10 @@ KNN_FULL_S = 0.0
 #: target's variance helps identity (findings-voice.md: +0.014 at half strength).
 GV_STRENGTH = 0.5
 #: Share of the target's level contour (the MLP's c0) in the output's c0, against the base
-#: voice's: the relative loudness of a speaker's sounds is part of how they sound
-#: (held-out LJ Speech: the real c0 contour alone is worth +0.026 similarity).
-C0_WEIGHT = 0.5
+#: voice's. Off: on held-out LJ Speech it added 0.01 similarity, but it reshapes the loudness
+#: contour the talking head's mouth follows: a replica's video of a script then moved its mouth
+#: with the words far less (env_corr 0.06-0.13 against 0.28 without it, same test replica).
+C0_WEIGHT = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
