@@ -20,19 +20,21 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import itertools
 import os
 import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from doppel import weights
 from doppel.settings import REPO_ROOT, default_cache_dir
 from doppel.speech_to_text import SpeechToText, SttOptions
-from doppel.voice import conversion, enrol
+from doppel.voice import conversion, enrol, validate
 from doppel.voice.clone import ClonedVoice
 from doppel.voice.profile import train
 
@@ -65,30 +67,25 @@ class Row:
     consistency: float
 
 
-def words(text: str) -> list[str]:
-    """Lower-case words, punctuation dropped: the raw comparison."""
-    return re.sub(r"[^a-z0-9' ]", " ", text.lower().replace("-", " ")).split()
-
-
 def normalised_words(text: str) -> list[str]:
     """Words after Whisper's own English normaliser (openai-whisper's EnglishTextNormalizer,
     what Whisper's published WERs use): "fifteenth" and "15th", "forty-two" and "42" are one
     word, so a number read correctly is not an error."""
+    return _normaliser()(text).split()
+
+
+@functools.cache
+def _normaliser() -> Any:
     from whisper.normalizers import EnglishTextNormalizer
 
-    return EnglishTextNormalizer()(text).split()
+    return EnglishTextNormalizer()
 
 
 def wer(reference: str, hypothesis: str, *, normalise: bool = True) -> tuple[int, int]:
     """(word edits, reference words), by default after Whisper's normaliser."""
-    split = normalised_words if normalise else words
-    r, h = split(reference), split(hypothesis)
-    d = list(range(len(h) + 1))
-    for i, rw in enumerate(r, 1):
-        prev, d[0] = d[0], i
-        for j, hw in enumerate(h, 1):
-            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (rw != hw))
-    return d[-1], len(r)
+    split = normalised_words if normalise else validate.words
+    r = split(reference)
+    return validate.word_edits(r, split(hypothesis)), len(r)
 
 
 def lj_target(stt: SpeechToText) -> Target:

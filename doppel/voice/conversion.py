@@ -261,15 +261,17 @@ def knn_mean_by_label(
     (the same phone): a vowel is then rebuilt from real frames of that vowel, not from whatever
     other sound lies nearest. Rows whose label has `k` keys or fewer (or is -1) search all.
     """
-    out = knn_mean(query, keys, k, keys)
+    out = np.empty((len(query), keys.shape[1]), dtype=np.float64)
+    unmatched = np.ones(len(query), dtype=bool)
     for label in np.unique(query_labels):
-        if label < 0:
-            continue
         own = key_labels == label
-        if own.sum() <= k:
+        if label < 0 or own.sum() <= k:
             continue
         rows = query_labels == label
         out[rows] = knn_mean(query[rows], keys[own], k, keys[own])
+        unmatched &= ~rows
+    if unmatched.any():
+        out[unmatched] = knn_mean(query[unmatched], keys, k, keys)
     return out
 
 

@@ -75,17 +75,23 @@ class Choice:
 
 
 def words(text: str) -> list[str]:
+    """Lower-case words, punctuation dropped."""
     return re.sub(r"[^a-z0-9' ]", " ", text.lower().replace("-", " ")).split()
 
 
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    r, h = words(reference), words(hypothesis)
-    d = list(range(len(h) + 1))
-    for i, rw in enumerate(r, 1):
+def word_edits(reference: Sequence[str], hypothesis: Sequence[str]) -> int:
+    """Word-level edit distance (substitutions, insertions, deletions)."""
+    d = list(range(len(hypothesis) + 1))
+    for i, rw in enumerate(reference, 1):
         prev, d[0] = d[0], i
-        for j, hw in enumerate(h, 1):
+        for j, hw in enumerate(hypothesis, 1):
             prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (rw != hw))
-    return d[-1] / max(1, len(r))
+    return d[-1]
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    r = words(reference)
+    return word_edits(r, words(hypothesis)) / max(1, len(r))
 
 
 def choose_strength(
