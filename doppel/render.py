@@ -74,6 +74,17 @@ class Base:
     boxes: np.ndarray  # [T, 4] face crop boxes
     width: int
     height: int
+    #: How `path` is read (`video.read_frames`): resampled to the engine's rate and scaled to
+    #: (width, height) on the way, for a dubbing video used as it was uploaded.
+    resample: bool = False
+
+    def read(self, start: int = 0) -> Iterator[np.ndarray]:
+        """The frames of `path` from frame `start`, as the schedule counts them."""
+        if self.resample:
+            return video.read_frames(
+                self.path, fps=video.ENGINE_FPS, size=(self.width, self.height), start=start
+            )
+        return video.read_frames(self.path, start=start)
 
 
 def pingpong(start: int, end: int, count: int) -> np.ndarray:
@@ -119,26 +130,31 @@ async def render(
             f"The audio lasts {audio.duration_s:.0f} s; one video takes at most "
             f"{MAX_AUDIO_S:.0f} s. Split the script into several videos."
         )
-    features = await engine.encode_audio(audio.samples)
     count = math.ceil(audio.duration_s * video.ENGINE_FPS)
-    features = _fit(features, count)
-    lap("features_s")
+    silent = silent_frames(audio.samples, audio.rate, count)
     shaped = method in ("neural", "warp")
-    aligned = await engine.mouth_points(replica.folder, features) if shaped else None
-    lap("mouth_s")
 
-    with tempfile.TemporaryDirectory(prefix="doppel-render-") as tmp:
-        silent = silent_frames(audio.samples, audio.rate, count)
-        base = await asyncio.to_thread(_base, replica, base_video, count, Path(tmp), silent)
-        lap("base_s")
+    async def speech() -> tuple[np.ndarray, np.ndarray | None]:
+        # Triton's models, while this process tracks the dubbing video or loads the bank.
+        features = _fit(await engine.encode_audio(audio.samples), count)
+        aligned = await engine.mouth_points(replica.folder, features) if shaped else None
+        return features, aligned
+
+    def frames_side() -> tuple[Base, Bank | None]:
         bank = replica.bank() if method != "static" else None
-        plan = _plan(base, aligned, bank, features, method, anchored=base_video is not None)
-        lap("plan_s")
-        say(f"rendering {count} frames ({audio.duration_s:.1f} s) with {method}")
-        await _render_frames(
-            replica, base, plan, bank, audio_path, out, engine, watermark, method, say, timings
-        )
-        lap("frames_s")
+        return _base(replica, base_video, count, silent), bank
+
+    (features, aligned), (base, bank) = await asyncio.gather(
+        speech(), asyncio.to_thread(frames_side)
+    )
+    lap("inputs_s")
+    plan = _plan(base, aligned, bank, features, method, anchored=base_video is not None)
+    lap("plan_s")
+    say(f"rendering {count} frames ({audio.duration_s:.1f} s) with {method}")
+    await _render_frames(
+        replica, base, plan, bank, audio_path, out, engine, watermark, method, say, timings
+    )
+    lap("frames_s")
     return RenderResult(out, count, audio.duration_s, time.perf_counter() - start, timings)
 
 
@@ -209,9 +225,7 @@ def replica_schedule(
     return out
 
 
-def _base(
-    replica: Replica, base_video: Path | None, count: int, tmp: Path, silent: np.ndarray
-) -> Base:
+def _base(replica: Replica, base_video: Path | None, count: int, silent: np.ndarray) -> Base:
     if base_video is None:
         prepared = replica.prepared
         boxes = replica.crop_boxes(prepared)
@@ -224,12 +238,15 @@ def _base(
             prepared.width,
             prepared.height,
         )
+    # Read as uploaded, resampled to the engine's rate and size in the decoder (no re-encoded
+    # copy): once to track it, once to render.
     info = video.probe(base_video)
-    norm = video.normalise(
-        base_video, tmp / "base.mp4", fps=video.ENGINE_FPS, max_height=video.MAX_HEIGHT
-    )
+    width, height = video.engine_size(info, video.MAX_HEIGHT)
+    source = Base(base_video, np.zeros(0, np.int64), np.zeros(0), np.zeros(0), width, height, True)
     with tracking.FaceTracker(video=True) as tracker:
-        track = tracker.track(video.read_frames(norm.path))
+        # The mesh alone (4 ms a 720p frame): face detection on every frame would add 9 ms,
+        # and dubbing counts no faces (the mesh finds the face again when it loses it).
+        track = tracker.track(source.read(), detect_every=1 << 30)
     if track.frame_count == 0 or track.found.mean() < 0.5:
         raise InvalidMedia(
             f"No face was found in most of {info.path.name}: dubbing needs a video "
@@ -239,8 +256,8 @@ def _base(
     schedule = (
         np.arange(count) if track.frame_count >= count else pingpong(0, track.frame_count, count)
     )
-    return Base(
-        norm.path, schedule, track.landmarks[schedule], boxes[schedule], track.width, track.height
+    return dataclasses.replace(
+        source, schedule=schedule, landmarks=track.landmarks[schedule], boxes=boxes[schedule]
     )
 
 
@@ -296,10 +313,7 @@ def _frames(base: Base) -> Iterator[np.ndarray]:
     """
     sched = base.schedule
     if np.all(np.diff(sched) == 1):
-        it = video.read_frames(base.path)
-        for _ in range(sched[0]):
-            next(it)
-        for _, frame in zip(range(len(sched)), it, strict=False):
+        for _, frame in zip(range(len(sched)), base.read(int(sched[0])), strict=False):
             yield frame
         return
     lo, hi = int(sched.min()), int(sched.max()) + 1
@@ -307,11 +321,10 @@ def _frames(base: Base) -> Iterator[np.ndarray]:
         frames = np.lib.format.open_memmap(
             f.name, "w+", np.uint8, (hi - lo, base.height, base.width, 3)
         )
-        for i, frame in enumerate(video.read_frames(base.path)):
-            if i >= hi:
+        for i, frame in enumerate(base.read(lo)):
+            if i >= hi - lo:
                 break
-            if i >= lo:
-                frames[i - lo] = frame
+            frames[i] = frame
         for t in sched:
             yield np.array(frames[t - lo])
 

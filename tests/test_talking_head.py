@@ -218,6 +218,50 @@ def test_references_follow_consecutive_bank_frames() -> None:
     assert (refs == np.arange(10, 30)).mean() > 0.9
 
 
+def test_read_frames_from_a_start_frame_seeks_to_exactly_that_frame(tmp_path: Path) -> None:
+    # The training video of a replica (constant 25 fps, our own encoding), and a clip as
+    # uploaded at 29.97 fps resampled to 25 in the decoder: frames from `start` on are the
+    # frames a full decode gives there, whether ffmpeg seeks or not.
+    norm = video.normalise(obama(HELD_OUT), tmp_path / "08.mp4")
+    for path, fps in ((norm.path, None), (obama(HELD_OUT), 25)):
+        every = list(video.read_frames(path, fps=fps))
+        for start in (1, 17, 50):
+            frames = video.read_frames(path, fps=fps, start=start)
+            got = [f for _, f in zip(range(5), frames, strict=False)]
+            assert len(got) == 5
+            for i, frame in enumerate(got):
+                diffs = [np.abs(frame.astype(int) - e.astype(int)).mean() for e in every]
+                assert int(np.argmin(diffs)) == start + i
+                assert diffs[start + i] < 0.5
+        tail = list(video.read_frames(path, fps=fps, start=len(every) - 3))
+        assert len(tail) == 3, "no frame repeated or lost up to the end"
+
+
+def test_replica_bank_is_decoded_once_and_read_again_when_it_changes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "rep"
+    folder.mkdir()
+
+    def write(value: int) -> None:
+        Bank(
+            np.full((2, renderer.SIZE, renderer.SIZE, 3), value, np.uint8),
+            rng.normal(size=(2, len(renderer.WARP_POINTS), 2)).astype(np.float32),
+            rng.normal(size=(2, 53, 2)).astype(np.float32),
+            np.array([0, 1]),
+            rng.normal(size=(2, 512)).astype(np.float32),
+        ).save(folder / "bank.npz")
+
+    write(40)
+    rep = Replica(folder, {})
+    first = rep.bank()
+    assert rep.bank() is first, "a second render of the replica reuses the decoded bank"
+    assert not first.crops.flags.writeable, "a shared bank cannot be changed by one render"
+    write(200)  # retrained: same size; its mtime set apart in case the clock is coarse
+    os.utime(folder / "bank.npz", ns=(1, 1))
+    again = rep.bank()
+    assert again is not first and abs(int(again.crops.mean()) - 200) <= 3
+
+
 def test_pingpong_never_jumps() -> None:
     s = pingpong(10, 15, 23)
     assert s.min() == 10 and s.max() == 14

@@ -466,6 +466,22 @@ class TrainConfig:
     #: Loss weights: L1 over the crop, extra L1 inside the hidden area, image-gradient L1 there.
     hidden_weight: float = 2.0
     gradient_weight: float = 1.0
+    #: "bf16": the forward pass under bfloat16 autocast (weights, optimiser and loss stay
+    #: float32): 1.8x faster a step where the CPU multiplies bfloat16 natively (AVX512-BF16 or
+    #: AMX), and slower where it does not; "fp32"; "auto": bf16 where it is native.
+    precision: str = "auto"
+
+
+def training_precision(cfg: TrainConfig) -> str:
+    """The precision `train` uses for `cfg` on this machine ("bf16" or "fp32")."""
+    import torch
+
+    if cfg.precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be auto, bf16 or fp32, not {cfg.precision!r}")
+    if cfg.precision != "auto":
+        return cfg.precision
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bf16" if native else "fp32"
 
 
 #: How often (steps) `train` asks its `threads` callable.
@@ -561,6 +577,8 @@ def train(
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-5)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.05)
     net.train()
+    precision = training_precision(cfg)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
     losses = []
     for step in range(cfg.steps):
         if stop is not None and stop.is_set():
@@ -578,7 +596,9 @@ def train(
         gain = 1.0 + 0.08 * torch.randn(cfg.batch, 1, 1, 1)
         bias = 0.03 * torch.randn(cfg.batch, 3, 1, 1)
         x[:, 3:6] = (x[:, 3:6] * gain + bias).clamp(0, 1)
-        pred = net(x.contiguous(memory_format=torch.channels_last))
+        with autocast:
+            pred = net(x.contiguous(memory_format=torch.channels_last))
+        pred = pred.float()
         err = (pred - y).abs()
         loss = err.mean() + cfg.hidden_weight * (err * hidden).mean()
         if cfg.gradient_weight:
@@ -605,6 +625,7 @@ def train(
         "train_s": time.perf_counter() - start - prep_s - waited,
         "final_loss": float(np.mean(losses[-100:])),
         "steps": cfg.steps,
+        "bf16": precision == "bf16",
         "frames": len(data.crops),
         "inputs": len(inputs),
     }

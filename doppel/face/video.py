@@ -144,23 +144,40 @@ def concatenate(sources: Sequence[Path], dst: Path, *, fps: int = ENGINE_FPS) ->
 
 
 def read_frames(
-    path: Path, *, size: tuple[int, int] | None = None, fps: float | None = None
+    path: Path,
+    *,
+    size: tuple[int, int] | None = None,
+    fps: float | None = None,
+    start: int = 0,
 ) -> Iterator[np.ndarray]:
     """Yield RGB frames [H, W, 3] uint8, decoded by ffmpeg, optionally resampled in time (`fps`)
     and resized (`size` = (width, height)).
 
-    The frames arrive through a pipe one at a time, so memory stays at one frame whatever the
-    video's length.
+    `start`: the first frame to yield, in a constant-rate video (or at `fps`): ffmpeg seeks
+    there (decoding from the keyframe before it, in its own process), so the frames before it
+    never cross the pipe. The frames arrive through a pipe one at a time, so memory stays at one
+    frame whatever the video's length.
     """
     info = probe(path)
     width, height = size or (info.width, info.height)
     filters = []
+    seek: list[str] = []
     if fps is not None:
         filters.append(f"fps={fps}")
+        if start > 0:
+            # Counted after resampling (a seek would move the fps filter's time grid), and
+            # before the scaling and RGB conversion, so skipped frames cost only decoding.
+            filters.append(f"trim=start_frame={start},setpts=PTS-STARTPTS")
+    elif start > 0:
+        # Half a frame early: frame `start`'s timestamp is start / rate, and ffmpeg keeps the
+        # frames at or after the position (rounding must not drop the first one); frames pass
+        # with their own timestamps (a constant-rate output would repeat the first one).
+        seek = ["-ss", f"{(start - 0.5) / (info.fps or ENGINE_FPS):.6f}"]
     if size is not None:
         filters.append(f"scale={width}:{height}:flags=area")
-    args = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path)]
+    args = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", *seek, "-i", str(path)]
     args += ["-map", "0:v:0"] + (["-vf", ",".join(filters)] if filters else [])
+    args += ["-fps_mode", "passthrough"] if seek else []
     args += ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
     frame_bytes = width * height * 3
     proc = subprocess.Popen(
@@ -183,6 +200,18 @@ def read_frames(
         raise InvalidMedia(
             f"The video could not be decoded ({lines[-1] if lines else f'ffmpeg exit {code}'})."
         )
+
+
+def engine_size(info: VideoInfo, max_height: int = MAX_HEIGHT) -> tuple[int, int]:
+    """(width, height) `normalise` gives `info`'s video: its size, made even, scaled down to
+    `max_height` when taller (aspect kept).
+    """
+    height = min(max_height, info.height - info.height % 2)
+    if height == info.height:
+        width = info.width - info.width % 2
+    else:
+        width = max(2, round(info.width * height / info.height / 2) * 2)
+    return width, height
 
 
 def sample_frames(path: Path, count: int, *, height: int) -> tuple[np.ndarray, float]:
