@@ -24,6 +24,7 @@ import math
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -77,6 +78,9 @@ class Base:
     #: How `path` is read (`video.read_frames`): resampled to the engine's rate and scaled to
     #: (width, height) on the way, for a dubbing video used as it was uploaded.
     resample: bool = False
+    #: A dubbing video tracked while it renders (`_LiveTrack`): `landmarks` and `boxes` are
+    #: then empty, and the plan is made a window at a time (`_Planner`).
+    live: _LiveTrack | None = None
 
     def read(self, start: int = 0) -> Iterator[np.ndarray]:
         """The frames of `path` from frame `start`, as the schedule counts them."""
@@ -148,12 +152,16 @@ async def render(
         speech(), asyncio.to_thread(frames_side)
     )
     lap("inputs_s")
-    plan = _plan(base, aligned, bank, features, method, anchored=base_video is not None)
-    lap("plan_s")
-    say(f"rendering {count} frames ({audio.duration_s:.1f} s) with {method}")
-    await _render_frames(
-        replica, base, plan, bank, audio_path, out, engine, watermark, method, say, timings
-    )
+    try:
+        plans = _Planner(base, aligned, bank, features, method, anchored=base_video is not None)
+        lap("plan_s")
+        say(f"rendering {count} frames ({audio.duration_s:.1f} s) with {method}")
+        await _render_frames(
+            replica, base, plans, bank, audio_path, out, engine, watermark, method, say, timings
+        )
+    finally:
+        if base.live is not None:
+            await asyncio.to_thread(base.live.close)
     lap("frames_s")
     return RenderResult(out, count, audio.duration_s, time.perf_counter() - start, timings)
 
@@ -225,7 +233,17 @@ def replica_schedule(
     return out
 
 
-def _base(replica: Replica, base_video: Path | None, count: int, silent: np.ndarray) -> Base:
+def _base(
+    replica: Replica,
+    base_video: Path | None,
+    count: int,
+    silent: np.ndarray,
+    *,
+    stream: bool | None = None,
+) -> Base:
+    """Where the `count` output frames come from. `stream` (dubbing): track the video while
+    rendering (`_LiveTrack`); None: when it is longer than the audio.
+    """
     if base_video is None:
         prepared = replica.prepared
         boxes = replica.crop_boxes(prepared)
@@ -243,6 +261,14 @@ def _base(replica: Replica, base_video: Path | None, count: int, silent: np.ndar
     info = video.probe(base_video)
     width, height = video.engine_size(info, video.MAX_HEIGHT)
     source = Base(base_video, np.zeros(0, np.int64), np.zeros(0), np.zeros(0), width, height, True)
+    if stream is None:
+        # As long as the audio: tracked while it renders. Shorter ones are played forward and
+        # backward, which needs the whole track first.
+        stream = info.duration_s * video.ENGINE_FPS >= count - STREAM_SLACK
+    if stream:
+        return dataclasses.replace(
+            source, schedule=np.arange(count), live=_LiveTrack(source, info.path.name)
+        )
     with tracking.FaceTracker(video=True) as tracker:
         # The mesh alone (4 ms a 720p frame): face detection on every frame would add 9 ms,
         # and dubbing counts no faces (the mesh finds the face again when it loses it).
@@ -252,12 +278,15 @@ def _base(replica: Replica, base_video: Path | None, count: int, silent: np.ndar
             f"No face was found in most of {info.path.name}: dubbing needs a video "
             "of the replica's person facing the camera."
         )
-    boxes = tracking.crop_boxes(track.landmarks)
-    schedule = (
-        np.arange(count) if track.frame_count >= count else pingpong(0, track.frame_count, count)
-    )
+    if track.frame_count >= count:
+        # The first `count` frames, smoothed as a streamed plan smooths them (`_Planner`).
+        schedule = np.arange(count)
+        boxes = tracking.crop_boxes(track.landmarks[:count])
+    else:
+        schedule = pingpong(0, track.frame_count, count)
+        boxes = tracking.crop_boxes(track.landmarks)[schedule]
     return dataclasses.replace(
-        source, schedule=schedule, landmarks=track.landmarks[schedule], boxes=boxes[schedule]
+        source, schedule=schedule, landmarks=track.landmarks[schedule], boxes=boxes
     )
 
 
@@ -268,6 +297,186 @@ class Plan:
     bases: np.ndarray  # [T, 53, 2] the base frames' own mouth points in region coordinates
     references: np.ndarray | None  # [T] bank index
 
+    def rows(self, a: int, b: int) -> Plan:
+        """Frames [a, b) of the plan."""
+        return Plan(
+            self.regions[a:b],
+            None if self.targets is None else self.targets[a:b],
+            self.bases[a:b],
+            None if self.references is None else self.references[a:b],
+        )
+
+
+def _reach(sigma: float) -> int:
+    """Frames either side a Gaussian smoothing reads (scipy's kernel: four sigmas)."""
+    return int(4.0 * sigma + 0.5)
+
+
+#: Frames a plan row depends on either side: the crop boxes' smoothing
+#: (`tracking.crop_boxes`), and the mouth's anchor (`mouth.anchor`) smoothing an offset
+#: measured in the smoothed face frame (`mouth.face_frames`).
+PLAN_RADIUS = 1 + max(
+    _reach(max(tracking.CENTER_SIGMA, tracking.ANGLE_SIGMA, tracking.SIZE_SIGMA)),
+    _reach(mouth.ALIGN_SIGMA) + _reach(mouth.ANCHOR_SIGMA),
+)
+#: Frames a dubbing video may have fewer than the audio (by its header) and still be tracked
+#: while it renders: rounding between the two streams' durations; a frame missing at the end
+#: holds the last one, as playing forward and backward would.
+STREAM_SLACK = 2
+
+
+class _LiveTrack:
+    """A dubbing video's face mesh, tracked in a thread while the frames render.
+
+    Rows of `window` are final (a frame without a mesh is interpolated between its found
+    neighbours, held before the first and after the last, as `tracking.FaceTracker.track`
+    does), so a plan made from them is the one the whole track would give.
+    """
+
+    def __init__(self, source: Base, name: str) -> None:
+        self.name = name
+        self._source = source
+        self._raw: list[np.ndarray | None] = []
+        self._filled: list[np.ndarray] = []  # final rows [478, 2]
+        self._last_found = -1
+        self._done = False
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="dubbing-track", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            frames = self._source.read()
+            try:
+                with tracking.FaceTracker(video=True) as tracker:
+                    for frame in frames:
+                        if self._stop.is_set():
+                            break
+                        mesh = tracker.mesh(frame)
+                        self._add(None if mesh is None else mesh[:, :2].copy())
+            finally:
+                frames.close()  # type: ignore[attr-defined]
+            found = sum(p is not None for p in self._raw)
+            if not self._stop.is_set() and found < 0.5 * max(1, len(self._raw)):
+                raise InvalidMedia(
+                    f"No face was found in most of {self.name}: dubbing needs a video "
+                    "of the replica's person facing the camera."
+                )
+        except BaseException as exc:  # noqa: BLE001 - raised again where the frames are used
+            self._error = exc
+        finally:
+            with self._changed:
+                if self._last_found >= 0:
+                    last = self._raw[self._last_found]
+                    assert last is not None
+                    self._filled += [last] * (len(self._raw) - len(self._filled))
+                self._done = True
+                self._changed.notify_all()
+
+    def _add(self, points: np.ndarray | None) -> None:
+        with self._changed:
+            j = len(self._raw)
+            self._raw.append(points)
+            if points is None:
+                return
+            i = self._last_found
+            if i < 0:
+                self._filled += [points] * j
+            else:
+                before = self._raw[i]
+                assert before is not None
+                for t in range(i + 1, j):
+                    self._filled.append(before + (points - before) * np.float32((t - i) / (j - i)))
+            self._filled.append(points)
+            self._last_found = j
+            self._changed.notify_all()
+
+    def window(self, a: int, b: int) -> np.ndarray:
+        """Final landmarks [b - a, 478, 2] of frames [a, b), once tracked (the last row held
+        beyond the video's end); raises what tracking raised.
+        """
+        with self._changed:
+            self._changed.wait_for(lambda: self._done or len(self._filled) >= b)
+            if self._error is not None:
+                raise self._error
+            rows = self._filled[a:b]
+            if len(rows) < b - a:
+                rows += [self._filled[-1]] * (b - a - len(rows))
+        return np.stack(rows).astype(np.float32)
+
+    def finish(self) -> None:
+        """Wait for the end of tracking; raises what it raised (no face in most frames)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class _Planner:
+    """Plan rows for the frames as they render: the whole plan at once, or for a video tracked
+    while it renders, each chunk's rows from a window reaching PLAN_RADIUS frames either side.
+    """
+
+    def __init__(
+        self,
+        base: Base,
+        aligned: np.ndarray | None,
+        bank: Bank | None,
+        features: np.ndarray,
+        method: str,
+        *,
+        anchored: bool,
+    ) -> None:
+        self.base, self.aligned, self.bank, self.features = base, aligned, bank, features
+        self.method, self.anchored = method, anchored
+        self.references = _references(aligned, bank, features, method)
+        self.whole = (
+            None
+            if base.live is not None
+            else _plan(
+                base, aligned, bank, features, method, anchored=anchored, references=self.references
+            )
+        )
+
+    def rows(self, a: int, b: int) -> Plan:
+        if self.whole is not None:
+            return self.whole.rows(a, b)
+        live = self.base.live
+        assert live is not None
+        count = len(self.base.schedule)
+        w0, w1 = max(0, a - PLAN_RADIUS), min(count, b + PLAN_RADIUS)
+        landmarks = live.window(w0, w1)
+        window = dataclasses.replace(
+            self.base,
+            schedule=self.base.schedule[w0:w1],
+            landmarks=landmarks,
+            boxes=tracking.crop_boxes(landmarks),
+            live=None,
+        )
+        plan = _plan(
+            window,
+            None if self.aligned is None else self.aligned[w0:w1],
+            self.bank,
+            self.features[w0:w1],
+            self.method,
+            anchored=self.anchored,
+            references=None if self.references is None else self.references[w0:w1],
+        )
+        return plan.rows(a - w0, b - w0)
+
+    def finish(self) -> None:
+        if self.base.live is not None:
+            self.base.live.finish()
+
+    def close(self) -> None:
+        if self.base.live is not None:
+            self.base.live.close()
+
 
 def _plan(
     base: Base,
@@ -277,24 +486,27 @@ def _plan(
     method: str,
     *,
     anchored: bool = False,
+    references: np.ndarray | None = None,
 ) -> Plan:
+    """Each frame's region, target points, own mouth points and reference. `references`: the
+    references already chosen (`_references`: they depend on the whole sequence, so a plan
+    made a window at a time takes them from a choice made once).
+    """
     regions = renderer.region_boxes(base.boxes)
     own = base.landmarks[:, list(mouth.POINTS)]
     bases = np.stack([renderer.to_region(own[t], regions[t]) for t in range(len(own))])
     if method == "static":
         return Plan(regions, None, bases, None)
     assert bank is not None
+    refs = _references(aligned, bank, features, method) if references is None else references
     if method == "retrieval":
-        # Baseline: the training frame whose audio features are nearest, pasted as it is.
-        f = features / (np.linalg.norm(features, axis=1, keepdims=True) + 1e-6)
-        g = bank.features / (np.linalg.norm(bank.features, axis=1, keepdims=True) + 1e-6)
-        return Plan(regions, None, bases, np.argmax(f @ g.T, axis=1))
+        return Plan(regions, None, bases, refs)
     assert aligned is not None
     # Dubbing: the base video is any footage of the person, held however; the mouth is drawn
     # where that video's own mouth is (`mouth.anchor`), shaped by the audio. Replica mode's base
     # frames are the training video the mouth model was fitted to (its mouth sits within ~2 px
     # of the prediction there), where anchoring would only bring in the slow part of the base's
-    # own lip motion. References are chosen on the predicted shape itself.
+    # own lip motion.
     placed = mouth.anchor(aligned, mouth.to_face_frame(base.landmarks)) if anchored else aligned
     mesh = mouth.onto_mesh(placed, base.landmarks)
     targets = np.stack(
@@ -303,8 +515,24 @@ def _plan(
             for t in range(len(mesh))
         ]
     )
-    refs = renderer.choose_references(aligned, bank.aligned, bank.frames)
     return Plan(regions, targets, bases, refs)
+
+
+def _references(
+    aligned: np.ndarray | None, bank: Bank | None, features: np.ndarray, method: str
+) -> np.ndarray | None:
+    """The bank frame each output frame takes its texture from (None for `static`)."""
+    if method == "static":
+        return None
+    assert bank is not None
+    if method == "retrieval":
+        # Baseline: the training frame whose audio features are nearest, pasted as it is.
+        f = features / (np.linalg.norm(features, axis=1, keepdims=True) + 1e-6)
+        g = bank.features / (np.linalg.norm(bank.features, axis=1, keepdims=True) + 1e-6)
+        return np.argmax(f @ g.T, axis=1)  # type: ignore[no-any-return]
+    # References are chosen on the predicted shape itself.
+    assert aligned is not None
+    return renderer.choose_references(aligned, bank.aligned, bank.frames)
 
 
 def _frames(base: Base) -> Iterator[np.ndarray]:
@@ -313,8 +541,15 @@ def _frames(base: Base) -> Iterator[np.ndarray]:
     """
     sched = base.schedule
     if np.all(np.diff(sched) == 1):
+        sent, last = 0, None
         for _, frame in zip(range(len(sched)), base.read(int(sched[0])), strict=False):
+            sent, last = sent + 1, frame
             yield frame
+        # A video whose header promised more frames than it has (tracked while it renders,
+        # chosen on that promise): its last frame holds, as its landmarks do (`_LiveTrack`).
+        if last is not None:
+            for _ in range(len(sched) - sent):
+                yield last
         return
     lo, hi = int(sched.min()), int(sched.max()) + 1
     with tempfile.NamedTemporaryFile(prefix="doppel-frames-") as f:
@@ -332,7 +567,7 @@ def _frames(base: Base) -> Iterator[np.ndarray]:
 async def _render_frames(
     replica: Replica,
     base: Base,
-    plan: Plan,
+    plans: _Planner,
     bank: Bank | None,
     audio_path: Path,
     out: Path,
@@ -349,11 +584,13 @@ async def _render_frames(
     writer = _Writer(out, base.width, base.height, audio_path)
     spent = {"prepare_s": 0.0, "infer_s": 0.0, "composite_s": 0.0}
 
-    def prepare(k: int) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray | None]:
+    def prepare(k: int) -> tuple[Plan, list[np.ndarray], list[np.ndarray], np.ndarray | None]:
+        end = min(total, k + CHUNK)
+        plan = plans.rows(k, end)  # waits, for a video tracked while it renders
         t0 = time.perf_counter()
-        batch = [next(frames) for _ in range(k, min(total, k + CHUNK))]
+        batch = [next(frames) for _ in range(k, end)]
         crops = [
-            tracking.crop_face(f, plan.regions[k + i], renderer.SIZE, sharp=True)
+            tracking.crop_face(f, plan.regions[i], renderer.SIZE, sharp=True)
             for i, f in enumerate(batch)
         ]
         inputs = None
@@ -363,34 +600,34 @@ async def _render_frames(
                 [
                     renderer.make_input(
                         c,
-                        plan.targets[k + i],
-                        bank.crops[plan.references[k + i]],
-                        bank.points[plan.references[k + i]],
-                        renderer.frame_mask(plan.bases[k + i]),
+                        plan.targets[i],
+                        bank.crops[plan.references[i]],
+                        bank.points[plan.references[i]],
+                        renderer.frame_mask(plan.bases[i]),
                     )
                     for i, c in enumerate(crops)
                 ]
             )
         spent["prepare_s"] += time.perf_counter() - t0
-        return batch, crops, inputs
+        return plan, batch, crops, inputs
 
     def finish(
-        k: int, batch: list[np.ndarray], crops: list[np.ndarray], rendered: np.ndarray | None
+        plan: Plan, batch: list[np.ndarray], crops: list[np.ndarray], rendered: np.ndarray | None
     ) -> None:
         t0 = time.perf_counter()
         for i, frame in enumerate(batch):
             frame = frame.copy()
-            hidden = renderer.frame_mask(plan.bases[k + i])
+            hidden = renderer.frame_mask(plan.bases[i])
             if rendered is not None:
                 assert plan.targets is not None
-                target = plan.targets[k + i]
-                painted = renderer.paint_mask(target, plan.bases[k + i], hidden)
+                target = plan.targets[i]
+                painted = renderer.paint_mask(target, plan.bases[i], hidden)
                 lips = renderer.lips_mask(target)
-                comp.paste(frame, rendered[i], crops[i], plan.regions[k + i], painted, lips)
+                comp.paste(frame, rendered[i], crops[i], plan.regions[i], painted, lips)
             elif method == "retrieval":
                 assert bank is not None and plan.references is not None
-                reference = bank.crops[plan.references[k + i]]
-                comp.paste(frame, reference, crops[i], plan.regions[k + i], hidden)
+                reference = bank.crops[plan.references[i]]
+                comp.paste(frame, reference, crops[i], plan.regions[i], hidden)
             if mark is not None:
                 mark.apply(frame)
             writer.write(frame)
@@ -404,7 +641,7 @@ async def _render_frames(
         pending = asyncio.create_task(asyncio.to_thread(prepare, 0))
         for k in range(0, total, CHUNK):
             assert pending is not None
-            batch, crops, inputs = await pending
+            plan, batch, crops, inputs = await pending
             pending = None
             if k + CHUNK < total:
                 pending = asyncio.create_task(asyncio.to_thread(prepare, k + CHUNK))
@@ -417,11 +654,14 @@ async def _render_frames(
                 spent["infer_s"] += time.perf_counter() - t0
             if finishing is not None:
                 await finishing
-            finishing = asyncio.create_task(asyncio.to_thread(finish, k, batch, crops, rendered))
+            finishing = asyncio.create_task(asyncio.to_thread(finish, plan, batch, crops, rendered))
             if k // CHUNK % 10 == 0:
                 say(f"frame {min(total, k + CHUNK)}/{total}")
         if finishing is not None:
             await finishing
+        # A video tracked while it rendered: its face check (most frames have one) comes with
+        # the end of tracking, before the file is written.
+        await asyncio.to_thread(plans.finish)
         await asyncio.to_thread(writer.close)
     except BaseException:
         for task in (pending, finishing):

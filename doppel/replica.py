@@ -355,7 +355,9 @@ async def train(
             )
             say(
                 "renderer quantized to int8 "
-                + (f"(mean diff {int8['mean_diff']} grey levels)" if int8["kept"] else "rejected")
+                + ("kept" if int8["kept"] else "rejected")
+                + f" ({int8['extra_error']:+.1%} error against real frames, mean diff "
+                f"{int8['mean_diff']} grey levels from the float graph)"
             )
             timings["renderer_s"] = round(time.perf_counter() - clock, 2)
             return data, net, {**stats, "parity_max_diff": parity, "int8": int8}
@@ -687,18 +689,27 @@ def export_renderer(net: Any, path: Path, data: renderer.TrainingSet | None = No
 
 #: The renderer quantized to 8 bits (`quantize_renderer`).
 RENDERER_INT8 = "renderer.int8.onnx"
-#: How far the 8-bit renderer may stray from the float one on held-out real inputs (grey levels)
-#: before it is rejected: a mean of 1.5 is below what the eye or the encoder keeps.
-INT8_MEAN_DIFF = 1.5
+#: How much more the 8-bit renderer may miss the real frames than the float one (relative mean
+#: absolute error on held-out real inputs) before it is rejected. Measured on the Obama replica:
+#: int8 at 1.5 grey levels from the float graph missed the real frames by 2 % more (9.19 against
+#: 8.96 levels), and the rendered videos scored the same within run-to-run spread (dubbing
+#: mouth_corr 0.755 / 0.740, sharpness 0.814 / 0.825, identity 0.391 / 0.388, cross env_corr
+#: 0.245 / 0.228): the network's own error is six times the quantization's.
+INT8_EXTRA_ERROR = 0.03
+#: And no pixel group may stray far: the 99th percentile of |int8 - float| (grey levels).
 INT8_P99_DIFF = 8.0
+
+
+def _sample_frames(n: int, count: int, offset: int) -> np.ndarray:
+    """`count` frame indices spread over `n`; offset 0 and 1 give disjoint sets."""
+    return np.unique(np.linspace(0, n - 1, count * 2 + 1).astype(int)[offset::2])[:count]
 
 
 def renderer_samples(data: renderer.TrainingSet, count: int, offset: int = 0) -> np.ndarray:
     """[count, 7, S, S] uint8: real network inputs from the training frames, as rendering
     makes them (each frame's nearest other shape at least a second away, warped onto it).
     """
-    n = len(data.crops)
-    picks = np.unique(np.linspace(0, n - 1, count * 2 + 1).astype(int)[offset::2])[:count]
+    picks = _sample_frames(len(data.crops), count, offset)
     refs = renderer.training_references(data.aligned, data.frames, 1)
     return np.stack(
         [
@@ -719,9 +730,11 @@ def quantize_renderer(
 ) -> dict[str, Any]:
     """Write `path`: `source` (the float renderer ONNX) with weights and activations in 8 bits
     (static QDQ, per-channel weights), calibrated on real inputs from `data`. On this CPU (VNNI)
-    it runs the frame about twice as fast. It is checked on other real inputs against the
-    float graph and removed when it strays more than INT8_MEAN_DIFF / INT8_P99_DIFF grey
-    levels; returns what was measured and whether it was kept.
+    it runs the frame about 1.6 times as fast. It is checked on other real frames: kept when it
+    misses them by at most INT8_EXTRA_ERROR more than the float graph (mean absolute error
+    against the real crop, which the network is trained to reproduce) and strays at most
+    INT8_P99_DIFF grey levels from it at the 99th percentile; returns what was measured and
+    whether it was kept.
     """
     import onnxruntime as ort
     from onnxruntime.quantization import (
@@ -732,7 +745,9 @@ def quantize_renderer(
     )
 
     calibration = renderer_samples(data, samples, 0)
-    held_out = renderer_samples(data, max(8, samples // 2), 1)
+    checked = max(8, samples // 2)
+    held_out = renderer_samples(data, checked, 1)
+    truth = data.crops[_sample_frames(len(data.crops), checked, 1)].transpose(0, 3, 1, 2)
 
     class Reader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -762,7 +777,9 @@ def quantize_renderer(
     got = run["int8"].run(None, {"INPUT": held_out})[0].astype(np.float32)
     diff = np.abs(got - want)
     mean, p99 = float(diff.mean()), float(np.percentile(diff, 99))
-    kept = mean <= INT8_MEAN_DIFF and p99 <= INT8_P99_DIFF
+    error = {k: float(np.abs(v - truth).mean()) for k, v in (("float", want), ("int8", got))}
+    extra = error["int8"] / max(error["float"], 1e-6) - 1.0
+    kept = extra <= INT8_EXTRA_ERROR and p99 <= INT8_P99_DIFF
     if kept:
         tmp.replace(path)
     else:
@@ -773,6 +790,9 @@ def quantize_renderer(
         "mean_diff": round(mean, 3),
         "p99_diff": round(p99, 2),
         "max_diff": float(diff.max()),
+        "float_error": round(error["float"], 3),
+        "int8_error": round(error["int8"], 3),
+        "extra_error": round(extra, 4),
         "calibration_frames": len(calibration),
         "checked_frames": len(held_out),
     }

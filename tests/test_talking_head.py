@@ -10,11 +10,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 
-from doppel import mouth
+from doppel import mouth, render
 from doppel.face import composite, renderer, tracking, video
 from doppel.render import pingpong, replica_schedule, silent_frames
 from doppel.replica import Bank, Replica, Source, source_boxes
@@ -237,6 +238,41 @@ def test_read_frames_from_a_start_frame_seeks_to_exactly_that_frame(tmp_path: Pa
         assert len(tail) == 3, "no frame repeated or lost up to the end"
 
 
+def test_a_dubbing_video_tracked_while_it_renders_gets_the_plan_of_its_whole_track(
+    frames_08: tuple[list[np.ndarray], np.ndarray],
+) -> None:
+    # Dubbing tracks a video longer than the audio while it renders, planning 16 frames at a
+    # time from a window of final landmarks: every row must equal the plan made from the
+    # whole track first (regions, target and own mouth points, references). Clip 09 has 120
+    # frames: windows cut on the left, on the right, and by both ends.
+    frames, landmarks = frames_08
+    count = 120
+    assert count > 2 * render.PLAN_RADIUS + render.CHUNK
+    boxes = tracking.crop_boxes(landmarks)
+    crops, points = renderer.crop_regions(frames, landmarks, boxes)
+    own = mouth.to_face_frame(landmarks)
+    bank = Bank(crops, points, own, np.arange(len(crops)), np.zeros((len(crops), 512), np.float32))
+    predicted = np.concatenate([own[::-1], own, own[::-1]])  # moving otherwise than 09's
+    features = np.random.default_rng(0).normal(size=(count, 512)).astype(np.float32)
+    quiet = np.zeros(count, bool)
+    nobody = cast(Replica, None)  # dubbing takes its frames from the video alone
+    whole = render._base(nobody, obama("09"), count, quiet, stream=False)
+    live = render._base(nobody, obama("09"), count, quiet, stream=True)
+    assert whole.live is None and live.live is not None
+    try:
+        want = render._Planner(whole, predicted, bank, features, "neural", anchored=True)
+        planner = render._Planner(live, predicted, bank, features, "neural", anchored=True)
+        rows = [planner.rows(k, min(count, k + render.CHUNK)) for k in range(0, count, 16)]
+        planner.finish()
+    finally:
+        live.live.close()
+    full = want.rows(0, count)
+    for name in ("regions", "targets", "bases"):
+        got = np.concatenate([getattr(r, name) for r in rows])
+        np.testing.assert_allclose(got, getattr(full, name), atol=1e-3, err_msg=name)
+    assert np.array_equal(np.concatenate([r.references for r in rows]), full.references)
+
+
 def test_replica_bank_is_decoded_once_and_read_again_when_it_changes(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     folder = tmp_path / "rep"
@@ -294,12 +330,13 @@ def test_replica_folder_holds_every_artefact(trained: Path) -> None:
     ):
         assert (trained / name).exists(), name
     assert rep.meta["renderer"]["parity_max_diff"] <= 2
-    # The 8-bit renderer is kept only when it matched the float one on held-out frames.
+    # The 8-bit renderer is kept only when it missed held-out real frames barely more than the
+    # float one, and its verdict follows its own measurements.
     int8 = rep.meta["renderer"]["int8"]
     assert int8["kept"] == (trained / "renderer.int8.onnx").exists()
     assert int8["checked_frames"] >= 8
-    if int8["kept"]:
-        assert int8["mean_diff"] <= 1.5 and int8["p99_diff"] <= 8
+    assert abs(int8["int8_error"] / int8["float_error"] - 1 - int8["extra_error"]) < 2e-3
+    assert int8["kept"] == (int8["extra_error"] <= 0.03 and int8["p99_diff"] <= 8)
     a, b = rep.base_range
     assert 0 <= a < b <= rep.meta["frames"] and b - a >= 25
     bank = rep.bank()
@@ -469,6 +506,29 @@ def test_render_refuses_missing_replica_and_faceless_video(
     )
     assert done.returncode == 2 and "No face" in done.stderr
     assert not (tmp_path / "y.mp4").exists()
+    # Longer than the audio: tracked while it renders, refused when tracking ends, and still
+    # no file.
+    longer = tmp_path / "faceless_long.mp4"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i"]
+        + ["testsrc=size=640x360:rate=25:duration=6", "-c:v", "libx264", str(longer)],
+        check=True,
+    )
+    done = cli(
+        "render",
+        "--replica",
+        str(trained),
+        "--audio",
+        str(obama("08")),
+        "--video",
+        str(longer),
+        "--out",
+        str(tmp_path / "z.mp4"),
+        "--triton",
+        settings.triton_grpc_url,
+    )
+    assert done.returncode == 2 and "No face" in done.stderr
+    assert not list(tmp_path.glob("*z*.mp4")), "no file, not even a partial one"
 
 
 def test_silences_play_the_listening_stretch_without_big_jumps() -> None:

@@ -198,7 +198,7 @@ async def speed(
                 "train_s": round(wall, 1),
                 "timings": two.meta["timings"],
                 "renderer_final_loss": two.meta["renderer"].get("final_loss"),
-                "int8": two.meta["renderer"].get("int8", {}).get("mean_diff"),
+                "int8": two.meta["renderer"].get("int8"),
             },
         }
     finally:
@@ -310,6 +310,8 @@ def write_report(out: dict[str, Any]) -> None:
         f"(projected for 2 minutes: {tr['projected_2min_s']:.0f} s); steps: "
         + ", ".join(f"{k} {v}" for k, v in tr["timings"].items()),
         "",
+        int8_line(tr["renderer"].get("int8")),
+        "",
         f"Rendering through Triton at {out['render_size']} (frames per second, whole pipeline "
         "from audio file to MP4): " + ", ".join(f"{k} {v}" for k, v in out["render_fps"].items()),
         *speed_lines(out.get("speed")),
@@ -320,6 +322,18 @@ def write_report(out: dict[str, Any]) -> None:
     (RESULTS / "report.md").write_text("\n".join(lines))
     (RESULTS / "results.json").write_text(json.dumps(out, indent=2) + "\n")
     print("\n".join(lines))
+
+
+def int8_line(int8: dict[str, Any] | None) -> str:
+    if not int8:
+        return "8-bit renderer: none (trained before quantization)."
+    return (
+        f"8-bit renderer: **{'served' if int8['kept'] else 'rejected, float served'}**; on "
+        f"{int8['checked_frames']} held-out real frames it misses them by "
+        f"{int8.get('int8_error', float('nan'))} grey levels against the float graph's "
+        f"{int8.get('float_error', float('nan'))} ({int8.get('extra_error', float('nan')):+.1%}; "
+        f"limit +3%), mean difference {int8['mean_diff']}, p99 {int8['p99_diff']}."
+    )
 
 
 def speed_lines(sp: dict[str, Any] | None) -> list[str]:
