@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -82,7 +82,7 @@ class Base:
     #: then empty, and the plan is made a window at a time (`_Planner`).
     live: _LiveTrack | None = None
 
-    def read(self, start: int = 0) -> Iterator[np.ndarray]:
+    def read(self, start: int = 0) -> Generator[np.ndarray, None, None]:
         """The frames of `path` from frame `start`, as the schedule counts them."""
         if self.resample:
             return video.read_frames(
@@ -357,7 +357,7 @@ class _LiveTrack:
                         mesh = tracker.mesh(frame)
                         self._add(None if mesh is None else mesh[:, :2].copy())
             finally:
-                frames.close()  # type: ignore[attr-defined]
+                frames.close()
             found = sum(p is not None for p in self._raw)
             if not self._stop.is_set() and found < 0.5 * max(1, len(self._raw)):
                 raise InvalidMedia(
@@ -472,10 +472,6 @@ class _Planner:
     def finish(self) -> None:
         if self.base.live is not None:
             self.base.live.finish()
-
-    def close(self) -> None:
-        if self.base.live is not None:
-            self.base.live.close()
 
 
 def _plan(

@@ -32,8 +32,11 @@ from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import numpy as np  # noqa: E402
+
 from benchmarks.quality import video_metrics as vm  # noqa: E402
 from doppel import render, replica  # noqa: E402
+from doppel.face import renderer as face_renderer  # noqa: E402
 from doppel.face import video  # noqa: E402
 from doppel.triton import TritonClient  # noqa: E402
 
@@ -118,10 +121,6 @@ async def evaluate(client: TritonClient, args: argparse.Namespace) -> dict[str, 
     }
     # The replica's renderer is loaded by Triton on its first frame (an ONNX Runtime session):
     # timed on its own, so the first render below is timed like the others.
-    import numpy as np
-
-    from doppel.face import renderer as face_renderer
-
     clock = time.perf_counter()
     size = face_renderer.SIZE
     await client.render_faces(

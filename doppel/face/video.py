@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -150,7 +150,7 @@ def read_frames(
     size: tuple[int, int] | None = None,
     fps: float | None = None,
     start: int = 0,
-) -> Iterator[np.ndarray]:
+) -> Generator[np.ndarray, None, None]:
     """Yield RGB frames [H, W, 3] uint8, decoded by ffmpeg, optionally resampled in time (`fps`)
     and resized (`size` = (width, height)).
 
