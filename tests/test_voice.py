@@ -115,6 +115,9 @@ def test_profile_records_phone_labels_and_a_checked_strength(lj_profile: Path) -
     assert len(conv.pool_labels) == len(conv.pool)
     assert (conv.pool_labels >= 0).mean() > 0.8
     assert conv.members == 3 and conv.f0_quantiles.shape == (2, conversion.F0_QUANTILES)
+    # The target's level and pitch on each phone (and on no known phone, the last entry).
+    assert conv.phone_level.shape == conv.phone_pitch.shape == (len(conv.phones) + 1,)
+    assert np.isfinite(conv.phone_level).all() and np.isfinite(conv.phone_pitch).all()
     # The strength kept is the strongest whose words Whisper still hears.
     v = profile.validation
     assert v["strength"] == conv.strength and f"{conv.strength:.2f}" in v["tried"]
@@ -159,6 +162,55 @@ def test_frame_labels_follow_the_phone_timings() -> None:
     assert labels.tolist() == [0] * 4 + [1] * 6 + [-1] * 4
 
 
+def test_phone_offsets_are_shrunk_towards_the_mean_of_all() -> None:
+    values = np.array([1.0] * 20 + [0.0] * 60)
+    labels = np.array([0] * 20 + [1] * 60)
+    got = conversion.phone_offsets(values, labels, 3)
+    overall = 0.25
+    k = conversion.PROSODY_SHRINK
+    np.testing.assert_allclose(
+        got, [(20 + k * overall) / (20 + k), (k * overall) / (60 + k), overall, overall]
+    )
+
+
+def test_each_phone_gets_the_targets_level_and_pitch_on_it(lj_profile: Path) -> None:
+    conv = VoiceProfile.load(lj_profile).conversion
+    voice = ClonedVoice.load(lj_profile, _models_dir())
+    (base,) = voice.base.speak(["The rain in Spain stays mainly in the plain."])
+    frames = world.analyse(base.audio)
+    labels = conversion.frame_labels(base.phonemes, len(frames.coded), conv.phones)
+    flat = dataclasses.replace(
+        conv,
+        phone_level=np.zeros_like(conv.phone_level),
+        phone_pitch=np.zeros_like(conv.phone_pitch),
+    )
+    ey = conv.phones.index("ey")  # "rain", "Spain", "stays", "mainly", "plain"
+    up = dataclasses.replace(
+        flat,
+        phone_level=np.where(np.arange(len(flat.phone_level)) == ey, 0.5, 0.0),
+        phone_pitch=np.where(np.arange(len(flat.phone_pitch)) == ey, 0.2, 0.0),
+    )
+    a, b = flat.convert(frames, labels=labels), up.convert(frames, labels=labels)
+    # Well inside an "ey" (clear of the smoothing at its edges), voiced: exactly the offsets.
+    inside = np.convolve(labels == ey, np.ones(conversion.PROSODY_SMOOTH), "same") == (
+        conversion.PROSODY_SMOOTH
+    )
+    inside &= a.f0 > 0
+    assert inside.sum() > 20
+    np.testing.assert_allclose(b.f0[inside] / a.f0[inside], np.exp(0.2), rtol=1e-9)
+    np.testing.assert_allclose(
+        b.coded[inside, 0] - a.coded[inside, 0], 0.5 * conv.tgt_std[0], rtol=1e-9
+    )
+    # Far from any "ey", nothing changes; the spectral shape never does.
+    far = np.convolve(labels == ey, np.ones(3 * conversion.PROSODY_SMOOTH), "same") == 0
+    assert far.sum() > 20
+    np.testing.assert_array_equal(b.f0[far], a.f0[far])
+    np.testing.assert_array_equal(b.coded[:, 1:], a.coded[:, 1:])
+    # The level keeps the base voice's contour, in the target's range: no offsets, no change
+    # in shape (correlation 1 with the base voice's c0).
+    assert np.corrcoef(a.coded[:, 0], frames.coded[:, 0])[0, 1] == pytest.approx(1.0)
+
+
 def test_old_profiles_load_without_the_new_fields(lj_profile: Path, tmp_path: Path) -> None:
     conv = VoiceProfile.load(lj_profile).conversion
     one = conv.member_weights()[0]
@@ -174,9 +226,12 @@ def test_old_profiles_load_without_the_new_fields(lj_profile: Path, tmp_path: Pa
     )
     old = conversion.Conversion.load(tmp_path / "old.npz")
     assert old.members == 1 and old.strength == 1.0 and old.phones == []
+    assert len(old.phone_level) == len(old.phone_pitch) == 0
     frames = world.analyse(_lj("LJ001-0002"))
     out = old.convert(frames)
     assert out.coded.shape == frames.coded.shape and np.isfinite(out.coded).all()
+    # Without per-phone prosody the level is the base voice's own, as such profiles spoke.
+    np.testing.assert_array_equal(out.coded[:, 0], frames.coded[:, 0])
 
 
 def test_world_keeps_the_time_axis() -> None:

@@ -3,16 +3,21 @@
 Training: the target's own sentences are spoken again by the base voice; each pair is aligned
 by dynamic time warping on the coded spectral envelopes; MLPs (an ensemble of three seeds, their
 outputs averaged) learn base frame (with +-2 frames of context) -> the target's spectral shape
-and level (c0). Every real target frame is kept in a kNN pool, labelled with the base voice's
-phone DTW aligned it to.
+(and its level c0, an auxiliary output the run time does not use). Every real target frame is
+kept in a kNN pool, labelled with the base voice's phone DTW aligned it to. From the same
+aligned pairs, each of the base voice's phones gets the target's prosody on it: how much louder
+(c0) and how much higher (log-F0) the target says it than the base voice.
 
 At run time every base frame is mapped, then moved halfway to the mean of its k nearest real
 target frames *of the same phone* (kNN-VC, Baas et al. 2023, constrained by the base voice's
 phone timings): the mapping alone averages vowels together, which costs intelligibility; real
 frames of the right phone restore it, where unconstrained neighbours from a minute of speech are
-often another sound. The level contour stays the base voice's (the MLPs also learn the
-target's, `C0_WEIGHT`, off: see there). Pitch is mapped quantile to quantile onto the
-target's distribution of log-F0.
+often another sound. The level contour is the base voice's in the target's range, each phone
+offset by the target's level on it; pitch is mapped quantile to quantile onto the target's
+distribution of log-F0, then each phone offset by the target's pitch on it (`phone_level`,
+`phone_pitch`). Offsets per phone rather than frame-by-frame predictions: the MLP's own c0 at
+half weight gained as much on its own but flattened the loudness contour the talking head's
+mouth follows (a script video's env_corr 0.06-0.13 against 0.28), and a pitch MLP gained nothing.
 `strength` (chosen at training by `validate.choose_strength`) then keeps part of the base
 voice's own shape where a mapping learned from little speech would smear words.
 
@@ -21,9 +26,12 @@ normalisation and context window) are also exported as one ONNX graph (`export_m
 Triton's `voice` models run (`onnx_mapper`); the kNN blend, F0 mapping and WORLD stay numpy.
 
 Held-out LJ Speech (benchmarks/quality/voice.py), each step added in turn: mean/variance mapping
-with free kNN 0.772 similarity / 13.1 % WER; phone-constrained kNN 0.775 / 11.4 %; the target's
-c0 at half weight 0.784 (since turned off, see `C0_WEIGHT`); F0 quantile mapping 0.794; ensemble
-of three 0.794-0.802 over three seeds (one MLP: 0.777-0.798), WER 5-7 % (Whisper's normaliser).
+with free kNN 0.772 similarity / 13.1 % WER; phone-constrained kNN 0.775 / 11.4 %; F0 quantile
+mapping and an ensemble of three 0.786 / 6.9 % (Whisper's normaliser); the level in the
+target's range with its per-phone offsets 0.799, and per-phone pitch 0.811 / 8.7 %. What was
+left (WORLD resynthesis of the real clips scores 0.849): with the real sentence's own pitch and
+level contours aligned onto the base voice's frames, 0.840; its own timing adds nothing (real
+frames warped onto the base voice's timing still score 0.847).
 """
 
 from __future__ import annotations
@@ -54,11 +62,12 @@ KNN_FULL_S = 0.0
 #: flattens the spectra's variation over time and muffles the voice; restoring part of the
 #: target's variance helps identity (findings-voice.md: +0.014 at half strength).
 GV_STRENGTH = 0.5
-#: Share of the target's level contour (the MLP's c0) in the output's c0, against the base
-#: voice's. Off: on held-out LJ Speech it added 0.01 similarity, but it reshapes the loudness
-#: contour the talking head's mouth follows: a replica's video of a script then moved its mouth
-#: with the words far less (env_corr 0.06-0.13 against 0.28 without it, same test replica).
-C0_WEIGHT = 0.0
+#: Frames (5 ms) the per-phone level and pitch offsets are averaged over (45 ms), so a phone
+#: boundary is a glide rather than a step.
+PROSODY_SMOOTH = 9
+#: Aligned frames of the global mean a phone's offset is pulled towards: a phone heard a few
+#: times keeps mostly the global offset, one heard hundreds of times its own.
+PROSODY_SHRINK = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +113,14 @@ class Conversion:
     strength: float = 1.0
     #: MLPs in `weights` whose outputs are averaged (each trained from another seed).
     members: int = 1
+    #: [len(phones) + 1] how much louder than the base voice the target says each phone (the
+    #: last: any frame of no known phone), in normalised c0 (the base's c0 in its own units,
+    #: the output's in the target's, so the level's range becomes the target's too). Empty
+    #: for a profile learned before it existed: the base voice's level as it is.
+    phone_level: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    #: [len(phones) + 1] the target's log-F0 on each phone above the quantile-mapped base
+    #: voice's (last: unknown phone). Empty: none.
+    phone_pitch: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
 
     def save(self, path: Path) -> None:
         arrays = {f"w{i}": w for i, w in enumerate(self.weights)}
@@ -120,6 +137,8 @@ class Conversion:
             f0_quantiles=self.f0_quantiles,
             strength=np.array(self.strength),
             members=np.array(self.members),
+            phone_level=self.phone_level,
+            phone_pitch=self.phone_pitch,
             **arrays,
         )
 
@@ -142,6 +161,8 @@ class Conversion:
                 z["f0_quantiles"] if "f0_quantiles" in z.files else np.zeros((2, 0)),
                 float(z["strength"]) if "strength" in z.files else 1.0,
                 int(z["members"]) if "members" in z.files else 1,
+                z["phone_level"] if "phone_level" in z.files else np.zeros(0),
+                z["phone_pitch"] if "phone_pitch" in z.files else np.zeros(0),
             )
 
     def map_coded(self, coded: np.ndarray) -> np.ndarray:
@@ -159,6 +180,21 @@ class Conversion:
         """`weights` cut into the arrays of each member MLP."""
         per = len(self.weights) // self.members
         return [self.weights[i * per : (i + 1) * per] for i in range(self.members)]
+
+    def map_log_f0(self, lf: np.ndarray) -> np.ndarray:
+        """Voiced log-F0 of the base voice -> the target's (quantile to quantile)."""
+        (ms, ss), (mt, st) = self.src_logf0, self.tgt_logf0
+        if not (self.f0_quantiles.shape[1] and F0_QUANTILE_MAP):
+            return (lf - ms) / ss * st + mt
+        # Quantile to quantile: the target's whole pitch distribution (its range and its
+        # skew: excursions up are wider than down), beyond a mean and a variance.
+        qs, qt = self.f0_quantiles
+        mapped = np.interp(lf, qs, qt)
+        # Beyond the outer quantiles, linear in the target's spread.
+        low, high = lf < qs[0], lf > qs[-1]
+        mapped[low] = qt[0] + (lf[low] - qs[0]) / ss * st
+        mapped[high] = qt[-1] + (lf[high] - qs[-1]) / ss * st
+        return mapped
 
     def convert(
         self,
@@ -198,35 +234,47 @@ class Conversion:
             mapped = strength * mapped + (1.0 - strength) * base_n[:, 1:]
         coded = frames.coded.copy()
         coded[:, 1:] = mapped * self.tgt_std[1:] + self.tgt_mean[1:]
-        if out.shape[1] > shape_dims and C0_WEIGHT * strength > 0:
-            # The level contour (c0): the target's relative levels of its sounds (the MLP's
-            # last output) where the base voice speaks; the base voice's own in its pauses,
-            # which the MLP never learned. Timings hold: the frames stay where they are.
-            base_c0 = base_n[:, 0]
-            w = (
-                C0_WEIGHT
-                * strength
-                * np.convolve(sounding.astype(float), np.ones(5) / 5, mode="same")
-            )
-            c0 = (1 - w) * base_c0 + w * out[:, shape_dims]
-            coded[:, 0] = c0 * self.tgt_std[0] + self.tgt_mean[0]
+        phone = _phone_index(labels, len(coded), len(self.phones))
+        if len(self.phone_level):
+            # The level contour: the base voice's, in the target's range, each phone raised or
+            # lowered as the target says it (per-phone offsets, not a frame-by-frame
+            # prediction: the contour keeps the base voice's syllable rhythm, which the
+            # talking head's mouth follows).
+            level = _smooth(self.phone_level[phone], PROSODY_SMOOTH)
+            coded[:, 0] = (base_n[:, 0] + level) * self.tgt_std[0] + self.tgt_mean[0]
         f0 = frames.f0.copy()
         v = f0 > 0
-        (ms, ss), (mt, st) = self.src_logf0, self.tgt_logf0
-        if self.f0_quantiles.shape[1] and F0_QUANTILE_MAP:
-            # Quantile to quantile: the target's whole pitch distribution (its range and its
-            # skew: excursions up are wider than down), beyond a mean and a variance.
-            qs, qt = self.f0_quantiles
-            lf = np.log(f0[v])
-            mapped_lf = np.interp(lf, qs, qt)
-            # Beyond the outer quantiles, linear in the target's spread.
-            low, high = lf < qs[0], lf > qs[-1]
-            mapped_lf[low] = qt[0] + (lf[low] - qs[0]) / ss * st
-            mapped_lf[high] = qt[-1] + (lf[high] - qs[-1]) / ss * st
-            f0[v] = np.exp(mapped_lf)
-        else:
-            f0[v] = np.exp((np.log(f0[v]) - ms) / ss * st + mt)
+        f0[v] = np.exp(self.map_log_f0(np.log(f0[v])))
+        if len(self.phone_pitch):
+            f0[v] *= np.exp(_smooth(self.phone_pitch[phone], PROSODY_SMOOTH)[v])
         return Frames(f0=f0, coded=coded, ap=frames.ap, n_samples=frames.n_samples)
+
+
+def _phone_index(labels: np.ndarray | None, n_frames: int, unknown: int) -> np.ndarray:
+    """Each frame's row in a per-phone table whose last row (`unknown`) is for no known phone."""
+    if labels is None:
+        return np.full(n_frames, unknown, dtype=np.int64)
+    return np.where(labels >= 0, labels, unknown).astype(np.int64)
+
+
+def _smooth(x: np.ndarray, width: int) -> np.ndarray:
+    """Moving average over `width` frames, edges repeated (same length)."""
+    if width <= 1 or len(x) == 0:
+        return x
+    padded = np.pad(x, (width // 2, width - 1 - width // 2), mode="edge")
+    return np.convolve(padded, np.ones(width) / width, mode="valid")
+
+
+def phone_offsets(values: np.ndarray, labels: np.ndarray, n_phones: int) -> np.ndarray:
+    """[n_phones + 1]: the mean of `values` per phone label, each pulled towards the mean of
+    all by `PROSODY_SHRINK` frames' weight; the last entry is that overall mean (label -1).
+    """
+    overall = float(values.mean()) if len(values) else 0.0
+    out = np.full(n_phones + 1, overall)
+    for p in range(n_phones):
+        mine = values[labels == p]
+        out[p] = (mine.sum() + PROSODY_SHRINK * overall) / (len(mine) + PROSODY_SHRINK)
+    return out
 
 
 def context_window(x: np.ndarray, context: int = CONTEXT) -> np.ndarray:
@@ -373,6 +421,9 @@ def train(
     model = None
     for p in range(options.align_passes):
         xs, ys, labels = [], [], []
+        # Per aligned sounding frame: the base voice's phone, normalised c0 of both voices,
+        # and log-F0 of both where both are voiced (NaN elsewhere).
+        prosody: list[np.ndarray] = []
         for i, (s, t, s_on, t_on) in enumerate(zip(src_n, tgt_n, src_on, tgt_on, strict=True)):
             # Align on the low cepstra of spectral shape, unnormalised (the mel-cepstral
             # distance): c0, the level, differs between recordings; high orders are noise.
@@ -392,6 +443,22 @@ def train(
                 label = np.full(len(t), -1, dtype=np.int16)
                 label[ib] = src_labels[i][ia]
                 labels.append(label[t_on])
+            fa, fb = base[i].f0[ia[keep]], target[i].f0[ib[keep]]
+            both = (fa > 0) & (fb > 0)
+            prosody.append(
+                np.stack(
+                    [
+                        src_labels[i][ia[keep]]
+                        if base_phonemes is not None
+                        else np.full(len(fa), -1),
+                        s[ia[keep], 0],
+                        t[ib[keep], 0],
+                        np.where(both, np.log(np.where(both, fa, 1.0)), np.nan),
+                        np.where(both, np.log(np.where(both, fb, 1.0)), np.nan),
+                    ],
+                    axis=1,
+                )
+            )
         x = torch.tensor(np.concatenate(xs), dtype=torch.float32)
         y = torch.tensor(np.concatenate(ys), dtype=torch.float32)
         progress(f"alignment pass {p + 1}/{options.align_passes}: {len(x)} frame pairs")
@@ -411,6 +478,15 @@ def train(
     if base_phonemes is not None:
         # From the last pass, whose alignment is the best.
         conv.pool_labels = np.concatenate(labels).astype(np.int16)
+    # The target's prosody, phone by phone, from the last pass's pairs: how much louder
+    # (normalised c0) and how much higher (log-F0, beyond the quantile map) the target says
+    # each of the base voice's phones.
+    pairs = np.concatenate(prosody)
+    label = pairs[:, 0].astype(np.int64)
+    conv.phone_level = phone_offsets(pairs[:, 2] - pairs[:, 1], label, len(conv.phones))
+    voiced = ~np.isnan(pairs[:, 3])
+    rise = pairs[voiced, 4] - conv.map_log_f0(pairs[voiced, 3])
+    conv.phone_pitch = phone_offsets(rise, label[voiced], len(conv.phones))
     return conv
 
 
