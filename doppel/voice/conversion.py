@@ -449,6 +449,8 @@ def train(
                 label = np.full(len(t), -1, dtype=np.int16)
                 label[ib] = src_labels[i][ia]
                 labels.append(label[t_on])
+            if p < options.align_passes - 1:
+                continue  # the prosody comes from the last pass's alignment only
             fa, fb = base[i].f0[ia[keep]], target[i].f0[ib[keep]]
             both = (fa > 0) & (fb > 0)
             prosody.append(
