@@ -9,9 +9,11 @@ Two targets, each trained on at most 60 s of real speech with the product's own 
 - Obama (male): trained on five clips' audio with their manifest.csv transcripts; the centroid is
   the three other clips with audio; the sentences are ten from the weekly address captions.
 
-For each: similarity (resemblyzer cosine to the centroid) of the base voice and of the cloned
-voice, Whisper base (beam 5) WER of both, real-time factor of synthesis + conversion, and
-consistency (mean cosine between the cloned sentences). Writes benchmarks/results/voice.md.
+For each: the ceiling, the similarity of the target's own training clips to the centroid (as
+recorded, and resynthesised by WORLD, the vocoder every cloned clip goes through); similarity
+(resemblyzer cosine to the centroid) of the base voice and of the cloned voice, Whisper base
+(beam 5) WER of both, real-time factor of synthesis + conversion, and consistency (mean cosine
+between the cloned sentences). Writes benchmarks/results/voice.md.
 
 Run: `OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python -m benchmarks.quality.voice`
 """
@@ -34,7 +36,7 @@ import numpy as np
 from doppel import weights
 from doppel.settings import REPO_ROOT, default_cache_dir
 from doppel.speech_to_text import SpeechToText, SttOptions
-from doppel.voice import conversion, enrol, validate
+from doppel.voice import conversion, enrol, validate, world
 from doppel.voice.clone import ClonedVoice
 from doppel.voice.profile import train
 
@@ -57,6 +59,9 @@ class Row:
     target: str
     train_speech_s: float
     train_time_s: float
+    #: The target's own training clips: as recorded, and through WORLD analysis + synthesis.
+    real_similarity: float
+    resynth_similarity: float
     base_voice: str
     base_similarity: float
     base_wer: float
@@ -147,6 +152,12 @@ def evaluate(target: Target, models_dir: Path, stt: SpeechToText, work: Path) ->
     centroid /= np.linalg.norm(centroid)
     clips = enrol.load(target.train)
     print(f"== {target.name}: training on {sum(len(c) for c in clips) / 16000:.1f} s", flush=True)
+    real = [float(encoder.embed(c) @ centroid) for c in clips]
+    resynth = [
+        float(encoder.embed(world.synthesise(world.analyse(c)).astype(np.float32)) @ centroid)
+        for c in clips
+    ]
+    print(f"  real training clips {np.round(real, 3)}, resynthesised {np.round(resynth, 3)}")
     started = time.perf_counter()
     profile = train(
         clips,
@@ -185,6 +196,8 @@ def evaluate(target: Target, models_dir: Path, stt: SpeechToText, work: Path) ->
         target.name,
         profile.speech_s,
         train_time,
+        float(np.mean(real)),
+        float(np.mean(resynth)),
         profile.base_voice,
         float(np.mean(base_sims)),
         base_err / n_words,
@@ -211,14 +224,19 @@ def report(rows: list[Row]) -> str:
         "this machine (2 shared CPU cores, one thread). Goals: similarity >= "
         f"{GOALS['similarity']},",
         f"WER <= {GOALS['wer']:.0%}, RTF <= {GOALS['rtf']}, consistency >= {GOALS['consistency']}.",
+        "The ceiling: the target's own training clips against the same centroid, as recorded",
+        "(real) and through WORLD analysis and synthesis (resynth), the vocoder every cloned clip",
+        "goes through.",
         "",
-        "| target | speech trained on (s) | training time (s) | base voice | base similarity | "
-        "base WER | cloned similarity | cloned WER | cloned raw WER | RTF | consistency |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| target | speech trained on (s) | training time (s) | real | resynth | base voice | "
+        "base similarity | base WER | cloned similarity | cloned WER | cloned raw WER | RTF | "
+        "consistency |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         out.append(
-            f"| {r.target} | {r.train_speech_s:.1f} | {r.train_time_s:.0f} | {r.base_voice} | "
+            f"| {r.target} | {r.train_speech_s:.1f} | {r.train_time_s:.0f} | "
+            f"{r.real_similarity:.3f} | {r.resynth_similarity:.3f} | {r.base_voice} | "
             f"{r.base_similarity:.3f} | {r.base_wer:.3f} | {r.similarity:.3f} "
             f"({mark(r.similarity >= GOALS['similarity'])}) | {r.wer:.3f} "
             f"({mark(r.wer <= GOALS['wer'])}) | {r.raw_wer:.3f} | "
