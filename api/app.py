@@ -19,6 +19,7 @@ from api.auth import HEADER, ApiKeyMiddleware
 from api.batches import BatchController
 from api.errors import HANDLERS
 from api.health import HealthController
+from api.personas import PersonaController
 from api.replicas import ReplicaController
 from api.state import Services
 from api.templates import TemplateController
@@ -68,6 +69,7 @@ def create_app(settings: Settings) -> Litestar:
             WebhookController,
             TemplateController,
             BatchController,
+            PersonaController,
         ],
         middleware=[ApiKeyMiddleware],
         security=[{"apiKey": []}],
