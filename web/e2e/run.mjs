@@ -145,6 +145,36 @@ try {
   check((await bad.innerText()).includes("Missing city"), "the flagged row names the missing variable");
   await shot("06-csv-preview");
 
+  step("personas: a bad tools list is named before sending; the saved key shows masked; the context is edited");
+  await page.getByRole("link", { name: "Personas", exact: true }).click();
+  await page.getByRole("heading", { name: "Personas", exact: true }).waitFor();
+  await page.getByLabel("Persona name", { exact: true }).fill("Coach");
+  await page.getByLabel("System prompt", { exact: true }).fill("You are a patient running coach.");
+  await page.getByLabel("Model", { exact: true }).fill("qwen2.5");
+  await page.getByLabel("Base URL", { exact: true }).fill("https://93.184.216.34/v1");
+  await page.getByLabel("API key", { exact: true }).fill("sk-web-test-key-9876");
+  const tools = page.getByLabel("Tools (JSON, OpenAI function definitions)", { exact: true });
+  await tools.fill('[{"type": "function"}]');
+  check((await page.getByTestId("tools-problem").innerText()).includes("Tool 1 needs"), "a bad tool is named before sending");
+  check(await page.getByRole("button", { name: "Save persona" }).isDisabled(), "saving waits for valid tools");
+  await tools.fill('[{"type": "function", "function": {"name": "get_weather"}}]');
+  await page.getByRole("button", { name: "Save persona" }).click();
+  const persona = page.locator("[data-testid=persona]", { hasText: "Coach" }).first();
+  await persona.waitFor();
+  check((await persona.getByTestId("masked-key").innerText()) === "...9876", "the key shows its last four characters only");
+  check(!(await page.content()).includes("sk-web-test-key-9876"), "the whole key is nowhere in the page");
+  await persona.getByLabel("Context of Coach", { exact: true }).fill("Training for a half marathon.");
+  await persona.getByRole("button", { name: "Save context" }).click();
+  await page.waitForFunction(() =>
+    [...document.querySelectorAll("[data-testid=persona] button")].some((b) => b.textContent === "Save context" && b.disabled),
+  );
+  const stored = await page.evaluate(
+    async (key) => (await (await fetch("/v2/personas?page=1&limit=5", { headers: { "x-api-key": key } })).json()).data,
+    KEY,
+  );
+  check(stored.some((p) => p.persona_name === "Coach" && p.context === "Training for a half marathon."), "the edit reached the server");
+  await shot("08-personas");
+
   step("webhooks page");
   await page.getByRole("link", { name: "Webhooks" }).click();
   await page.getByRole("heading", { name: "Webhooks" }).waitFor();
@@ -162,6 +192,7 @@ try {
     ["replicas", "/replicas/"],
     ["videos", "/videos/"],
     ["templates", "/templates/"],
+    ["personas", "/personas/"],
     ["webhooks", "/webhooks/"],
   ]) {
     await page.goto(`${BASE}${path}`);

@@ -145,3 +145,15 @@ export async function fetchBlob(url: string): Promise<Blob> {
   if (!response.ok) throw await errorOf(response);
   return response.blob();
 }
+
+/** The tenant's replicas (the first 100, newest first): what a form offers to choose from. */
+export async function listReplicas() {
+  return (await ok(api().GET("/v2/replicas", { params: { query: { page: 1, limit: 100 } } }))).data;
+}
+
+/** DELETE `path` once the person confirms `question`; false when they did not. */
+export async function confirmDelete(question: string, path: string): Promise<boolean> {
+  if (!window.confirm(question)) return false;
+  await call("DELETE", path);
+  return true;
+}

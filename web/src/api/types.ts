@@ -18,3 +18,5 @@ export type Batch = Schemas["BatchOut"];
 export type BatchRow = Schemas["RowOut"];
 export type ConsentStatement = Schemas["ConsentStatement"];
 export type ScriptOut = Schemas["ScriptOut"];
+export type Persona = Schemas["PersonaOut"];
+export type PersonaList = Schemas["PersonaList"];

@@ -9,6 +9,7 @@ const NAV = [
   { href: "/replicas/", label: "Replicas" },
   { href: "/videos/", label: "Videos" },
   { href: "/templates/", label: "Templates & batches" },
+  { href: "/personas/", label: "Personas" },
   { href: "/webhooks/", label: "Webhooks" },
 ];
 

@@ -96,3 +96,12 @@ export function saveBlob(blob: Blob, filename: string): void {
   a.remove();
   setTimeout(() => URL.revokeObjectURL(a.href), 1000);
 }
+
+/** A list item's Delete button, named for screen readers by what it deletes. */
+export function DeleteButton({ what, onClick }: { what: string; onClick: () => void }) {
+  return (
+    <button type="button" className="secondary" onClick={onClick} aria-label={`Delete ${what}`}>
+      Delete
+    </button>
+  );
+}

@@ -3,11 +3,11 @@
 import { useRouter } from "next/navigation";
 import { useCallback, useEffect, useState } from "react";
 import { capabilities } from "@/api/capabilities";
-import { api, call, ok } from "@/api/client";
+import { call, confirmDelete, listReplicas } from "@/api/client";
 import type { Replica, Template, TemplateList } from "@/api/types";
 import { BatchForm } from "@/components/BatchForm";
 import { TemplateEditor } from "@/components/TemplateEditor";
-import { ErrorBox } from "@/components/ui";
+import { DeleteButton, ErrorBox } from "@/components/ui";
 
 export default function TemplatesPage() {
   const router = useRouter();
@@ -26,8 +26,7 @@ export default function TemplatesPage() {
       const caps = await capabilities();
       const on = { templates: caps.has("/v2/templates"), batches: caps.has("/v2/batches") };
       setEnabled(on);
-      const r = await ok(api().GET("/v2/replicas", { params: { query: { page: 1, limit: 100 } } }));
-      setReplicas(r.data);
+      setReplicas(await listReplicas());
       if (on.templates) setTemplates((await call<TemplateList>("GET", "/v2/templates?page=1&limit=100")).data);
     } catch (err) {
       setError(err);
@@ -38,10 +37,9 @@ export default function TemplatesPage() {
   }, [load]);
 
   async function remove(t: Template) {
-    if (!window.confirm(`Delete template “${t.name}”?`)) return;
     try {
-      await call("DELETE", `/v2/templates/${t.template_id}`);
-      setTemplates((xs) => xs.filter((x) => x.template_id !== t.template_id));
+      if (await confirmDelete(`Delete template “${t.name}”?`, `/v2/templates/${t.template_id}`))
+        setTemplates((xs) => xs.filter((x) => x.template_id !== t.template_id));
     } catch (err) {
       setError(err);
     }
@@ -78,9 +76,7 @@ export default function TemplatesPage() {
                       <h3>{t.name}</h3>
                       <p className="muted small">{t.script}</p>
                     </div>
-                    <button type="button" className="secondary" onClick={() => remove(t)} aria-label={`Delete template ${t.name}`}>
-                      Delete
-                    </button>
+                    <DeleteButton what={`template ${t.name}`} onClick={() => remove(t)} />
                   </li>
                 ))}
               </ul>
