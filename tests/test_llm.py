@@ -1,0 +1,201 @@
+"""The OpenAI-compatible chat client (doppel.llm) against a server speaking that protocol over
+real HTTP (aiohttp): the hosted LLM API cannot exist here, so a small server stands in for it
+on the wire, streaming server-sent events as OpenAI's chat completions do. Text arrives in
+order, tool calls are assembled from fragments, refusals name what to change, leaving the loop
+early closes the stream, and streamed text is cut into sentences for the voice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from doppel import llm
+
+
+@dataclasses.dataclass
+class Stub:
+    url: str = ""
+    #: Each request's headers and JSON body.
+    got: list[tuple[dict[str, str], dict[str, Any]]] = dataclasses.field(default_factory=list)
+    #: What the next request is answered with: (status, SSE data payloads) or raw bytes.
+    script: list[Any] = dataclasses.field(default_factory=list)
+    delay_s: float = 0.0
+    sent: int = 0
+    cut: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+
+@pytest.fixture
+async def stub() -> AsyncIterator[Stub]:
+    from aiohttp import web
+
+    box = Stub()
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        box.got.append(({k.lower(): v for k, v in request.headers.items()}, await request.json()))
+        status, events = box.script.pop(0)
+        if status != 200:
+            return web.json_response({"error": {"message": events}}, status=status)
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        try:
+            for event in events:
+                payload = event if isinstance(event, str) else json.dumps(event)
+                await response.write(f"data: {payload}\n\n".encode())
+                box.sent += 1
+                if box.delay_s:
+                    await asyncio.sleep(box.delay_s)
+        except (ConnectionResetError, asyncio.CancelledError):
+            box.cut.set()
+            raise
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    box.url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    try:
+        yield box
+    finally:
+        await runner.cleanup()
+
+
+def text_chunk(text: str, finish: str | None = None) -> dict[str, Any]:
+    return {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}]}
+
+
+def tool_chunk(index: int, **fields: Any) -> dict[str, Any]:
+    call: dict[str, Any] = {"index": index}
+    if "id" in fields:
+        call["id"] = fields.pop("id")
+    call["function"] = fields
+    return {"choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]}
+
+
+async def test_text_streams_in_order_with_the_request_as_openai_takes_it(stub: Stub) -> None:
+    stub.script.append(
+        (200, [text_chunk("Hel"), text_chunk("lo, "), text_chunk("runner.", "stop"), "[DONE]"])
+    )
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+    messages = llm.persona_messages(
+        "You coach.", "A marathon.", [{"role": "user", "content": "Hi"}]
+    )
+    reply = llm.Reply()
+    config = llm.LlmConfig(stub.url, "qwen2.5", api_key="sk-abc", temperature=0.2)
+    async with llm.ChatClient(config) as chat:
+        pieces = [t async for t in chat.stream(messages, tools, reply)]
+    assert pieces == ["Hel", "lo, ", "runner."]
+    assert reply.text == "Hello, runner." and reply.finish_reason == "stop"
+    headers, body = stub.got[0]
+    assert headers["authorization"] == "Bearer sk-abc"
+    assert body["model"] == "qwen2.5" and body["stream"] is True and body["tools"] == tools
+    assert body["temperature"] == 0.2 and "max_tokens" not in body
+    assert body["messages"] == [
+        {"role": "system", "content": "You coach.\n\nContext:\nA marathon."},
+        {"role": "user", "content": "Hi"},
+    ]
+
+
+async def test_tool_calls_are_assembled_from_their_fragments(stub: Stub) -> None:
+    stub.script.append(
+        (
+            200,
+            [
+                tool_chunk(0, id="call_a", name="get_weather", arguments=""),
+                tool_chunk(1, id="call_b", name="hang_", arguments="{}"),
+                tool_chunk(0, arguments='{"city": '),
+                tool_chunk(1, name="up"),
+                tool_chunk(0, arguments='"Paris"}'),
+                {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+                "[DONE]",
+            ],
+        )
+    )
+    async with llm.ChatClient(llm.LlmConfig(stub.url, "m")) as chat:
+        reply = await chat.complete([{"role": "user", "content": "Weather?"}])
+    assert reply.text == "" and reply.finish_reason == "tool_calls"
+    assert [(c.id, c.name) for c in reply.tool_calls] == [
+        ("call_a", "get_weather"),
+        ("call_b", "hang_up"),
+    ]
+    assert reply.tool_calls[0].arguments_json() == {"city": "Paris"}
+    assert reply.tool_calls[1].arguments_json() == {}
+    assert "authorization" not in stub.got[0][0]  # no key, no header
+    with pytest.raises(llm.LlmError, match="not JSON"):
+        llm.ToolCall("c", "f", '{"city": ').arguments_json()
+
+
+async def test_refusals_and_broken_streams_say_what_to_change(stub: Stub) -> None:
+    stub.script += [
+        (401, "Incorrect API key provided"),
+        (404, "The model `gpt-9` does not exist"),
+        (500, "overloaded"),
+        (200, [text_chunk("ok"), "this is not json"]),
+        (200, [{"error": {"message": "context length exceeded"}}]),
+    ]
+    for words in [
+        "refused the API key (401: Incorrect API key provided). Check `layers.llm.api_key`",
+        "does not exist). Check `layers.llm.model`",
+        "answered 500: overloaded",
+        "not a chat completion chunk",
+        "stopped with an error: context length exceeded",
+    ]:
+        async with llm.ChatClient(llm.LlmConfig(stub.url, "gpt-9", api_key="k")) as chat:
+            with pytest.raises(llm.LlmError) as err:
+                await chat.complete([{"role": "user", "content": "Hi"}])
+        assert words in err.value.message, err.value.message
+        assert stub.url in err.value.message
+    nobody = "http://127.0.0.1:9/v1"  # the discard port: nothing listens
+    async with llm.ChatClient(llm.LlmConfig(nobody, "m", timeout_s=5)) as chat:
+        with pytest.raises(llm.LlmError, match="could not be reached"):
+            await chat.complete([{"role": "user", "content": "Hi"}])
+
+
+async def test_leaving_the_loop_early_closes_the_stream(stub: Stub) -> None:
+    """An interruption: the caller stops reading after two pieces; the server sees the
+    connection go instead of writing the other 98."""
+    stub.delay_s = 0.05
+    stub.script.append((200, [text_chunk(f"word{i} ") for i in range(100)] + ["[DONE]"]))
+    got: list[str] = []
+    async with llm.ChatClient(llm.LlmConfig(stub.url, "m")) as chat:
+        async with contextlib.aclosing(chat.stream([{"role": "user", "content": "Talk"}])) as s:
+            async for piece in s:
+                got.append(piece)
+                if len(got) == 2:
+                    break
+        # The client is still open: closing the stream alone ended the response.
+        await asyncio.wait_for(stub.cut.wait(), timeout=10)
+    assert got == ["word0 ", "word1 "] and stub.sent < 100
+
+
+async def pieces(*parts: str) -> AsyncIterator[str]:
+    for p in parts:
+        yield p
+
+
+async def test_streamed_text_is_cut_into_sentences_for_the_voice() -> None:
+    async def cut(*parts: str, min_chars: int = 12) -> list[str]:
+        return [s async for s in llm.sentences(pieces(*parts), min_chars=min_chars)]
+
+    text = "Great question! Pace yourself, e.g. run 3.5 km easy. Then rest.\nDrink water"
+    # "e.g. run" and "3.5" end nothing; "Then rest." is under 12 characters, so it waits and
+    # goes out with what follows it.
+    want = ["Great question!", "Pace yourself, e.g. run 3.5 km easy.", "Then rest.\nDrink water"]
+    assert await cut(text) == want
+    # Wherever the stream's chunks fall, the sentences are the same.
+    assert await cut(*[text[i : i + 3] for i in range(0, len(text), 3)]) == want
+    assert await cut(*text) == want
+    assert await cut("Yes. I can help with that.") == ["Yes. I can help with that."]
+    assert await cut('He said "Go." Then he left the room.', min_chars=1) == [
+        'He said "Go."',
+        "Then he left the room.",
+    ]
+    assert await cut("", "  ") == []
