@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             stopped = platform.down()
             print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
         else:
-            for name in ("postgres", "redis", "triton", "api", "worker"):
+            for name in ("postgres", "redis", "triton", "llm", "api", "worker"):
                 record = platform.managed(name)
                 state = "running" if record and record.alive() else "stopped"
                 print(f"{name:9} {state}" + (f" (pid {record.pid})" if record else ""))

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from doppel.errors import DoppelError
+from doppel.settings import Settings
 
 
 class LlmError(DoppelError):
@@ -68,6 +69,22 @@ class Reply:
     tool_calls: list[ToolCall] = dataclasses.field(default_factory=list)
     #: "stop", "length", "tool_calls"; None while streaming or where the stream was cut.
     finish_reason: str | None = None
+
+
+def config_for(layers: Mapping[str, Any], api_key: str | None, settings: Settings) -> LlmConfig:
+    """The LLM a persona talks through: its own `layers.llm` endpoint (model, base_url and its
+    key), or, where it names no endpoint, the platform's own model (`settings.llm_url`, which
+    `make up` starts), under the persona's model name if it gives one.
+    """
+    layer = layers.get("llm") or {}
+    if layer.get("base_url"):
+        return LlmConfig(layer["base_url"], layer.get("model", ""), api_key)
+    if not settings.llm_url:
+        raise LlmError(
+            "This persona names no LLM (`layers.llm.base_url`) and the platform runs none "
+            "(DOPPEL_LLM_URL): set one of them."
+        )
+    return LlmConfig(settings.llm_url, layer.get("model") or settings.llm_model)
 
 
 def persona_messages(

@@ -1,4 +1,5 @@
-"""The whole platform on one machine: PostgreSQL, Redis, Triton, the API and an arq worker.
+"""The whole platform on one machine: PostgreSQL, Redis, Triton, the platform's own chat model
+(llama.cpp's OpenAI-compatible server), the API and an arq worker.
 
 `make up` and the test session both use this module, so the processes the tests run against are
 started exactly as a developer's are. Everything lives under one run folder: data, logs, and a
@@ -37,9 +38,25 @@ DEFAULT_PORTS = {
     "triton_http": 58000,
     "triton_grpc": 58001,
     "triton_metrics": 58002,
+    "llm": 58080,
 }
 #: Seconds a process gets to become healthy. Triton loads and warms every model first.
-START_TIMEOUT_S = {"postgres": 60, "redis": 20, "triton": 300, "api": 60, "worker": 60}
+START_TIMEOUT_S = {
+    "postgres": 60,
+    "redis": 20,
+    "triton": 300,
+    "llm": 120,
+    "api": 60,
+    "worker": 60,
+}
+#: The platform's own chat model (doppel.weights) and the virtualenv its server runs in:
+#: scripts/bootstrap.sh makes it from requirements-llm.lock, apart from the main one, because
+#: llama-cpp-python's server pins a web stack of its own.
+LLM_MODEL = "qwen2.5-coder-0.5b"
+LLM_VENV = REPO_ROOT / ".llm-venv"
+#: Context window and threads of the llama.cpp server (DOPPEL_LLM_CTX, DOPPEL_LLM_THREADS).
+LLM_CTX = 4096
+LLM_THREADS = 2
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
@@ -310,6 +327,47 @@ class LocalPlatform:
             "triton_metrics": f"http://127.0.0.1:{ports['triton_metrics']}/metrics",
         }
 
+    def start_llm(self, *, fixed_ports: bool = True) -> dict[str, str]:
+        """llama.cpp's OpenAI-compatible server with the platform's own model; returns the
+        `llm` (base URL, up to /v1) and `llm_model` endpoints.
+        """
+        if self._running("llm"):
+            ep = self.read_endpoints()
+            return {"llm": ep["llm"], "llm_model": ep["llm_model"]}
+        python = LLM_VENV / "bin" / "python"
+        if not python.exists():
+            raise PlatformError(
+                f"{python} is missing: scripts/bootstrap.sh (run by `make up` and `make test`) "
+                "builds the LLM server's virtualenv"
+            )
+        from doppel import weights
+
+        model = weights.model_dir(self.models_dir, LLM_MODEL) / "model.gguf"
+        port = self._port("llm", fixed_ports)
+        self._spawn(
+            "llm",
+            [
+                str(python),
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(model),
+                "--model_alias",
+                LLM_MODEL,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                self.env.get("DOPPEL_LLM_CTX", str(LLM_CTX)),
+                "--n_threads",
+                self.env.get("DOPPEL_LLM_THREADS", str(LLM_THREADS)),
+            ],
+        )
+        url = f"http://127.0.0.1:{port}/v1"
+        self._wait_healthy("llm", lambda: _http_ok(f"{url}/models"))
+        return {"llm": url, "llm_model": LLM_MODEL}
+
     def app_env(self, endpoints: Mapping[str, str]) -> dict[str, str]:
         env = dict(self.env)
         env.update(
@@ -317,6 +375,8 @@ class LocalPlatform:
             REDIS_URL=endpoints["redis_url"],
             TRITON_GRPC_URL=endpoints["triton_grpc"],
             TRITON_HTTP_URL=endpoints.get("triton_http", ""),
+            DOPPEL_LLM_URL=endpoints.get("llm", ""),
+            DOPPEL_LLM_MODEL=endpoints.get("llm_model", ""),
             DOPPEL_RUN_DIR=str(self.run_dir),
             DOPPEL_MODELS_DIR=str(self.models_dir),
             PYTHONPATH=":".join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
@@ -366,6 +426,12 @@ class LocalPlatform:
         else:
             endpoints.update(self.start_triton(fixed_ports=fixed_ports))
         self._write_endpoints(endpoints)
+        if self.env.get("DOPPEL_LLM_URL"):
+            endpoints["llm"] = self.env["DOPPEL_LLM_URL"]
+            endpoints["llm_model"] = self.env.get("DOPPEL_LLM_MODEL", "")
+        else:
+            endpoints.update(self.start_llm(fixed_ports=fixed_ports))
+        self._write_endpoints(endpoints)
         if with_app:
             endpoints["api"] = self.start_api(endpoints, fixed_ports=fixed_ports)
             # The API serves the web app's static build on the same origin (api/app.py).
@@ -377,7 +443,7 @@ class LocalPlatform:
     def down(self) -> list[str]:
         """Stop every process this run folder records, apps first; returns the names stopped."""
         stopped = []
-        for name in ("worker", "api", "triton", "redis", "postgres"):
+        for name in ("worker", "api", "llm", "triton", "redis", "postgres"):
             record = self.managed(name)
             if record is None:
                 continue

@@ -72,6 +72,11 @@ class Settings:
     #: The web app's static build (`npm run build` in web/), served by the API at `/` when it
     #: holds an index.html (DOPPEL_WEB_DIR; default `<repo>/web/out`). None: no web app.
     web_dir: Path | None = None
+    #: The platform's own chat model, for a persona without an LLM layer of its own: an
+    #: OpenAI-compatible base URL (DOPPEL_LLM_URL; default: the `llm` server `make up` starts)
+    #: and the model's name there (DOPPEL_LLM_MODEL). Empty: no platform model.
+    llm_url: str = ""
+    llm_model: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -113,6 +118,8 @@ class Settings:
                 env.get("DOPPEL_PUBLIC_URL") or endpoints.get("api") or "http://127.0.0.1:8000"
             ).rstrip("/"),
             web_dir=Path(env.get("DOPPEL_WEB_DIR") or REPO_ROOT / "web" / "out"),
+            llm_url=env.get("DOPPEL_LLM_URL") or endpoints.get("llm", ""),
+            llm_model=env.get("DOPPEL_LLM_MODEL") or endpoints.get("llm_model", ""),
         )
 
 

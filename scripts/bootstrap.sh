@@ -3,7 +3,9 @@
 # in place takes a few seconds.
 #   1. Debian packages (PostgreSQL, Redis, ffmpeg, espeak-ng, libb64 for perf_analyzer).
 #   2. A virtualenv with requirements.lock, kept in the cache and keyed by the lock's hash, so
-#      fresh clones share it; .venv links to it.
+#      fresh clones share it; .venv links to it. Likewise .llm-venv from requirements-llm.lock:
+#      llama-cpp-python's OpenAI-compatible server (the platform's own chat model), built from
+#      source once (about 4 minutes; pip's wheel cache keeps the build).
 #   3. Model weights from models.md, assembled and sha256-checked in the cache, and the ONNX
 #      graphs exported from them (python -m export).
 #   4. The web app: `npm ci` in web/ when package-lock.json changed, `npm run build` (the static
@@ -18,7 +20,8 @@ say() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*"; }
 
 # --- 1. Debian packages -------------------------------------------------------------------
 # chromium: the web app's browser tests (playwright-core drives it; no browser download).
-DEB_PACKAGES=(postgresql redis-server ffmpeg espeak-ng libb64-0d python3-venv util-linux procps festival festvox-us-slt-hts chromium)
+# cmake, g++: llama-cpp-python builds from source (PyPI has no wheel).
+DEB_PACKAGES=(postgresql redis-server ffmpeg espeak-ng libb64-0d python3-venv util-linux procps festival festvox-us-slt-hts chromium cmake g++)
 # Node.js for the web app (Debian 12's is 18.19; Next.js 15 needs 18.18 or newer): only when
 # there is no node at all, so a newer one already installed is kept.
 command -v node >/dev/null 2>&1 || DEB_PACKAGES+=(nodejs npm)
@@ -52,6 +55,26 @@ fi
 if [ "$(readlink .venv 2>/dev/null)" != "$VENV" ]; then
   rm -rf .venv
   ln -s "$VENV" .venv
+fi
+
+# The LLM server's own virtualenv: its web stack (FastAPI, pydantic) is pinned apart from ours.
+llm_hash=$( (cat requirements-llm.lock; "$PYTHON" --version) | sha256sum | cut -c1-16)
+LLM_VENV="$CACHE/llm-venv-$llm_hash"
+if [ ! -f "$LLM_VENV/.complete" ]; then
+  say "creating the LLM server's virtualenv $LLM_VENV (first run: builds llama.cpp, a few minutes)"
+  rm -rf "$LLM_VENV"
+  "$PYTHON" -m venv "$LLM_VENV"
+  # Portable build (no -march=native): the cached wheel may run on another CPU.
+  CMAKE_ARGS="-DGGML_NATIVE=OFF" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+    "$LLM_VENV/bin/pip" install -q --disable-pip-version-check -r requirements-llm.lock 2>&1 \
+    | grep -v "is ignored: it is neither a file nor a directory" || true
+  "$LLM_VENV/bin/python" -c "import llama_cpp.server.app" \
+    || { echo "LLM server virtualenv install failed" >&2; exit 1; }
+  touch "$LLM_VENV/.complete"
+fi
+if [ "$(readlink .llm-venv 2>/dev/null)" != "$LLM_VENV" ]; then
+  rm -rf .llm-venv
+  ln -s "$LLM_VENV" .llm-venv
 fi
 
 # --- 3. model weights and exported graphs --------------------------------------------------

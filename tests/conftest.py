@@ -63,7 +63,13 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform
     run_dir = tmp_path_factory.mktemp("run")
     env = dict(os.environ, DOPPEL_EPHEMERAL="1")
     # The session's services are its own even if the caller's shell points at others.
-    for var in ("DATABASE_URL", "REDIS_URL", "TRITON_GRPC_URL", "TRITON_HTTP_URL"):
+    for var in (
+        "DATABASE_URL",
+        "REDIS_URL",
+        "TRITON_GRPC_URL",
+        "TRITON_HTTP_URL",
+        "DOPPEL_LLM_URL",
+    ):
         env.pop(var, None)
     # DOPPEL_TEST_MODEL_REPOSITORY: run against another repository (e.g. one model while
     # developing it); the default is the project's own.
@@ -86,6 +92,8 @@ def settings(platform: LocalPlatform) -> Settings:
         triton_http_url=ep["triton_http"],
         data_dir=platform.run_dir / "data",
         models_dir=platform.models_dir,
+        llm_url=ep["llm"],
+        llm_model=ep["llm_model"],
     )
 
 

@@ -2,7 +2,8 @@
 real HTTP (aiohttp): the hosted LLM API cannot exist here, so a small server stands in for it
 on the wire, streaming server-sent events as OpenAI's chat completions do. Text arrives in
 order, tool calls are assembled from fragments, refusals name what to change, leaving the loop
-early closes the stream, and streamed text is cut into sentences for the voice."""
+early closes the stream, and streamed text is cut into sentences for the voice. Last, the
+platform's own model (llama.cpp, started with the session's services) answers for real."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -199,3 +201,39 @@ async def test_streamed_text_is_cut_into_sentences_for_the_voice() -> None:
         "Then he left the room.",
     ]
     assert await cut("", "  ") == []
+
+
+def test_a_persona_talks_through_its_own_endpoint_or_the_platforms_model() -> None:
+    from doppel.settings import Settings
+
+    base = Settings("db", "redis", "grpc", "http", Path("/d"), Path("/m"))
+    platform = dataclasses.replace(base, llm_url="http://127.0.0.1:1/v1", llm_model="local")
+    own = {"llm": {"model": "gpt-x", "base_url": "https://api.example.com/v1"}}
+    assert llm.config_for(own, "sk-1", platform) == llm.LlmConfig(
+        "https://api.example.com/v1", "gpt-x", "sk-1"
+    )
+    assert llm.config_for({}, None, platform) == llm.LlmConfig("http://127.0.0.1:1/v1", "local")
+    named = llm.config_for({"llm": {"model": "tuned"}}, None, platform)
+    assert (named.base_url, named.model, named.api_key) == ("http://127.0.0.1:1/v1", "tuned", None)
+    with pytest.raises(llm.LlmError, match="DOPPEL_LLM_URL"):
+        llm.config_for({}, None, base)
+
+
+async def test_the_platforms_own_model_streams_a_reply(settings: Any) -> None:
+    """The local model `make up` serves (llama.cpp, Qwen2.5-Coder 0.5B): a persona without an
+    LLM layer gets a streamed, finished reply that reads as an answer to the question."""
+    config = dataclasses.replace(llm.config_for({}, None, settings), temperature=0.0, max_tokens=60)
+    messages = llm.persona_messages(
+        "You are a friendly running coach. Answer in one or two short sentences.",
+        "The user is training for a first marathon.",
+        [{"role": "user", "content": "What should I eat the evening before a long run?"}],
+    )
+    reply = llm.Reply()
+    async with llm.ChatClient(config) as chat:
+        pieces = [p async for p in chat.stream(messages, reply=reply)]
+    print("platform model:", repr(reply.text))
+    assert len(pieces) > 3, "the reply came in one block, not streamed"
+    assert reply.finish_reason in ("stop", "length") and "".join(pieces) == reply.text
+    assert len(reply.text.split()) >= 5
+    food = ("carb", "pasta", "rice", "bread", "potato", "banana", "oat", "meal", "protein", "food")
+    assert any(w in reply.text.lower() for w in food), reply.text

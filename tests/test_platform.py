@@ -34,6 +34,8 @@ async def test_up_uses_given_services_starts_the_rest_and_down_stops_only_its_ow
         REDIS_URL=settings.redis_url,
         TRITON_GRPC_URL=settings.triton_grpc_url,
         TRITON_HTTP_URL=settings.triton_http_url,
+        DOPPEL_LLM_URL=settings.llm_url,
+        DOPPEL_LLM_MODEL=settings.llm_model,
         DOPPEL_API_PORT=str(free_port()),
         DOPPEL_DATA_DIR=str(tmp_path / "data"),
         PYTHONPATH=str(REPO_ROOT),
@@ -48,12 +50,15 @@ async def test_up_uses_given_services_starts_the_rest_and_down_stops_only_its_ow
         "triton_http",
         "triton_grpc",
         "triton_metrics",
+        "llm",
+        "llm_model",
         "database_url",
         "redis_url",
     } <= endpoints.keys()
     assert endpoints["database_url"] == settings.database_url  # given, so not started
+    assert endpoints["llm"] == settings.llm_url
     local = LocalPlatform(run_dir)
-    assert {n for n in ("postgres", "redis", "triton") if local.managed(n)} == set()
+    assert {n for n in ("postgres", "redis", "triton", "llm") if local.managed(n)} == set()
     api, worker = local.managed("api"), local.managed("worker")
     assert api and api.alive() and worker and worker.alive()
 
@@ -92,7 +97,7 @@ async def test_up_uses_given_services_starts_the_rest_and_down_stops_only_its_ow
     assert down.returncode == 0 and "worker, api" in down.stdout
     assert not api.alive() and not worker.alive()
     # The session's own services were not ours to stop.
-    assert all(platform.managed(n).alive() for n in ("postgres", "redis", "triton"))
+    assert all(platform.managed(n).alive() for n in ("postgres", "redis", "triton", "llm"))
 
 
 def test_down_never_signals_a_process_that_reused_a_recorded_pid(tmp_path) -> None:
