@@ -251,10 +251,14 @@ def _refusal(status: int, raw: bytes, where: str) -> LlmError:
 _SENTENCE_END = re.compile(r"([.!?][\"')\]]*)\s+(?=[A-Z\"'(\[])|\n+")
 
 
+_WORD = re.compile(r"\w")
+
+
 async def sentences(texts: AsyncIterator[str], min_chars: int = 12) -> AsyncIterator[str]:
     """Whole sentences from streamed text, each as soon as the next one has begun (the voice
     speaks sentence by sentence); a sentence under `min_chars` joins the next ("Yes." alone
-    would be a clip too short to sound natural). The rest is yielded at the end.
+    would be a clip too short to sound natural), and so does a piece with no word in it. The
+    rest is yielded at the end, if it holds a word.
     """
     buffer = ""
     async for text in texts:
@@ -262,9 +266,10 @@ async def sentences(texts: AsyncIterator[str], min_chars: int = 12) -> AsyncIter
         start = 0
         for m in _SENTENCE_END.finditer(buffer):
             piece = buffer[start : m.end(1) if m.group(1) else m.start()].strip()
-            if len(piece) >= min_chars:
+            if len(piece) >= min_chars and _WORD.search(piece):
                 yield piece
                 start = m.end()
         buffer = buffer[start:]
-    if buffer.strip():
+    # A remainder with no word in it (a stray closing quote) is not a sentence.
+    if _WORD.search(buffer):
         yield buffer.strip()

@@ -201,6 +201,10 @@ async def test_streamed_text_is_cut_into_sentences_for_the_voice() -> None:
         "Then he left the room.",
     ]
     assert await cut("", "  ") == []
+    # A stray quote after the last sentence (the local model writes them) is no sentence.
+    assert await cut('It is like asking "What can I do for my country? "') == [
+        'It is like asking "What can I do for my country?'
+    ]
 
 
 def test_a_persona_talks_through_its_own_endpoint_or_the_platforms_model() -> None:
