@@ -25,6 +25,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from doppel import weights
 from doppel.jobs import HEARTBEAT_KEY
 from doppel.settings import REPO_ROOT, models_dir_from_env
 
@@ -340,8 +341,6 @@ class LocalPlatform:
                 f"{python} is missing: scripts/bootstrap.sh (run by `make up` and `make test`) "
                 "builds the LLM server's virtualenv"
             )
-        from doppel import weights
-
         model = weights.model_dir(self.models_dir, LLM_MODEL) / "model.gguf"
         port = self._port("llm", fixed_ports)
         self._spawn(

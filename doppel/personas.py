@@ -238,6 +238,18 @@ class Checked:
     layers: dict[str, Any]
     llm_api_key: str | None
 
+    def columns(self) -> tuple[object, ...]:
+        """The values of the personas table's columns persona_name .. llm_api_key, in order."""
+        return (
+            self.persona_name,
+            self.system_prompt,
+            self.context,
+            self.pipeline_mode,
+            self.default_replica_id,
+            json.dumps(self.layers),
+            self.llm_api_key,
+        )
+
 
 async def check_document(
     pool: asyncpg.Pool,
@@ -384,13 +396,7 @@ async def create(
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9) RETURNING *""",
         pid,
         tenant_id,
-        c.persona_name,
-        c.system_prompt,
-        c.context,
-        c.pipeline_mode,
-        c.default_replica_id,
-        json.dumps(c.layers),
-        c.llm_api_key,
+        *c.columns(),
     )
     return _from_row(row)
 
@@ -449,13 +455,7 @@ async def patch(
                    llm_api_key = $8, updated_at = now()
                WHERE persona_id = $1 RETURNING *""",
             persona_id,
-            c.persona_name,
-            c.system_prompt,
-            c.context,
-            c.pipeline_mode,
-            c.default_replica_id,
-            json.dumps(c.layers),
-            c.llm_api_key,
+            *c.columns(),
         )
     return _from_row(updated)
 

@@ -68,10 +68,6 @@ class TurnDetector:
         self._leftover = np.zeros(0, np.float32)  # samples short of a whole chunk
         self._probs: collections.deque[float] = collections.deque()
 
-    @property
-    def in_turn(self) -> bool:
-        return self._turn is not None
-
     def push(self, samples: np.ndarray, probs: np.ndarray) -> list[TurnEvent]:
         """The new audio (16 kHz) and one speech probability per whole 512-sample chunk of
         the audio so far (probabilities may arrive ahead of or behind the samples; each is
