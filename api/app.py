@@ -27,9 +27,9 @@ from api.transcriptions import TranscriptionController
 from api.videos import VideoController
 from api.watch import WatchController
 from api.webhooks import WebhookController
-from doppel import db, jobs
+from doppel.platform import db, queue
+from doppel.platform.storage import LocalStorage
 from doppel.settings import Settings
-from doppel.storage import LocalStorage
 from doppel.triton import TritonClient
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def create_app(settings: Settings) -> Litestar:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = await db.create_pool(settings.database_url)
-        redis = await jobs.connect(settings.redis_url)
+        redis = await queue.connect(settings.redis_url)
         triton = TritonClient(settings.triton_grpc_url, timeout_s=settings.triton_timeout_s)
         app.state.services = Services(
             settings=settings,

@@ -1,6 +1,7 @@
 """`x-api-key` authentication for every `/v2/...` route.
 
-Media routes marked with `SHARE_OPT` also open to a share link's token (`?t=`, doppel.sharing):
+Media routes marked with `SHARE_OPT` also open to a share link's token (`?t=`,
+doppel.domain.sharing):
 without a key, the middleware lets such a request through with no tenant (`request.user` is
 None) and the handler checks the token against the one resource it serves. Everything else
 needs the key.
@@ -12,8 +13,8 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
-from doppel import tenants
-from doppel.sharing import TOKEN_PARAM
+from doppel.domain import tenants
+from doppel.domain.sharing import TOKEN_PARAM
 
 HEADER = "x-api-key"
 #: Route `opt` key: the handler accepts a share link's token instead of the key.

@@ -1,7 +1,7 @@
 """`/v2/batches`: one video per row of values for a template, sent as JSON rows or a CSV file.
 
 A repeated submission (same template, same rows) answers the batch made the first time and
-makes no new video; see doppel.batches for the keys that make that so.
+makes no new video; see doppel.domain.batches for the keys that make that so.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from litestar.params import FromPath
 from api.paging import Limit, Page
 from api.state import Services
 from api.templates import checked_callback, notifier
-from doppel import batch_rows, batches
+from doppel.domain import batch_rows, batches
+from doppel.domain.tenants import Tenant
 from doppel.errors import InvalidRequest
-from doppel.tenants import Tenant
 
 
 class BatchIn(msgspec.Struct):

@@ -1,4 +1,6 @@
-"""A doppel.events feed as server-sent events (`GET /v2/videos/{id}/events` and replicas')."""
+"""A doppel.platform.feeds feed as server-sent events (`GET /v2/videos/{id}/events` and
+replicas').
+"""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Any
 import msgspec
 from litestar.response import ServerSentEventMessage
 
-from doppel.events import Event
+from doppel.platform.feeds import Event
 
 
 async def sse(

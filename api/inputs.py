@@ -4,7 +4,7 @@ that come as an uploaded file or as a URL to fetch.
 `POST /v2/replicas` and `POST /v2/videos` take either (Tavus clients send JSON with URLs; a web
 form uploads files), so their handlers read the body by its content type here instead of through
 Litestar's typed `data`. Size limits hold either way: a multipart body is cut off by the app's
-`request_max_body_size` (413), a URL by `doppel.fetch` at the same `max_upload_bytes`.
+`request_max_body_size` (413), a URL by `doppel.platform.fetch` at the same `max_upload_bytes`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from litestar import Request
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 
-from doppel import fetch, urls
 from doppel.errors import InvalidMedia, InvalidRequest
+from doppel.platform import fetch, urls
 from doppel.settings import Settings
 
 T = TypeVar("T")

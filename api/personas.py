@@ -1,5 +1,5 @@
 """`/v2/personas`: a system prompt, context, default replica and LLM layer (Tavus v2 field
-names); edits are JSON Patch, as Tavus takes them. See doppel.personas.
+names); edits are JSON Patch, as Tavus takes them. See doppel.domain.personas.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from litestar.params import FromPath, JSONBody
 
 from api.paging import Limit, Page
 from api.state import Services
-from doppel import personas, urls
-from doppel.tenants import Tenant
+from doppel.domain import personas
+from doppel.domain.tenants import Tenant
+from doppel.platform import urls
 
 
 class PersonaOut(msgspec.Struct):

@@ -25,9 +25,11 @@ from api.auth import SHARE_OPT
 from api.events import sse
 from api.paging import Limit, Page
 from api.state import Services
-from doppel import consent, events, replicas, sharing, urls, webhooks
+from doppel.domain import replicas, sharing, webhooks
+from doppel.domain.tenants import Tenant
 from doppel.errors import InvalidRequest, NotFound
-from doppel.tenants import Tenant
+from doppel.platform import feeds, urls
+from doppel.replica import consent
 
 #: Statuses after which a replica's event stream ends.
 TERMINAL = frozenset({"completed", "error"})
@@ -256,7 +258,7 @@ class ReplicaController(Controller):
             except NotFound:
                 return None
 
-        feed = events.watch(
+        feed = feeds.watch(
             fetch,
             key=lambda o: (o.status, o.training_progress),
             done=lambda o: o.status in TERMINAL,

@@ -7,8 +7,8 @@ import dataclasses
 import asyncpg
 from arq.connections import ArqRedis
 
+from doppel.platform.storage import LocalStorage
 from doppel.settings import Settings
-from doppel.storage import LocalStorage
 from doppel.triton import TritonClient
 
 

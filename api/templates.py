@@ -15,8 +15,9 @@ from litestar.params import FromPath, JSONBody
 
 from api.paging import Limit, Page
 from api.state import Services
-from doppel import templates, urls, videos, webhooks
-from doppel.tenants import Tenant
+from doppel.domain import templates, videos, webhooks
+from doppel.domain.tenants import Tenant
+from doppel.platform import urls
 
 
 class TemplateIn(msgspec.Struct):
@@ -65,7 +66,7 @@ class TemplateVideoCreated(msgspec.Struct):
 
 
 async def checked_callback(services: Services, url: str | None) -> str | None:
-    """A client's `callback_url`, checked by doppel.urls (None when not given)."""
+    """A client's `callback_url`, checked by doppel.platform.urls (None when not given)."""
     if not url:
         return None
     return await urls.check_url(

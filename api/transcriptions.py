@@ -15,9 +15,9 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, QueryParameter
 
 from api.state import Services
-from doppel import transcriptions
+from doppel.domain import transcriptions
+from doppel.domain.tenants import Tenant
 from doppel.errors import InvalidRequest
-from doppel.tenants import Tenant
 
 
 @dataclasses.dataclass

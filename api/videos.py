@@ -2,7 +2,7 @@
 
 `download`, `stream` and `thumbnail.jpg` serve the files; the MP4 routes honour single HTTP
 `Range` requests (206 with `Content-Range`), so a browser can seek in a stream. They open with
-the owner's key or with the video's share token (`?t=`, doppel.sharing), which the links in
+the owner's key or with the video's share token (`?t=`, doppel.domain.sharing), which the links in
 `VideoOut` carry. `events` streams the video's changes as server-sent events.
 """
 
@@ -28,9 +28,10 @@ from api.auth import SHARE_OPT
 from api.events import sse
 from api.paging import Limit, Page
 from api.state import Services
-from doppel import events, sharing, urls, videos, webhooks
+from doppel.domain import sharing, videos, webhooks
+from doppel.domain.tenants import Tenant
 from doppel.errors import Conflict, InvalidRequest, NotFound
-from doppel.tenants import Tenant
+from doppel.platform import feeds, urls
 
 CHUNK = 256 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -349,7 +350,7 @@ class VideoController(Controller):
             except NotFound:
                 return None
 
-        feed = events.watch(fetch, key=lambda o: (o.status, o.progress), done=_finished)
+        feed = feeds.watch(fetch, key=lambda o: (o.status, o.progress), done=_finished)
         return ServerSentEvent(sse(feed, gone={"video_id": video_id, "status": "deleted"}))
 
     @delete(

@@ -4,7 +4,7 @@ One self-contained HTML page (no script, no external asset: it works offline and
 to third parties) that plays the video from its share link's stream URL, with its name, its
 duration, a download link and the AI-generated disclosure. It lives outside `/v2`, so the API
 key middleware never sees it; the token in the link is the only permission, checked by
-doppel.sharing. A bad link gets a 404 page, not JSON: a person opened it in a browser.
+doppel.domain.sharing. A bad link gets a 404 page, not JSON: a person opened it in a browser.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from litestar.enums import MediaType
 from litestar.params import FromPath
 
 from api.state import Services
-from doppel import sharing
+from doppel.domain import sharing
 from doppel.errors import NotFound
 
 #: The token is in the page's URL: keep it out of Referer headers and search indexes; the page

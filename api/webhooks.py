@@ -2,7 +2,8 @@
 
 `GET /v2/webhook-secret` gives the secret that signs this tenant's callbacks
 (`x-doppel-signature: t=<unix>,v1=<hex HMAC-SHA256 of "t.body">`; check it with
-`doppel.webhooks.verify_signature`). `GET /v2/webhook-deliveries` lists deliveries, newest first.
+`doppel.domain.webhooks.verify_signature`). `GET /v2/webhook-deliveries` lists deliveries, newest
+first.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from litestar.params import QueryParameter
 
 from api.paging import Limit, Page
 from api.state import Services
-from doppel import webhooks
-from doppel.tenants import Tenant
+from doppel.domain import webhooks
+from doppel.domain.tenants import Tenant
 
 
 class WebhookSecret(msgspec.Struct):

@@ -1,5 +1,6 @@
 """The platform's own chat model (llama.cpp's server with Qwen2.5-Coder-0.5B, as `make up` runs
-it) through doppel.llm: seconds to the first streamed text and to the first whole sentence (what
+it) through doppel.live.llm: seconds to the first streamed text and to the first whole sentence
+(what
 a live call waits for before the voice can start speaking), and streamed chunks a second
 (llama.cpp sends one token a chunk)."""
 
@@ -8,8 +9,8 @@ import time
 
 import pytest
 
-from doppel import llm
-from doppel.local_platform import LocalPlatform
+from doppel.live import llm
+from doppel.platform.stack import LocalPlatform
 
 MESSAGES = llm.persona_messages(
     "You are a friendly running coach. Answer in two or three sentences.",

@@ -4,8 +4,9 @@ import asyncio
 
 import pytest
 
-from doppel import media, weights
-from doppel.speech_to_text import SpeechToText, SttOptions
+from doppel.audio import media
+from doppel.audio.stt import SpeechToText, SttOptions
+from doppel.platform import weights
 from tests.conftest import shared_file
 
 

@@ -4,8 +4,8 @@ alone."""
 
 import pytest
 
-from doppel.phonemes import phoneme_ids, phonemize_sentence
-from doppel.tts import DETERMINISTIC, TextToSpeech
+from doppel.voice.phonemes import phoneme_ids, phonemize_sentence
+from doppel.voice.tts import DETERMINISTIC, TextToSpeech
 
 SENTENCE = "Could you please send me the quarterly report before Friday afternoon?"
 PARAGRAPH = (

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from doppel import vad
+from doppel.audio import vad
 from export.registry import onnx_path
 from export.samples import speech
 

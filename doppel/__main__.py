@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from doppel import weights
+from doppel.platform import weights
 from doppel.settings import REPO_ROOT, Settings, models_dir_from_env
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     if args.command in ("up", "down", "status"):
-        from doppel.local_platform import LocalPlatform, PlatformError
+        from doppel.platform.stack import LocalPlatform, PlatformError
 
         platform = LocalPlatform(args.run_dir)
         if args.command == "up":
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "replica" and args.replica_command == "create":
         return asyncio.run(_replica_create(args))
     if args.command == "replica" and args.replica_command == "quantize":
-        from doppel.replica import Replica, quantize_existing
+        from doppel.replica.training import Replica, quantize_existing
 
         print(json.dumps(quantize_existing(Replica.load(args.replica)), indent=2))
         return 0
@@ -319,9 +319,9 @@ async def _talking_head(args: argparse.Namespace) -> int:
             print("error: Triton is not ready: start the platform with `make up`", file=sys.stderr)
             return 3
         if args.command == "replica":
-            from doppel import replica
+            from doppel.replica import training
 
-            options = replica.TrainOptions(stt_url=client.url)
+            options = training.TrainOptions(stt_url=client.url)
             if args.steps:
                 options.renderer.steps = args.steps
             if args.mouth_steps:
@@ -331,7 +331,7 @@ async def _talking_head(args: argparse.Namespace) -> int:
                 from doppel.voice.conversion import TrainOptions as VoiceOptions
 
                 options.voice_options = VoiceOptions(epochs=args.voice_epochs, align_passes=1)
-            made = await replica.train(
+            made = await training.train(
                 args.videos,
                 args.out,
                 encode=client.encode_audio,
@@ -345,8 +345,8 @@ async def _talking_head(args: argparse.Namespace) -> int:
             return 0
         import tempfile
 
-        from doppel import render
-        from doppel.replica import Replica
+        from doppel.render import video
+        from doppel.replica.training import Replica
 
         rep = Replica.load(args.replica)
         audio_path = args.audio
@@ -364,7 +364,7 @@ async def _talking_head(args: argparse.Namespace) -> int:
             audio_path = Path(tmp.name) / "speech.wav"
             wavfile.write(audio_path, spoken.rate, spoken.samples)
             say(f"script spoken in the replica's voice: {spoken.duration_s:.1f} s")
-        result = await render.render(
+        result = await video.render(
             rep,
             audio_path,
             args.out,
@@ -390,9 +390,10 @@ async def _replica_create(args: argparse.Namespace) -> int:
     """Same path as `POST /v2/replicas` (stored under the id, same `train_replica` job), for a
     `system` replica. Returns at once unless `--wait`; the last line printed is the id.
     """
-    from doppel import db, jobs, replicas, tenants
+    from doppel.domain import replicas, tenants
     from doppel.errors import DoppelError
-    from doppel.storage import LocalStorage
+    from doppel.platform import db, queue
+    from doppel.platform.storage import LocalStorage
 
     settings = Settings.from_env()
     for path in args.videos:
@@ -400,7 +401,7 @@ async def _replica_create(args: argparse.Namespace) -> int:
             print(f"error: {path} is not a file", file=sys.stderr)
             return 2
     pool = await db.create_pool(settings.database_url, max_size=2)
-    redis = await jobs.connect(settings.redis_url)
+    redis = await queue.connect(settings.redis_url)
     try:
         tenant = await tenants.ensure_tenant(pool, args.tenant)
         try:
@@ -437,7 +438,8 @@ async def _replica_create(args: argparse.Namespace) -> int:
 
 
 async def _keys(args: argparse.Namespace) -> int:
-    from doppel import db, tenants
+    from doppel.domain import tenants
+    from doppel.platform import db
 
     settings = Settings.from_env()
     pool = await db.create_pool(settings.database_url, max_size=2)

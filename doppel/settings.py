@@ -55,7 +55,8 @@ class Settings:
     mouth_steps: int | None = None
     voice_epochs: int | None = None
     #: URL fetches and webhooks may reach loopback, private and link-local addresses
-    #: (DOPPEL_ALLOW_PRIVATE_URLS=1; tests and single-machine setups). Off: doppel.urls refuses.
+    #: (DOPPEL_ALLOW_PRIVATE_URLS=1; tests and single-machine setups). Off: doppel.platform.urls
+    #: refuses.
     allow_private_urls: bool = False
     #: Seconds one URL input (`train_video_url`, `consent_video_url`, `audio_url`) may take to
     #: download, redirects included (DOPPEL_FETCH_TIMEOUT_S); its size limit is

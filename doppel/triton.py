@@ -16,10 +16,10 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from doppel.audio.media import Audio
+from doppel.audio.vad import StreamState
 from doppel.errors import InferenceFailed, ServiceUnavailable
 from doppel.face.renderer import SIZE
-from doppel.media import Audio
-from doppel.vad import StreamState
 
 #: gRPC status codes that mean "the server is not there or not ready", as opposed to a request
 #: the model rejected.

@@ -1,7 +1,7 @@
 """`audio_encoder`: 16 kHz speech -> 25 fps Whisper-base encoder features (lip-sync input).
 
 Served model and graph differ: Triton takes raw AUDIO per request and returns FEATURES per
-request; model.py computes the log-mel windows (numpy, `doppel.audio_features`), stacks the
+request; model.py computes the log-mel windows (numpy, `doppel.audio.features`), stacks the
 30 s windows of every request of a batch into ONE run of the ONNX graph, and cuts the result
 back per request. The graph is `audio_features.frame_encoder` traced with its own IO
 (`GRAPH_SPEC`: MEL [windows, 80, 3000] -> FEATURES [windows, 750, 512]); parity compares ONNX
@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from doppel import audio_features as af
-from doppel import media, weights
+from doppel.audio import features as af
+from doppel.audio import media
+from doppel.platform import weights
 from export.registry import Built, ModelExport
 from export.samples import SHARED_DATA, speech
 from export.spec import ModelSpec, TensorSpec
@@ -34,7 +35,7 @@ SPEC = ModelSpec(
         "checkpoint) on onnxruntime in the Python backend. Input: AUDIO, 16 kHz mono float32\n"
         "samples. Output: FEATURES [ceil(samples / 640), 512], one vector per 25 fps video\n"
         "frame (mean of two 20 ms encoder states). Audio is encoded in 30 s windows, short\n"
-        "clips padded with silence as Whisper was trained (see doppel/audio_features.py)."
+        "clips padded with silence as Whisper was trained (see doppel/audio/features.py)."
     ),
     inputs=(
         TensorSpec(

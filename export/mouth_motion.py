@@ -1,7 +1,7 @@
 """`mouth_motion`: mouth points from lip-sync features with each replica's own `mouth.onnx`.
 
 No ONNX graph in the models cache: every trained replica brings its own; the Python backend
-keeps an LRU cache of their ONNX Runtime sessions (`doppel.replica_models`), as `talking_head`
+keeps an LRU cache of their ONNX Runtime sessions (`doppel.replica.serving`), as `talking_head`
 does. The spec only generates the config.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from doppel.replica_models import FEATURE_DIM, MOUTH_POINTS
+from doppel.replica.serving import FEATURE_DIM, MOUTH_POINTS
 from export.registry import Built, ModelExport
 from export.spec import ModelSpec, TensorSpec
 from export.talking_head import DESIGN_NOTE, NO_WARMUP_NOTE

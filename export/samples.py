@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from doppel import media
+from doppel.audio import media
 from doppel.settings import REPO_ROOT
 
 SHARED_DATA = Path(os.environ.get("DOPPEL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))

@@ -4,7 +4,7 @@ CTranslate2 weights the CPU path serves.
 `python -m export.stt_trt --out DIR` (GPU only) exports the encoder and the decoder to ONNX,
 builds FP16 engines with the specs' profiles, checks both against PyTorch, and writes
 `stt_encoder` / `stt_decoder` (tensorrt_plan) plus a BLS `stt` that runs the greedy loop of
-`doppel.whisper_greedy` over them. On the CPU the PyTorch modules and the loop are tested.
+`doppel.audio.whisper_greedy` over them. On the CPU the PyTorch modules and the loop are tested.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from doppel import weights
-from doppel.audio_features import N_LAYER, mel_windows, read_ctranslate2, whisper_encoder
+from doppel.audio.features import N_LAYER, mel_windows, read_ctranslate2, whisper_encoder
+from doppel.platform import weights
 from export.spec import ModelSpec, TensorSpec, render_config
 
 N_VOCAB, N_TEXT_CTX, DIM, N_HEAD = 51865, 448, 512, 8

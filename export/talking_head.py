@@ -2,14 +2,14 @@
 
 No ONNX graph in the models cache: every trained replica brings its own (written by training
 into the replica's folder); the Python backend keeps an LRU cache of their ONNX Runtime
-sessions (`doppel.replica_models`). The spec only generates the config.
+sessions (`doppel.replica.serving`). The spec only generates the config.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from doppel.replica_models import IMAGE_SIZE, INPUT_CHANNELS, OUTPUT_CHANNELS
+from doppel.replica.serving import IMAGE_SIZE, INPUT_CHANNELS, OUTPUT_CHANNELS
 from export.registry import Built, ModelExport
 from export.spec import ModelSpec, TensorSpec
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from doppel import weights
-from doppel.phonemes import phoneme_ids, phonemize_sentence
-from doppel.tts import DETERMINISTIC, Voice
+from doppel.platform import weights
+from doppel.voice.phonemes import phoneme_ids, phonemize_sentence
+from doppel.voice.tts import DETERMINISTIC, Voice
 from export.registry import Built, ModelExport
 from export.spec import ModelSpec, TensorSpec
 

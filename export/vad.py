@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from doppel import weights
-from doppel.vad import CHUNK, CONTEXT
+from doppel.audio.vad import CHUNK, CONTEXT
+from doppel.platform import weights
 from export.registry import Built, ModelExport
 from export.samples import speech
 from export.spec import ModelSpec, TensorSpec

@@ -6,12 +6,12 @@ mid-job (SIGKILL, OOM, a lost machine) never deletes that key, so no worker take
 for hours: the video stays `generating`. Recovery therefore needs to know which jobs belong to a
 dead worker:
 
-- each worker has an id and a liveness key (`jobs.WORKER_KEY_PREFIX + id`, TTL 15 s) that a
+- each worker has an id and a liveness key (`queue.WORKER_KEY_PREFIX + id`, TTL 15 s) that a
   thread refreshes every 5 s: a thread, not a task, so a busy event loop (a render's CPU work)
   cannot make a live worker look dead;
-- a job records `job id -> worker id` in `jobs.RUNNING_KEY` when it starts and removes it when
+- a job records `job id -> worker id` in `queue.RUNNING_KEY` when it starts and removes it when
   it ends, whatever the outcome;
-- every worker, at start-up and every `jobs.RECLAIM_EVERY_S`, deletes the in-progress key of
+- every worker, at start-up and every `queue.RECLAIM_EVERY_S`, deletes the in-progress key of
   each job whose owner's liveness key is gone. arq then starts the job again on its next poll
   (its `arq:retry:<id>` counter makes that `job_try` 2), and the job's `claim` restarts the
   work from scratch from PostgreSQL's row (`generating` and `started` are claimable).
@@ -36,7 +36,7 @@ import redis as sync_redis
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 
-from doppel import jobs
+from doppel.platform import queue
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 #: records its owner milliseconds after arq locks it).
 UNOWNED_GRACE_S = 60.0
 #: Only Doppel's jobs are reclaimed (the Redis may serve other arq applications too).
-FUNCTIONS = (jobs.TRANSCRIBE, jobs.TRAIN_REPLICA, jobs.RENDER_VIDEO, jobs.DELIVER_WEBHOOK)
+FUNCTIONS = (queue.TRANSCRIBE, queue.TRAIN_REPLICA, queue.RENDER_VIDEO, queue.DELIVER_WEBHOOK)
 
 # KEYS: in-progress key, running hash. ARGV: job id, liveness prefix, largest PTTL (ms) an
 # unowned lock may have to be reclaimed, the sweeping worker's id. 1 when the lock was deleted.
@@ -73,13 +73,13 @@ def new_worker_id() -> str:
 
 
 class Liveness:
-    """A daemon thread that keeps `jobs.WORKER_KEY_PREFIX + worker_id` (and, for a long-running
-    worker, the shared `jobs.HEARTBEAT_KEY` that `make up` waits for) alive in Redis.
+    """A daemon thread that keeps `queue.WORKER_KEY_PREFIX + worker_id` (and, for a long-running
+    worker, the shared `queue.HEARTBEAT_KEY` that `make up` waits for) alive in Redis.
     """
 
     def __init__(self, redis_url: str, worker_id: str, *, heartbeat: bool) -> None:
-        self.key = jobs.WORKER_KEY_PREFIX + worker_id
-        self._keys = [self.key, jobs.HEARTBEAT_KEY] if heartbeat else [self.key]
+        self.key = queue.WORKER_KEY_PREFIX + worker_id
+        self._keys = [self.key, queue.HEARTBEAT_KEY] if heartbeat else [self.key]
         self._redis = sync_redis.Redis.from_url(redis_url, socket_timeout=5)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="doppel-liveness", daemon=True)
@@ -87,11 +87,11 @@ class Liveness:
     def _beat(self) -> None:
         with self._redis.pipeline() as pipe:
             for key in self._keys:
-                pipe.set(key, "1", ex=jobs.HEARTBEAT_TTL_S)
+                pipe.set(key, "1", ex=queue.HEARTBEAT_TTL_S)
             pipe.execute()
 
     def _run(self) -> None:
-        while not self._stop.wait(jobs.HEARTBEAT_EVERY_S):
+        while not self._stop.wait(queue.HEARTBEAT_EVERY_S):
             try:
                 self._beat()
             except sync_redis.RedisError as exc:  # Redis away for a moment: try next beat
@@ -123,7 +123,7 @@ def owned(job: Job) -> Job:
         redis: ArqRedis = ctx["redis"]
         job_id, worker_id = ctx["job_id"], ctx["worker_id"]
         try:
-            await redis.hset(jobs.RUNNING_KEY, job_id, worker_id)
+            await redis.hset(queue.RUNNING_KEY, job_id, worker_id)
         except (sync_redis.RedisError, OSError) as exc:
             # Run anyway: a job without an owner is still reclaimed, after UNOWNED_GRACE_S.
             log.warning("job %s runs without its owner recorded: %s", job_id, exc)
@@ -131,7 +131,7 @@ def owned(job: Job) -> Job:
             return await job(ctx, *args)
         finally:
             try:  # shielded: a job cancelled by its timeout still forgets its owner
-                await asyncio.shield(redis.eval(_RELEASE, 1, jobs.RUNNING_KEY, job_id, worker_id))  # type: ignore[no-untyped-call]
+                await asyncio.shield(redis.eval(_RELEASE, 1, queue.RUNNING_KEY, job_id, worker_id))  # type: ignore[no-untyped-call]
             except (sync_redis.RedisError, OSError) as exc:  # the sweep cleans the entry up
                 log.warning("job %s: owner record not removed: %s", job_id, exc)
 
@@ -141,7 +141,7 @@ def owned(job: Job) -> Job:
 async def reclaim(redis: ArqRedis, worker_id: str, in_progress_timeout_s: float) -> list[str]:
     """Unlock the jobs of dead workers; returns their ids (arq runs them again)."""
     candidates = {
-        (k.decode() if isinstance(k, bytes) else k) for k in await redis.hkeys(jobs.RUNNING_KEY)
+        (k.decode() if isinstance(k, bytes) else k) for k in await redis.hkeys(queue.RUNNING_KEY)
     }
     async for key in redis.scan_iter(match=in_progress_key_prefix + "*", count=500):
         name = key.decode() if isinstance(key, bytes) else key
@@ -155,9 +155,9 @@ async def reclaim(redis: ArqRedis, worker_id: str, in_progress_timeout_s: float)
             _RECLAIM,
             2,
             in_progress_key_prefix + job_id,
-            jobs.RUNNING_KEY,
+            queue.RUNNING_KEY,
             job_id,
-            jobs.WORKER_KEY_PREFIX,
+            queue.WORKER_KEY_PREFIX,
             unowned_max_pttl,
             worker_id,
         )
@@ -170,7 +170,7 @@ async def reclaim(redis: ArqRedis, worker_id: str, in_progress_timeout_s: float)
 
 async def reclaim_forever(redis: ArqRedis, worker_id: str, in_progress_timeout_s: float) -> None:
     while True:
-        await asyncio.sleep(jobs.RECLAIM_EVERY_S)
+        await asyncio.sleep(queue.RECLAIM_EVERY_S)
         try:
             await reclaim(redis, worker_id, in_progress_timeout_s)
         except (sync_redis.RedisError, OSError) as exc:  # Redis away for a moment: next sweep

@@ -21,10 +21,11 @@ from arq import Retry
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
 
-from doppel import db, jobs, replicas, transcriptions, videos, webhooks
+from doppel.domain import replicas, transcriptions, videos, webhooks
 from doppel.errors import ServiceUnavailable
+from doppel.platform import db, queue
+from doppel.platform.storage import LocalStorage
 from doppel.settings import Settings
-from doppel.storage import LocalStorage
 from doppel.triton import TritonClient
 from orchestrator import recovery
 
@@ -107,7 +108,7 @@ async def warm_up(triton: TritonClient) -> None:
     """
     start = time.perf_counter()
     try:
-        await asyncio.to_thread(importlib.import_module, "doppel.render")
+        await asyncio.to_thread(importlib.import_module, "doppel.render.video")
         await triton.encode_audio(np.zeros(16_000, np.float32))
     except Exception as exc:  # the worker runs jobs either way
         log.info("warm-up incomplete (%s): the first job loads the rest", exc)
@@ -158,35 +159,35 @@ def build_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -
 
     options: dict[str, Any] = dict(
         functions=[
-            func(recovery.owned(transcribe), name=jobs.TRANSCRIBE, max_tries=MAX_TRIES),
+            func(recovery.owned(transcribe), name=queue.TRANSCRIBE, max_tries=MAX_TRIES),
             # Training a full-size replica takes hours on CPU; a render is bounded by the
             # 10-minute audio limit.
             func(
                 recovery.owned(train_replica),
-                name=jobs.TRAIN_REPLICA,
+                name=queue.TRAIN_REPLICA,
                 max_tries=MAX_TRIES,
                 timeout=6 * 3600,
             ),
             func(
                 recovery.owned(render_video),
-                name=jobs.RENDER_VIDEO,
+                name=queue.RENDER_VIDEO,
                 max_tries=MAX_TRIES,
                 timeout=3600,
             ),
             # Attempts are bounded by settings.webhook_backoff_s; arq's own limit is a backstop.
             func(
                 recovery.owned(deliver_webhook),
-                name=jobs.DELIVER_WEBHOOK,
+                name=queue.DELIVER_WEBHOOK,
                 max_tries=len(settings.webhook_backoff_s) + 2,
                 timeout=settings.webhook_timeout_s + 30,
             ),
         ],
-        queue_name=jobs.QUEUE_NAME,
+        queue_name=queue.QUEUE_NAME,
         redis_settings=RedisSettings.from_dsn(settings.redis_url),
         on_startup=on_startup,
         on_shutdown=on_shutdown,
-        job_serializer=jobs.serialize,
-        job_deserializer=jobs.deserialize,
+        job_serializer=queue.serialize,
+        job_deserializer=queue.deserialize,
         burst=burst,
         max_jobs=4,
         # Transcribing a long file takes a while on CPU; training and rendering set their own.

@@ -1,4 +1,4 @@
-"""Pretrain the generic audio -> mouth-shape model (doppel/mouth.py) on real talking clips.
+"""Pretrain the generic audio -> mouth-shape model (doppel/face/mouth.py) on real talking clips.
 
 Data: a seeded random subset of GRID talker s1 (../shared/data/talking/grid_s1, one speaker,
 3 s sentences) plus the 12 multi-speaker GRID clips (../shared/data/talking/grid), each clip's
@@ -22,7 +22,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from doppel import mouth  # noqa: E402
+from doppel.face import mouth  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DOPPEL_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -53,7 +53,7 @@ def load_clips(paths: list[Path], tag: str) -> list[mouth.Clip]:
         cached = folder / f"{path.stem}.npz"
         if not cached.exists():
             if encoder is None:
-                from doppel.audio_features import OnnxAudioEncoder
+                from doppel.audio.features import OnnxAudioEncoder
                 from doppel.face.tracking import FaceTracker
 
                 encoder = OnnxAudioEncoder(registry.onnx_path(MODELS, "audio_encoder"), threads=1)

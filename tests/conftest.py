@@ -17,8 +17,9 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
-from doppel import db, tenants
-from doppel.local_platform import LocalPlatform
+from doppel.domain import tenants
+from doppel.platform import db
+from doppel.platform.stack import LocalPlatform
 from doppel.settings import REPO_ROOT, Settings
 
 SHARED_DATA = Path(os.environ.get("DOPPEL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -108,15 +109,15 @@ async def clear_queue(redis_url: str) -> int:
     production backoff after its worker process stopped, a replica queued by a test that runs no
     worker) would otherwise be run by the next test's burst worker, which waits for it.
     """
-    from doppel import jobs
+    from doppel.platform import queue
 
-    redis = await jobs.connect(redis_url)
+    redis = await queue.connect(redis_url)
     try:
-        queued = await redis.zrange(jobs.QUEUE_NAME, 0, -1)
+        queued = await redis.zrange(queue.QUEUE_NAME, 0, -1)
         ids = [i.decode() if isinstance(i, bytes) else i for i in queued]
         for job in ids:
             await redis.delete(f"arq:job:{job}", f"arq:retry:{job}", f"arq:in-progress:{job}")
-        await redis.delete(jobs.QUEUE_NAME)
+        await redis.delete(queue.QUEUE_NAME)
         return len(ids)
     finally:
         await redis.aclose(close_connection_pool=True)

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from doppel import audio_features as af
-from doppel import media, weights
+from doppel.audio import features as af
+from doppel.audio import media
+from doppel.platform import weights
 from doppel.settings import Settings, models_dir_from_env
 from doppel.triton import TritonClient
 from tests.conftest import shared_file

@@ -15,7 +15,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
-from doppel import jobs, replicas
+from doppel.domain import replicas
+from doppel.platform import queue
 from doppel.settings import Settings
 from tests.conftest import Caller, lavfi_wav, shared_file
 from tests.http_files import FileServer, serve_files
@@ -52,10 +53,10 @@ async def _completed(pool: Any, caller: Caller) -> str:
 
 async def _take_off_queue(settings: Settings, video_id: str) -> None:
     """Rendering is not these tests' business: the job leaves the queue again."""
-    redis = await jobs.connect(settings.redis_url)
+    redis = await queue.connect(settings.redis_url)
     try:
-        key = jobs.job_id(jobs.RENDER_VIDEO, video_id)
-        assert await redis.zrem(jobs.QUEUE_NAME, key) == 1
+        key = queue.job_id(queue.RENDER_VIDEO, video_id)
+        assert await redis.zrem(queue.QUEUE_NAME, key) == 1
         await redis.delete(f"arq:job:{key}")
     finally:
         await redis.aclose(close_connection_pool=True)

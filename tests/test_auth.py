@@ -5,7 +5,7 @@ import sys
 
 from litestar.testing import AsyncTestClient
 
-from doppel import tenants
+from doppel.domain import tenants
 from doppel.settings import REPO_ROOT, Settings
 from tests.conftest import Caller
 

@@ -12,7 +12,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 from scipy.io import wavfile
 
-from doppel import consent
+from doppel.replica import consent
 from doppel.settings import Settings
 from doppel.triton import TritonClient
 from tests.conftest import Caller, shared_file

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from doppel import db
+from doppel.platform import db
 
 
 async def test_migrations_are_recorded_once(pool: object) -> None:

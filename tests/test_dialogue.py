@@ -1,4 +1,4 @@
-"""One conversation turn end to end on the session's real services (doppel.dialogue): JFK's
+"""One conversation turn end to end on the session's real services (doppel.live.dialogue): JFK's
 recording heard by Triton's `stt`, the persona's reply written by the platform's own LLM
 (llama.cpp) and spoken sentence by sentence in a cloned voice by Triton's `voice`, and an
 interruption that keeps only what was said."""
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from doppel import dialogue, llm
-from doppel.media import Audio, decode_audio
+from doppel.audio.media import Audio, decode_audio
+from doppel.live import dialogue, llm
 from doppel.settings import Settings
 from doppel.triton import TritonClient
 from tests.conftest import shared_file

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible chat client (doppel.llm) against a server speaking that protocol over
+"""The OpenAI-compatible chat client (doppel.live.llm) against a server speaking that protocol over
 real HTTP (aiohttp): the hosted LLM API cannot exist here, so a small server stands in for it
 on the wire, streaming server-sent events as OpenAI's chat completions do. Text arrives in
 order, tool calls are assembled from fragments, refusals name what to change, leaving the loop
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from doppel import llm
+from doppel.live import llm
 
 
 @dataclasses.dataclass

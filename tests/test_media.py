@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from doppel import media
+from doppel.audio import media
 from doppel.errors import InvalidMedia
 from tests.conftest import lavfi_wav, shared_file
 

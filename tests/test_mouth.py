@@ -1,4 +1,4 @@
-"""Audio -> mouth shape (doppel/mouth.py) on real clips: the shape representation inverts, the
+"""Audio -> mouth shape (doppel/face/mouth.py) on real clips: the shape representation inverts, the
 committed generic checkpoint loads and runs, and adapting it on two Obama clips predicts a
 held-out clip's lip motion from its audio.
 """
@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from doppel import mouth
-from doppel.face import tracking, video
+from doppel.face import mouth, tracking, video
 from doppel.settings import REPO_ROOT
 from export.registry import onnx_path
 from tests.conftest import shared_file
@@ -32,7 +31,7 @@ def _one_thread() -> None:
 
 @pytest.fixture(scope="module")
 def encoder() -> object:
-    from doppel.audio_features import OnnxAudioEncoder
+    from doppel.audio.features import OnnxAudioEncoder
 
     folder = Path(os.environ.get("DOPPEL_MODELS_DIR", Path.home() / ".cache/doppel/models"))
     path = onnx_path(folder, "audio_encoder")

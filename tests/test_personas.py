@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from doppel import personas, replicas
+from doppel.domain import personas, replicas
 from doppel.errors import InvalidRequest
 from tests.conftest import Caller, new_caller
 

@@ -8,8 +8,8 @@ import sys
 
 import httpx
 
-from doppel import tenants
-from doppel.local_platform import LocalPlatform, free_port
+from doppel.domain import tenants
+from doppel.platform.stack import LocalPlatform, free_port
 from doppel.settings import REPO_ROOT, Settings
 from tests.conftest import shared_file
 

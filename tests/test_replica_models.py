@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from doppel import replica_models as rm
 from doppel.errors import InferenceFailed
 from doppel.face.renderer import SIZE as S
+from doppel.replica import serving as rm
 from doppel.settings import Settings
 from doppel.triton import TritonClient
 
@@ -305,7 +305,7 @@ async def test_talking_head_renders_like_onnx_runtime(
 
 def write_int8_stand_in(folder: Path, scale: float) -> Path:
     """A renderer.int8.onnx that differs from the folder's renderer.onnx, so a test can tell
-    which graph ran (real ones come from doppel.replica.quantize_renderer).
+    which graph ran (real ones come from doppel.replica.training.quantize_renderer).
     """
     scratch = folder / "int8-build"
     scratch.mkdir(exist_ok=True)

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from doppel import replica
 from doppel.errors import InvalidVoiceSample, Stopped
 from doppel.face import renderer
+from doppel.replica import training
 from doppel.settings import default_cache_dir
 
 
@@ -31,7 +31,7 @@ def _spin(stop: threading.Event, ended: list[str], name: str) -> None:
 
 
 async def test_a_failed_step_stops_the_others_before_it_is_raised() -> None:
-    jobs = replica._Concurrent()
+    jobs = training._Concurrent()
     ended: list[str] = []
 
     async def fails() -> None:
@@ -47,7 +47,7 @@ async def test_a_failed_step_stops_the_others_before_it_is_raised() -> None:
 
 
 async def test_cancelling_training_ends_its_threads() -> None:
-    jobs = replica._Concurrent()
+    jobs = training._Concurrent()
     ended: list[str] = []
 
     async def run() -> None:
@@ -69,7 +69,7 @@ async def test_cancelling_training_ends_its_threads() -> None:
 
 
 async def test_results_and_timings_of_concurrent_steps() -> None:
-    jobs = replica._Concurrent()
+    jobs = training._Concurrent()
 
     async def value(v: int, delay: float) -> int:
         await asyncio.sleep(delay)
@@ -92,10 +92,12 @@ def _models() -> Path:
 async def test_voice_child_process_raises_invalid_voice_sample_here(tmp_path: Path) -> None:
     models = _models()
     said: list[str] = []
-    opts = replica.TrainOptions(models_dir=models)
+    opts = training.TrainOptions(models_dir=models)
     silence = np.zeros(16000 * 5, np.float32)
     with pytest.raises(InvalidVoiceSample) as caught:
-        await replica._train_voice(silence, tmp_path / "voice", tmp_path / "job", opts, said.append)
+        await training._train_voice(
+            silence, tmp_path / "voice", tmp_path / "job", opts, said.append
+        )
     assert caught.value.reason == "no_speech"
     assert "no speech" in caught.value.message
     assert said[0] == "learning the voice", "progress comes through from the child"
@@ -104,8 +106,8 @@ async def test_voice_child_process_raises_invalid_voice_sample_here(tmp_path: Pa
 async def test_voice_child_hears_through_the_given_triton(tmp_path: Path) -> None:
     """With `stt_url`, the voice's Whisper is that Triton's `stt` model: an address where no
     Triton answers fails the voice with the service error (the platform passes its own)."""
+    from doppel.audio.media import decode_audio
     from doppel.errors import ServiceUnavailable
-    from doppel.media import decode_audio
     from tests.conftest import shared_file
 
     models = _models()
@@ -113,10 +115,10 @@ async def test_voice_child_hears_through_the_given_triton(tmp_path: Path) -> Non
         (await decode_audio(shared_file("speech", "ljspeech", "wavs", f"LJ001-000{n}.wav"))).samples
         for n in (1, 3)
     ]
-    opts = replica.TrainOptions(models_dir=models, stt_url="127.0.0.1:1")
+    opts = training.TrainOptions(models_dir=models, stt_url="127.0.0.1:1")
     said: list[str] = []
     with pytest.raises(ServiceUnavailable, match="stt"):
-        await replica._train_voice(
+        await training._train_voice(
             np.concatenate(clips), tmp_path / "voice", tmp_path / "job", opts, said.append
         )
     assert any("s of speech" in s for s in said), said

@@ -22,10 +22,11 @@ from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from benchmarks.quality import video_metrics as vm
-from doppel import jobs, replicas, videos, webhooks
+from doppel.domain import replicas, videos, webhooks
 from doppel.face import video
+from doppel.platform import queue
+from doppel.platform.storage import LocalStorage
 from doppel.settings import REPO_ROOT, Settings
-from doppel.storage import LocalStorage
 from doppel.triton import TritonClient
 from orchestrator.worker import build_worker
 from tests.conftest import Caller, Receiver, new_caller, shared_file, webhook_receiver
@@ -493,15 +494,15 @@ async def test_operator_cli_queues_a_system_replica(
     row = await pool.fetchrow("SELECT * FROM replicas WHERE replica_id = $1", rid)
     assert row["replica_type"] == "system" and row["status"] == "started"
     assert [Path(p).name for p in row["train_paths"]] == ["0.mp4", "1.mp4"]
-    redis = await jobs.connect(settings.redis_url)
+    redis = await queue.connect(settings.redis_url)
     try:
-        key = jobs.job_id(jobs.TRAIN_REPLICA, rid)
-        queued = await redis.queued_jobs(queue_name=jobs.QUEUE_NAME)
+        key = queue.job_id(queue.TRAIN_REPLICA, rid)
+        queued = await redis.queued_jobs(queue_name=queue.QUEUE_NAME)
         assert [j.job_id for j in queued if j.job_id == key] == [key]
         # The same job again is not queued twice; then take it off (training it is the
         # API test's business) and drop the row.
-        assert await jobs.enqueue(redis, jobs.TRAIN_REPLICA, rid) is False
-        await redis.zrem(jobs.QUEUE_NAME, key)
+        assert await queue.enqueue(redis, queue.TRAIN_REPLICA, rid) is False
+        await redis.zrem(queue.QUEUE_NAME, key)
         await redis.delete(f"arq:job:{key}")
     finally:
         await redis.aclose(close_connection_pool=True)
@@ -583,12 +584,12 @@ async def test_a_worker_killed_mid_render_leaves_a_job_that_finishes_once(
             assert asyncio.get_running_loop().time() < deadline, f"{seen}\n{logs()}"
             await asyncio.sleep(0.25)
 
-    redis = await jobs.connect(settings.redis_url)
+    redis = await queue.connect(settings.redis_url)
     job = Job(
-        jobs.job_id(jobs.RENDER_VIDEO, vid),
+        queue.job_id(queue.RENDER_VIDEO, vid),
         redis,
-        _queue_name=jobs.QUEUE_NAME,
-        _deserializer=jobs.deserialize,
+        _queue_name=queue.QUEUE_NAME,
+        _deserializer=queue.deserialize,
     )
     try:
         first = start(1)
@@ -615,7 +616,7 @@ async def test_a_worker_killed_mid_render_leaves_a_job_that_finishes_once(
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     await asyncio.to_thread(proc.wait, 30)
-        running = await redis.hexists(jobs.RUNNING_KEY, job.job_id)
+        running = await redis.hexists(queue.RUNNING_KEY, job.job_id)
         await redis.aclose(close_connection_pool=True)
     assert final["status"] == "ready", f"{seen}\n{logs()}"
     assert final["attempts"] == 2, seen

@@ -23,7 +23,8 @@ from litestar.testing import AsyncTestClient
 from PIL import Image
 
 from api.app import create_app
-from doppel import events, jobs, replicas, videos, webhooks
+from doppel.domain import replicas, videos, webhooks
+from doppel.platform import feeds, queue
 from doppel.settings import Settings
 from orchestrator import recovery
 from tests.conftest import Caller, new_caller, shared_file
@@ -328,7 +329,7 @@ async def test_the_feed_sends_keepalives_while_nothing_changes() -> None:
 
     kinds = [
         (e.kind, e.snapshot)
-        async for e in events.watch(
+        async for e in feeds.watch(
             fetch, key=lambda s: s, done=lambda s: s == "done", poll_s=0.01, keepalive_s=0.025
         )
     ]
@@ -339,7 +340,7 @@ async def test_the_feed_sends_keepalives_while_nothing_changes() -> None:
     async def vanished() -> str | None:
         return None
 
-    assert [e.kind async for e in events.watch(vanished, key=str, done=bool)] == ["gone"]
+    assert [e.kind async for e in feeds.watch(vanished, key=str, done=bool)] == ["gone"]
 
 
 def free_port() -> int:
@@ -416,10 +417,10 @@ async def test_a_new_replica_has_a_thumbnail_an_img_can_load(
     )
     assert created.status_code in (200, 201), created.text
     rid = created.json()["replica_id"]
-    redis = await jobs.connect(settings.redis_url)
+    redis = await queue.connect(settings.redis_url)
     try:  # no worker here: take the training job off the queue again
-        key = jobs.job_id(jobs.TRAIN_REPLICA, rid)
-        await redis.zrem(jobs.QUEUE_NAME, key)
+        key = queue.job_id(queue.TRAIN_REPLICA, rid)
+        await redis.zrem(queue.QUEUE_NAME, key)
         await redis.delete(f"arq:job:{key}")
     finally:
         await redis.aclose(close_connection_pool=True)
@@ -467,16 +468,16 @@ def test_a_video_without_a_frame_gives_no_thumbnail(tmp_path: Path) -> None:
 
 
 async def test_the_sweep_unlocks_only_jobs_of_dead_workers(settings: Settings) -> None:
-    redis = await jobs.connect(settings.redis_url)
+    redis = await queue.connect(settings.redis_url)
     lock = "arq:in-progress:"
     hour_ms = 3600 * 1000
     timeout_s = 3600.0
     ids = {
-        "dead": f"{jobs.RENDER_VIDEO}:vdead",
-        "alive": f"{jobs.RENDER_VIDEO}:valive",
-        "mine": f"{jobs.TRAIN_REPLICA}:rmine",
-        "fresh": f"{jobs.RENDER_VIDEO}:vfresh",
-        "orphan": f"{jobs.TRANSCRIBE}:orphan",
+        "dead": f"{queue.RENDER_VIDEO}:vdead",
+        "alive": f"{queue.RENDER_VIDEO}:valive",
+        "mine": f"{queue.TRAIN_REPLICA}:rmine",
+        "fresh": f"{queue.RENDER_VIDEO}:vfresh",
+        "orphan": f"{queue.TRANSCRIBE}:orphan",
         "foreign": "someone_else:42",
     }
     try:
@@ -484,12 +485,12 @@ async def test_the_sweep_unlocks_only_jobs_of_dead_workers(settings: Settings) -
             await redis.psetex(lock + job_id, hour_ms, b"1")
         await redis.pexpire(lock + ids["orphan"], hour_ms - 120_000)  # locked 2 min ago
         await redis.pexpire(lock + ids["foreign"], 1000 * 30)
-        await redis.set(jobs.WORKER_KEY_PREFIX + "w-alive", "1", ex=30)
+        await redis.set(queue.WORKER_KEY_PREFIX + "w-alive", "1", ex=30)
         await redis.hset(
-            jobs.RUNNING_KEY,
+            queue.RUNNING_KEY,
             mapping={ids["dead"]: "w-dead", ids["alive"]: "w-alive", ids["mine"]: "w-me"},
         )
-        await redis.hset(jobs.RUNNING_KEY, f"{jobs.RENDER_VIDEO}:vdone", "w-dead")  # no lock
+        await redis.hset(queue.RUNNING_KEY, f"{queue.RENDER_VIDEO}:vdone", "w-dead")  # no lock
 
         reclaimed = await recovery.reclaim(redis, "w-me", timeout_s)
         assert sorted(reclaimed) == sorted([ids["dead"], ids["orphan"]])
@@ -497,7 +498,7 @@ async def test_the_sweep_unlocks_only_jobs_of_dead_workers(settings: Settings) -
             assert await redis.exists(lock + ids[name]), name
         for name in ("dead", "orphan"):
             assert not await redis.exists(lock + ids[name]), name
-        owners = await redis.hgetall(jobs.RUNNING_KEY)
+        owners = await redis.hgetall(queue.RUNNING_KEY)
         assert {k.decode(): v.decode() for k, v in owners.items()} == {
             ids["alive"]: "w-alive",
             ids["mine"]: "w-me",
@@ -506,44 +507,44 @@ async def test_the_sweep_unlocks_only_jobs_of_dead_workers(settings: Settings) -
     finally:
         await redis.delete(
             *(lock + j for j in ids.values()),
-            jobs.RUNNING_KEY,
-            jobs.WORKER_KEY_PREFIX + "w-alive",
+            queue.RUNNING_KEY,
+            queue.WORKER_KEY_PREFIX + "w-alive",
         )
         await redis.aclose(close_connection_pool=True)
 
 
 async def test_liveness_key_lives_with_the_worker(settings: Settings) -> None:
     live = recovery.Liveness(settings.redis_url, "w-test", heartbeat=False)
-    redis = await jobs.connect(settings.redis_url)
+    redis = await queue.connect(settings.redis_url)
     try:
         live.start()
-        ttl = await redis.ttl(jobs.WORKER_KEY_PREFIX + "w-test")
-        assert 0 < ttl <= jobs.HEARTBEAT_TTL_S
-        assert not await redis.exists(jobs.HEARTBEAT_KEY)  # only long-running workers set it
+        ttl = await redis.ttl(queue.WORKER_KEY_PREFIX + "w-test")
+        assert 0 < ttl <= queue.HEARTBEAT_TTL_S
+        assert not await redis.exists(queue.HEARTBEAT_KEY)  # only long-running workers set it
         await asyncio.to_thread(live.stop)
-        assert not await redis.exists(jobs.WORKER_KEY_PREFIX + "w-test")
+        assert not await redis.exists(queue.WORKER_KEY_PREFIX + "w-test")
     finally:
         await redis.aclose(close_connection_pool=True)
 
 
 async def test_a_job_records_its_owner_while_it_runs(settings: Settings) -> None:
-    redis = await jobs.connect(settings.redis_url)
-    job_id = f"{jobs.RENDER_VIDEO}:vowned"
+    redis = await queue.connect(settings.redis_url)
+    job_id = f"{queue.RENDER_VIDEO}:vowned"
     seen: list[bytes | None] = []
 
     async def job(ctx: dict[str, Any], video_id: str) -> str:
-        seen.append(await redis.hget(jobs.RUNNING_KEY, job_id))
+        seen.append(await redis.hget(queue.RUNNING_KEY, job_id))
         if video_id == "taken over":  # another worker re-ran it meanwhile: its entry stays
-            await redis.hset(jobs.RUNNING_KEY, job_id, "w-other")
+            await redis.hset(queue.RUNNING_KEY, job_id, "w-other")
         return video_id
 
     ctx = {"redis": redis, "job_id": job_id, "worker_id": "w-me"}
     try:
         assert await recovery.owned(job)(ctx, "vowned") == "vowned"
         assert seen == [b"w-me"]
-        assert not await redis.hexists(jobs.RUNNING_KEY, job_id)
+        assert not await redis.hexists(queue.RUNNING_KEY, job_id)
         await recovery.owned(job)(ctx, "taken over")
-        assert await redis.hget(jobs.RUNNING_KEY, job_id) == b"w-other"
+        assert await redis.hget(queue.RUNNING_KEY, job_id) == b"w-other"
     finally:
-        await redis.delete(jobs.RUNNING_KEY)
+        await redis.delete(queue.RUNNING_KEY)
         await redis.aclose(close_connection_pool=True)

@@ -3,9 +3,9 @@ in PyTorch encoder + decoder modules, driven by the greedy loop the GPU BLS mode
 
 import pytest
 
-from doppel import weights
-from doppel.audio_features import mel_windows
-from doppel.whisper_greedy import tokenizer, transcribe_window
+from doppel.audio.features import mel_windows
+from doppel.audio.whisper_greedy import tokenizer, transcribe_window
+from doppel.platform import weights
 from export.stt_trt import main as stt_trt_main
 from export.stt_trt import torch_runners
 from export.tensorrt import GpuUnavailable, require_gpu
@@ -17,7 +17,7 @@ def test_pytorch_whisper_from_ct2_weights_transcribes_jfk(settings) -> None:
 
     import torch
 
-    from doppel import media
+    from doppel.audio import media
 
     torch.set_num_threads(1)
     folder = weights.model_dir(settings.models_dir, "whisper-base")

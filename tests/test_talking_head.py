@@ -15,10 +15,10 @@ from typing import cast
 import numpy as np
 import pytest
 
-from doppel import mouth, render
-from doppel.face import composite, renderer, tracking, video
-from doppel.render import pingpong, replica_schedule, silent_frames
-from doppel.replica import Bank, Replica, Source, source_boxes
+from doppel.face import composite, mouth, renderer, tracking, video
+from doppel.render import video as render
+from doppel.render.video import pingpong, replica_schedule, silent_frames
+from doppel.replica.training import Bank, Replica, Source, source_boxes
 from doppel.settings import REPO_ROOT, Settings
 from tests.conftest import shared_file
 

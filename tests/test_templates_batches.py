@@ -16,8 +16,9 @@ import pytest
 from arq.connections import ArqRedis
 from litestar.testing import AsyncTestClient
 
-from doppel import batch_rows, batches, jobs, replicas, templates
+from doppel.domain import batch_rows, batches, replicas, templates
 from doppel.errors import InvalidRequest, ServiceUnavailable
+from doppel.platform import queue
 from doppel.settings import Settings
 from tests.conftest import Caller, new_caller
 
@@ -118,11 +119,11 @@ async def owner(pool: Any, settings: Settings) -> AsyncIterator[Caller]:
     caller = await new_caller(pool, PREFIX)
     yield caller
     ids = await pool.fetch("SELECT video_id FROM videos WHERE tenant_id = $1", caller.tenant.id)
-    redis = await jobs.connect(settings.redis_url)
+    redis = await queue.connect(settings.redis_url)
     try:
         for r in ids:
-            key = jobs.job_id(jobs.RENDER_VIDEO, r["video_id"])
-            await redis.zrem(jobs.QUEUE_NAME, key)
+            key = queue.job_id(queue.RENDER_VIDEO, r["video_id"])
+            await redis.zrem(queue.QUEUE_NAME, key)
             await redis.delete(f"arq:job:{key}")
     finally:
         await redis.aclose(close_connection_pool=True)
@@ -313,7 +314,7 @@ async def test_a_queue_outage_leaves_rows_pending_and_a_repeat_makes_them(
     assert view.counts["pending"] == 4 and view.counts["error"] == 1
     assert view.status == "running"
 
-    live = await jobs.connect(settings.redis_url)
+    live = await queue.connect(settings.redis_url)
     try:
         again = await batches.create(pool, live, owner.tenant.id, template.template_id, ROWS)
     finally:

@@ -4,7 +4,7 @@ import uuid
 import pytest
 from litestar.testing import AsyncTestClient
 
-from doppel import jobs
+from doppel.platform import queue
 from doppel.settings import Settings
 from orchestrator.worker import build_worker
 from tests.conftest import Caller, lavfi_wav, new_caller, shared_file
@@ -73,15 +73,15 @@ async def test_async_transcription_completes_through_the_worker(
 async def test_enqueue_is_idempotent_per_transcription(
     client: AsyncTestClient, settings: Settings
 ) -> None:
-    redis = await jobs.connect(settings.redis_url)
+    redis = await queue.connect(settings.redis_url)
     try:
         tid = uuid.uuid4()
-        assert await jobs.enqueue(redis, jobs.TRANSCRIBE, tid) is True
-        assert await jobs.enqueue(redis, jobs.TRANSCRIBE, tid) is False
-        queued = await redis.queued_jobs(queue_name=jobs.QUEUE_NAME)
-        assert sum(1 for j in queued if j.job_id == jobs.job_id(jobs.TRANSCRIBE, tid)) == 1
-        await redis.zrem(jobs.QUEUE_NAME, jobs.job_id(jobs.TRANSCRIBE, tid))
-        await redis.delete(f"arq:job:{jobs.job_id(jobs.TRANSCRIBE, tid)}")
+        assert await queue.enqueue(redis, queue.TRANSCRIBE, tid) is True
+        assert await queue.enqueue(redis, queue.TRANSCRIBE, tid) is False
+        queued = await redis.queued_jobs(queue_name=queue.QUEUE_NAME)
+        assert sum(1 for j in queued if j.job_id == queue.job_id(queue.TRANSCRIBE, tid)) == 1
+        await redis.zrem(queue.QUEUE_NAME, queue.job_id(queue.TRANSCRIBE, tid))
+        await redis.delete(f"arq:job:{queue.job_id(queue.TRANSCRIBE, tid)}")
     finally:
         await redis.aclose(close_connection_pool=True)
 

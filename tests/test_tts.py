@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from scipy.signal import resample_poly
 
-from doppel import weights
+from doppel.audio.media import SPEECH_RATE, Audio
+from doppel.audio.stt import SpeechToText, SttOptions
 from doppel.errors import InferenceFailed
-from doppel.media import SPEECH_RATE, Audio
-from doppel.phonemes import BOS, EOS, PAD, phoneme_ids, phonemize_sentence, split_clauses
+from doppel.platform import weights
 from doppel.settings import Settings
-from doppel.speech_to_text import SpeechToText, SttOptions
 from doppel.triton import TritonClient
-from doppel.tts import normalize_text, split_sentences
+from doppel.voice.phonemes import BOS, EOS, PAD, phoneme_ids, phonemize_sentence, split_clauses
+from doppel.voice.tts import normalize_text, split_sentences
 
 #: Varied sentences: statements, questions, exclamations, commas, contractions, names; the first
 #: four are LJ Speech transcripts.

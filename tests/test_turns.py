@@ -1,4 +1,4 @@
-"""Turn-taking (doppel.turns): when the person starts speaking and when they have finished,
+"""Turn-taking (doppel.live.turns): when the person starts speaking and when they have finished,
 from VAD probabilities as the audio arrives. Exact boundaries on constructed probabilities
 (each chunk's samples carry its index, so the turn's audio can be checked sample for sample),
 the same turns however the stream is cut, and real speech: JFK, with the probabilities from
@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from doppel import media, turns, vad
+from doppel.audio import media, vad
+from doppel.live import turns
 from doppel.settings import Settings
 from doppel.triton import TritonClient
 from tests.conftest import shared_file

@@ -1,4 +1,5 @@
-"""URL inputs (`train_video_url`, `consent_video_url`, `audio_url`): doppel.fetch against a real
+"""URL inputs (`train_video_url`, `consent_video_url`, `audio_url`): doppel.platform.fetch against
+a real
 local HTTP server (redirects, size and time limits, HTTP errors), and `POST /v2/replicas` with
 URLs: private addresses refused, a served Obama clip making a replica, and bad URLs answering 4xx
 with nothing kept."""
@@ -14,8 +15,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
-from doppel import fetch, jobs
 from doppel.errors import InvalidRequest, PayloadTooLarge
+from doppel.platform import fetch, queue
 from doppel.settings import Settings
 from tests.conftest import Caller, shared_file
 from tests.http_files import FileServer, serve_files
@@ -34,7 +35,7 @@ async def _get(url: str, dest: Path, **kw: Any) -> int:
     return await fetch.fetch(url, dest, **(options | kw), field="train_video_url")
 
 
-# --- doppel.fetch ------------------------------------------------------------------------------
+# --- doppel.platform.fetch ------------------------------------------------------------------------
 
 
 async def test_a_file_is_fetched_through_a_redirect(server: FileServer, tmp_path: Path) -> None:
@@ -99,13 +100,13 @@ async def test_limits_and_http_errors_answer_4xx_and_leave_nothing(
 
 async def _drop_queued(settings: Settings, pool: Any, tenant_id: Any) -> None:
     """Take this tenant's train jobs off the queue (training is not these tests' business)."""
-    redis = await jobs.connect(settings.redis_url)
+    redis = await queue.connect(settings.redis_url)
     try:
         for row in await pool.fetch(
             "SELECT replica_id FROM replicas WHERE tenant_id = $1", tenant_id
         ):
-            key = jobs.job_id(jobs.TRAIN_REPLICA, row["replica_id"])
-            await redis.zrem(jobs.QUEUE_NAME, key)
+            key = queue.job_id(queue.TRAIN_REPLICA, row["replica_id"])
+            await redis.zrem(queue.QUEUE_NAME, key)
             await redis.delete(f"arq:job:{key}")
     finally:
         await redis.aclose(close_connection_pool=True)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from doppel import media, vad
+from doppel.audio import media, vad
 from doppel.errors import InferenceFailed
 from doppel.settings import Settings
 from doppel.triton import TritonClient

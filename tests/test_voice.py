@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 import torch
 
+from doppel.audio.media import decode_audio
 from doppel.errors import InvalidRequest, InvalidVoiceSample
-from doppel.media import decode_audio
 from doppel.settings import default_cache_dir
-from doppel.tts import Timing
 from doppel.voice import base_voices, conversion, enrol, loudness, validate, world
 from doppel.voice.clone import ClonedVoice, CloneSettings
 from doppel.voice.profile import VoiceProfile, train
+from doppel.voice.tts import Timing
 from tests.conftest import shared_file
 
 torch.set_num_threads(1)

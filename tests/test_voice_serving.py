@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 
+from doppel.audio.media import decode_audio
 from doppel.errors import InferenceFailed
-from doppel.media import decode_audio
 from doppel.settings import Settings
 from doppel.triton import TritonClient
 from doppel.voice import conversion, world

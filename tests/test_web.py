@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from doppel.face import video
-from doppel.local_platform import LocalPlatform, free_port
+from doppel.platform.stack import LocalPlatform, free_port
 from doppel.settings import REPO_ROOT
 from tests.conftest import new_caller, shared_file
 

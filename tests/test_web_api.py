@@ -13,7 +13,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
-from doppel import replicas, videos
+from doppel.domain import replicas, videos
 from doppel.settings import REPO_ROOT, Settings
 from tests.conftest import Caller, new_caller
 

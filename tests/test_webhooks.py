@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from doppel import jobs, replicas, urls, videos, webhooks
+from doppel.domain import replicas, videos, webhooks
 from doppel.errors import InvalidRequest
+from doppel.platform import queue, urls
 from doppel.settings import Settings
 from orchestrator.worker import build_worker
 from tests.conftest import Caller, Receiver, webhook_receiver
@@ -126,7 +127,7 @@ async def test_a_status_change_reaches_the_receiver_signed(
 ) -> None:
     s = fast(settings)
     rid = await _replica(pool, caller, "started", receiver.url)
-    redis = await jobs.connect(s.redis_url)
+    redis = await queue.connect(s.redis_url)
     try:
         notify = webhooks.Notifier(redis, s.public_url)
         await replicas.fail(pool, rid, "the camera was off", notify)
@@ -170,7 +171,7 @@ async def test_a_failed_delivery_is_retried_and_every_attempt_recorded(
         receiver.url,
     )
     receiver.answers = [500]
-    redis = await jobs.connect(s.redis_url)
+    redis = await queue.connect(s.redis_url)
     try:
         notify = webhooks.Notifier(redis, s.public_url)
         await videos.fail(pool, vid, "no voice", notify)
@@ -200,7 +201,7 @@ async def test_a_receiver_that_never_answers_2xx_is_given_up(
     s = dataclasses.replace(fast(settings), webhook_backoff_s=(0.1, 0.1))
     rid = await _replica(pool, caller, "started", receiver.url)
     receiver.answers = [503, 503, 503, 503]
-    redis = await jobs.connect(s.redis_url)
+    redis = await queue.connect(s.redis_url)
     try:
         await replicas.fail(pool, rid, "boom", webhooks.Notifier(redis, s.public_url))
         await run_worker(s)
@@ -276,7 +277,7 @@ async def test_tenants_made_before_the_migration_get_their_own_secret(
 ) -> None:
     import asyncpg
 
-    from doppel import db
+    from doppel.platform import db
 
     name = f"webhooks_{uuid.uuid4().hex[:8]}"
     await pool.execute(f"CREATE DATABASE {name}")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from doppel import weights
+from doppel.platform import weights
 
 
 def test_cached_whisper_weights_verify(settings) -> None:

@@ -34,10 +34,11 @@ from typing import Any
 
 import httpx
 
-from doppel import db, replicas, tenants
-from doppel.local_platform import LocalPlatform
+from doppel.domain import replicas, tenants
+from doppel.platform import db
+from doppel.platform.stack import LocalPlatform
+from doppel.platform.storage import LocalStorage
 from doppel.settings import REPO_ROOT, Settings, default_cache_dir
-from doppel.storage import LocalStorage
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 SHARED = Path(os.environ.get("DOPPEL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))

@@ -19,7 +19,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from doppel import mouth  # noqa: E402
+from doppel.face import mouth  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("DOPPEL_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -68,7 +68,7 @@ def obama_clip(number: str) -> mouth.Clip:
     CACHE.mkdir(parents=True, exist_ok=True)
     cached = CACHE / f"{number}.npz"
     if not cached.exists():
-        from doppel.audio_features import OnnxAudioEncoder
+        from doppel.audio.features import OnnxAudioEncoder
         from doppel.face.tracking import FaceTracker
         from export import registry
 

@@ -35,9 +35,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from benchmarks.quality import video_metrics as vm  # noqa: E402
-from doppel import render, replica  # noqa: E402
 from doppel.face import renderer as face_renderer  # noqa: E402
 from doppel.face import video  # noqa: E402
+from doppel.render import video as render  # noqa: E402
+from doppel.replica import training
 from doppel.triton import TritonClient  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,7 +70,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     url = os.environ.get("TRITON_GRPC_URL")
     tmp = Path(tempfile.mkdtemp(prefix="doppel-quality-"))
     if not url:
-        from doppel.local_platform import LocalPlatform
+        from doppel.platform.stack import LocalPlatform
 
         platform = LocalPlatform(tmp / "run", env=dict(os.environ, DOPPEL_EPHEMERAL="1"))
         url = platform.start_triton(fixed_ports=False)["triton_grpc"]
@@ -86,15 +87,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 async def evaluate(client: TritonClient, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     say = print
-    if args.reuse and (REPLICA / replica.META).exists():
-        rep = replica.Replica.load(REPLICA)
+    if args.reuse and (REPLICA / training.META).exists():
+        rep = training.Replica.load(REPLICA)
         say(f"reusing {REPLICA}")
     else:
         shutil.rmtree(REPLICA, ignore_errors=True)
-        opts = replica.TrainOptions(stt_url=client.url)
+        opts = training.TrainOptions(stt_url=client.url)
         if args.steps:
             opts.renderer.steps = args.steps
-        rep = await replica.train(
+        rep = await training.train(
             [clip(c) for c in TRAIN],
             REPLICA,
             encode=client.encode_audio,
@@ -167,7 +168,7 @@ async def evaluate(client: TritonClient, args: argparse.Namespace) -> dict[str, 
 
 
 async def speed(
-    client: TritonClient, rep: replica.Replica, say: Callable[[str], None]
+    client: TritonClient, rep: training.Replica, say: Callable[[str], None]
 ) -> dict[str, Any]:
     """Timings on real lengths, beside the 2.9 s held-out clip (where the fixed start of a
     render, ~0.7 s, weighs a quarter): renders of the seven training clips joined (24 s; the
@@ -192,12 +193,12 @@ async def speed(
         seconds = video.probe(long).duration_s
         say(f"training on a {seconds:.0f} s video")
         clock = time.perf_counter()
-        two = await replica.train(
+        two = await training.train(
             [long],
             tmp / "replica_2min",
             encode=client.encode_audio,
             vad=client.vad,
-            options=replica.TrainOptions(stt_url=client.url),
+            options=training.TrainOptions(stt_url=client.url),
             progress=say,
         )
         wall = time.perf_counter() - clock
@@ -258,13 +259,13 @@ def flicker(gen: vm.VideoAnalysis, real: vm.VideoAnalysis | None) -> float:
     return change(gen) / max(change(real), 1e-6)
 
 
-def training_report(rep: replica.Replica) -> dict[str, Any]:
+def training_report(rep: training.Replica) -> dict[str, Any]:
     t = rep.meta["timings"]
     seconds = rep.meta["video_seconds"]
     k = 120.0 / seconds
     r = rep.meta["renderer"]
     if "concurrent_s" in t:
-        # The voice (its own process) runs beside the face steps (replica.train): the mouth
+        # The voice (its own process) runs beside the face steps (training.train): the mouth
         # model beside the renderer's cropping and inputs, then the renderer's training; the
         # section takes as long as the longer branch. Scaled linearly with the video:
         # preparation, audio features, the voice, cropping, the renderer's inputs (at most one

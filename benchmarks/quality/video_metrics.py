@@ -355,8 +355,8 @@ def _envelope(path: Path, frames: int) -> np.ndarray:
     """Audio RMS per 40 ms frame: frame i covers [i, i+1) x 40 ms of the audio track (zeros
     past its end).
     """
+    from doppel.audio.media import decode_audio
     from doppel.errors import InvalidMedia
-    from doppel.media import decode_audio
 
     try:
         samples = _run_async(decode_audio(path, AUDIO_RATE)).samples

@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from doppel import weights
+from doppel.audio.stt import SpeechToText, SttOptions
+from doppel.platform import weights
 from doppel.settings import REPO_ROOT, default_cache_dir
-from doppel.speech_to_text import SpeechToText, SttOptions
 from doppel.voice import conversion, enrol, validate, world
 from doppel.voice.clone import ClonedVoice
 from doppel.voice.profile import train

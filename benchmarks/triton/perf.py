@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from doppel import media
-from doppel.local_platform import LocalPlatform
+from doppel.audio import media
+from doppel.platform.stack import LocalPlatform
 from doppel.settings import REPO_ROOT
 
 SHARED_DATA = Path(os.environ.get("DOPPEL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -62,7 +62,7 @@ PERF_REPLICA = Path(
 def _talking_head_inputs() -> dict[str, np.ndarray]:
     """One real frame's renderer input (the replica's own crops) and the replica folder."""
     from doppel.face import renderer
-    from doppel.replica import Replica
+    from doppel.replica.training import Replica
 
     if not (PERF_REPLICA / "renderer.onnx").exists():
         raise FileNotFoundError(

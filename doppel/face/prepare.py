@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from doppel import media
-from doppel import vad as vad_module
+from doppel.audio import media
+from doppel.audio import vad as vad_module
 from doppel.errors import InvalidTrainingVideo
 from doppel.face import tracking, video
 from doppel.face.tracking import Track

@@ -30,9 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from doppel import mouth
 from doppel.errors import Stopped
-from doppel.face import tracking
+from doppel.face import mouth, tracking
 
 #: Side of the rendered square (pixels). The network is fully convolutional, but the export and
 #: the Triton config fix it, so one number rules all.

@@ -2,7 +2,11 @@
 synthesis (`clone.ClonedVoice`): a base TTS voice converted frame by frame on WORLD's time grid,
 so the base voice's word and phoneme timings hold for the cloned audio.
 
-Modules: `enrol` (speech checks, transcripts, speaker embedding), `base_voices` (Piper, Festival),
-`world` (vocoder), `conversion` (the learned mapping), `loudness` (BS.1770), `profile` (the
-stored profile), `clone` (text -> speech). None imports Triton.
+Modules: `tts` (Piper on ONNX Runtime, with word timings), `phonemes` (espeak-ng -> Piper ids),
+`enrol` (speech checks, transcripts, speaker embedding), `base_voices` (Piper, Festival), `world`
+(vocoder), `conversion` (the learned mapping), `loudness` (BS.1770), `profile` (the stored
+profile), `clone` (text -> speech), `serving` (the logic behind Triton's `voice` models).
+
+May import: `doppel.triton`, `doppel.face`, `doppel.audio`, `doppel.platform`, `doppel.settings`,
+`doppel.errors`. Never records (`doppel.domain`), never replica, render or live.
 """

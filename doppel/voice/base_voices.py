@@ -19,8 +19,8 @@ from typing import Protocol
 
 import numpy as np
 
-from doppel.media import resample
-from doppel.tts import SentenceAudio, TextToSpeech, Timing, split_sentences
+from doppel.audio.media import resample
+from doppel.voice.tts import SentenceAudio, TextToSpeech, Timing, split_sentences
 from doppel.voice.world import RATE
 
 #: Festival's HTS voice of the CMU ARCTIC speaker "slt" (US English, female): Debian packages

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from doppel.errors import InvalidRequest
-from doppel.tts import MAX_TEXT_CHARS, SentenceAudio, Speech, Timing
 from doppel.voice import base_voices, conversion, loudness, world
 from doppel.voice.profile import VoiceProfile, onnx_session
+from doppel.voice.tts import MAX_TEXT_CHARS, SentenceAudio, Speech, Timing
 
 #: Fade at each sentence's edges: WORLD's first and last frames can start mid-waveform.
 FADE_S = 0.01

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from doppel.tts import Timing
+from doppel.voice.tts import Timing
 from doppel.voice.world import CODED_DIMS, FRAME_MS, Frames
 
 #: Frames of context either side of the one being mapped.

@@ -15,9 +15,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from doppel import vad, weights
+from doppel.audio import vad
+from doppel.audio.media import SILENCE_DBFS, SPEECH_RATE, Audio, decode_audio
 from doppel.errors import InvalidVoiceSample
-from doppel.media import SILENCE_DBFS, SPEECH_RATE, Audio, decode_audio
+from doppel.platform import weights
 
 #: Least speech a voice is learned from: under this the kNN pool lacks whole phoneme classes.
 MIN_SPEECH_S = 10.0
@@ -66,7 +67,7 @@ class TritonTranscriber:
 
 def local_transcriber(models_dir: Path) -> Transcriber:
     """Whisper base in this process (CTranslate2, one thread): where no Triton runs."""
-    from doppel.speech_to_text import SpeechToText, SttOptions
+    from doppel.audio.stt import SpeechToText, SttOptions
 
     return SpeechToText(weights.model_dir(models_dir, "whisper-base"), SttOptions(cpu_threads=1))
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from doppel.tts import SentenceAudio
 from doppel.voice import base_voices, conversion, enrol, validate, world
+from doppel.voice.tts import SentenceAudio
 
 PROFILE_JSON = "profile.json"
 CONVERSION_NPZ = "conversion.npz"

@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 
 from doppel.errors import InvalidRequest
-from doppel.replica_models import SessionCache, file_stamp
-from doppel.tts import SentenceAudio, Speech
+from doppel.replica.serving import SessionCache, file_stamp
 from doppel.voice import base_voices, conversion
 from doppel.voice.clone import ClonedVoice, CloneSettings
 from doppel.voice.profile import CONVERSION_NPZ, PROFILE_JSON, VOICE_ONNX, VoiceProfile
+from doppel.voice.tts import SentenceAudio, Speech
 
 #: Voices each model instance keeps loaded (config `max_replicas`; env `DOPPEL_REPLICA_CACHE`
 #: or `DOPPEL_REPLICA_CACHE_VOICE` replaces it): a profile is ~1-3 MB of arrays plus a 0.5 MB

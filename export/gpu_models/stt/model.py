@@ -1,4 +1,4 @@
-"""GPU `stt`: the greedy Whisper loop of `doppel.whisper_greedy` over the TensorRT engines
+"""GPU `stt`: the greedy Whisper loop of `doppel.audio.whisper_greedy` over the TensorRT engines
 `stt_encoder` and `stt_decoder` (BLS). Same inputs and TRANSCRIPT document as the CPU model.
 """
 
@@ -12,9 +12,9 @@ sys.path[:0] = [p for p in os.environ.get("DOPPEL_PYTHONPATH", "").split(os.path
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from doppel import weights  # noqa: E402
-from doppel.audio_features import SAMPLE_RATE, WINDOW_SAMPLES, mel_windows  # noqa: E402
-from doppel.whisper_greedy import tokenizer, transcribe_window  # noqa: E402
+from doppel.audio.features import SAMPLE_RATE, WINDOW_SAMPLES, mel_windows  # noqa: E402
+from doppel.audio.whisper_greedy import tokenizer, transcribe_window  # noqa: E402
+from doppel.platform import weights  # noqa: E402
 
 
 def _call(model, inputs, output):

@@ -1,4 +1,4 @@
-"""Triton Python-backend adapter for `doppel.audio_features` (the logic lives there)."""
+"""Triton Python-backend adapter for `doppel.audio.features` (the logic lives there)."""
 
 import json
 import os
@@ -10,8 +10,8 @@ sys.path[:0] = [p for p in os.environ.get("DOPPEL_PYTHONPATH", "").split(os.path
 
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from doppel import weights  # noqa: E402
-from doppel.audio_features import OnnxAudioEncoder  # noqa: E402
+from doppel.audio.features import OnnxAudioEncoder  # noqa: E402
+from doppel.platform import weights  # noqa: E402
 from export.registry import onnx_path  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""Triton Python-backend adapter for `doppel.replica_models` (the logic lives there): mouth
+"""Triton Python-backend adapter for `doppel.replica.serving` (the logic lives there): mouth
 points from lip-sync features with each request's replica's `mouth.onnx`, from an LRU cache.
 """
 
@@ -11,7 +11,7 @@ sys.path[:0] = [p for p in os.environ.get("DOPPEL_PYTHONPATH", "").split(os.path
 
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from doppel.replica_models import SessionCache, cache_capacity, mouth_batch  # noqa: E402
+from doppel.replica.serving import SessionCache, cache_capacity, mouth_batch  # noqa: E402
 
 NAME = "mouth_motion"
 

@@ -9,7 +9,7 @@ sys.path[:0] = [p for p in os.environ.get("DOPPEL_PYTHONPATH", "").split(os.path
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from doppel.media import SPEECH_RATE, resample  # noqa: E402
+from doppel.audio.media import SPEECH_RATE, resample  # noqa: E402
 
 
 class TritonPythonModel:

@@ -1,4 +1,4 @@
-"""Triton Python-backend adapter for `doppel.speech_to_text` (the logic lives there)."""
+"""Triton Python-backend adapter for `doppel.audio.stt` (the logic lives there)."""
 
 import json
 import os
@@ -11,8 +11,8 @@ sys.path[:0] = [p for p in os.environ.get("DOPPEL_PYTHONPATH", "").split(os.path
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from doppel import weights  # noqa: E402
-from doppel.speech_to_text import SpeechToText, SttOptions  # noqa: E402
+from doppel.audio.stt import SpeechToText, SttOptions  # noqa: E402
+from doppel.platform import weights  # noqa: E402
 
 
 class TritonPythonModel:

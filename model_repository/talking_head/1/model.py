@@ -1,4 +1,4 @@
-"""Triton Python-backend adapter for `doppel.replica_models` (the logic lives there): renders
+"""Triton Python-backend adapter for `doppel.replica.serving` (the logic lives there): renders
 face frames with each request's replica's `renderer.onnx`, from an LRU cache of sessions.
 """
 
@@ -11,7 +11,7 @@ sys.path[:0] = [p for p in os.environ.get("DOPPEL_PYTHONPATH", "").split(os.path
 
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from doppel.replica_models import SessionCache, cache_capacity, render_batch  # noqa: E402
+from doppel.replica.serving import SessionCache, cache_capacity, render_batch  # noqa: E402
 
 NAME = "talking_head"
 

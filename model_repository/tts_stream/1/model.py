@@ -1,4 +1,5 @@
-"""Triton Python-backend adapter for `doppel.tts`, decoupled: one response per sentence as soon
+"""Triton Python-backend adapter for `doppel.voice.tts`, decoupled: one response per sentence as
+soon
 as it is spoken, then the FINAL flag (gRPC streaming only)."""
 
 import json
@@ -13,7 +14,7 @@ import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from doppel.errors import DoppelError  # noqa: E402
-from doppel.tts import TextToSpeech, request_from_tensors  # noqa: E402
+from doppel.voice.tts import TextToSpeech, request_from_tensors  # noqa: E402
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
@@ -63,7 +64,7 @@ class TritonPythonModel:
 
 
 def _read(request):
-    """(text, options) of one request, read by `doppel.tts.request_from_tensors`."""
+    """(text, options) of one request, read by `doppel.voice.tts.request_from_tensors`."""
 
     def get(name):
         tensor = pb_utils.get_input_tensor_by_name(request, name)

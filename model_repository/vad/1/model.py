@@ -1,4 +1,4 @@
-"""Triton Python-backend adapter for `doppel.vad` (the logic lives there)."""
+"""Triton Python-backend adapter for `doppel.audio.vad` (the logic lives there)."""
 
 import json
 import os
@@ -11,7 +11,7 @@ sys.path[:0] = [p for p in os.environ.get("DOPPEL_PYTHONPATH", "").split(os.path
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from doppel.vad import CONTEXT, STATE_SHAPE, SileroVad  # noqa: E402
+from doppel.audio.vad import CONTEXT, STATE_SHAPE, SileroVad  # noqa: E402
 from export.registry import onnx_path  # noqa: E402
 
 

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from doppel.errors import DoppelError  # noqa: E402
-from doppel.replica_models import cache_capacity  # noqa: E402
+from doppel.replica.serving import cache_capacity  # noqa: E402
 from doppel.voice.serving import DEFAULT_CAPACITY, VoiceServer, encode_timings  # noqa: E402
 
 NAME = "voice_stream"

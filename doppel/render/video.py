@@ -32,10 +32,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from doppel import media, mouth
+from doppel.audio import media
 from doppel.errors import InvalidMedia, InvalidRequest
-from doppel.face import composite, renderer, tracking, video
-from doppel.replica import Bank, Replica
+from doppel.face import composite, mouth, renderer, tracking, video
+from doppel.replica.training import Bank, Replica
 
 #: Longest audio one render takes (a demanding user's 10-minute video).
 MAX_AUDIO_S = 600.0
@@ -753,7 +753,7 @@ class LocalEngine:
     """
 
     def __init__(self, models_dir: Path, threads: int = 1, precision: str = "int8") -> None:
-        from doppel.replica import local_encoder
+        from doppel.replica.training import local_encoder
 
         self._encode = local_encoder(models_dir)
         self.threads = threads
@@ -780,7 +780,7 @@ class LocalEngine:
         return out[0][0]  # type: ignore[no-any-return]
 
     async def render_faces(self, replica: Path, inputs: np.ndarray) -> np.ndarray:
-        from doppel.replica_models import renderer_file
+        from doppel.replica.serving import renderer_file
 
         s = self._session(renderer_file(replica, self.precision))
         out = await asyncio.to_thread(s.run, None, {"INPUT": inputs})

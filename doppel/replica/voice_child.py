@@ -1,6 +1,7 @@
 """A replica's voice training in a child process, so it runs beside the face steps.
 
-`doppel.replica.train` starts `python -m doppel.replica_voice JOB` with the speech samples and
+`doppel.replica.training.train` starts `python -m doppel.replica.voice_child JOB` with the speech
+samples and
 options in the folder JOB and reads one JSON object a line from the child's stdout:
 {"progress": message}, then {"result": voice meta} or {"error": class name, "message": ...,
 "reason": ...}. Everything else the child or its tools print goes to stderr.

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from doppel.errors import InvalidRequest
-from doppel.phonemes import (
+from doppel.voice.phonemes import (
     CLAUSE_END,
     phoneme_ids,
     phonemize_sentence,
@@ -265,7 +265,7 @@ class TextToSpeech:
         cls, models_dir: Path, voice: str, onnx: str, *, threads: int = 1
     ) -> TextToSpeech:
         """The graph at `models_dir/onnx` (exported) with the config of weight package `voice`."""
-        from doppel import weights
+        from doppel.platform import weights
 
         folder = weights.model_dir(models_dir, voice)
         return cls(models_dir / onnx, next(folder.glob("*.onnx.json")), threads=threads)

@@ -27,8 +27,9 @@ from typing import Any
 
 import asyncpg
 
-from doppel import db, replicas
+from doppel.domain import replicas
 from doppel.errors import InvalidRequest, NotFound
+from doppel.platform import db
 
 MAX_NAME = 200
 #: System prompt and context together. A 32k-token model holds about 120,000 characters; the
@@ -51,7 +52,7 @@ EDITABLE = (
     "layers",
 )
 
-#: Checks a `base_url` (doppel.urls.check_url with the operator's private-address rule).
+#: Checks a `base_url` (doppel.platform.urls.check_url with the operator's private-address rule).
 UrlCheck = Callable[[str], Awaitable[str]]
 
 

@@ -1,11 +1,38 @@
-"""A job's progress percentage, written to PostgreSQL in the background while the job runs."""
+"""Typed progress from the engine, and a job's progress percentage written to PostgreSQL in the
+background while the job runs.
+
+The engine (training, rendering) reports `Progress(stage, done, total)` values; the job that runs
+it maps them onto its own 0-100 scale. No progress travels as log text.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Awaitable, Callable
 from types import TracebackType
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Progress:
+    """`done` of `total` units of one named `stage` (total 0: a stage with no count)."""
+
+    stage: str
+    done: int = 0
+    total: int = 0
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.done / self.total) if self.total > 0 else 0.0
+
+
+#: What the engine calls with each `Progress`; any thread may call it.
+Report = Callable[[Progress], None]
+
+
+def ignore(_: Progress) -> None:
+    """A `Report` for callers that do not follow progress."""
 
 
 class ProgressWriter:

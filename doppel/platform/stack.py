@@ -25,8 +25,8 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from doppel import weights
-from doppel.jobs import HEARTBEAT_KEY
+from doppel.platform import weights
+from doppel.platform.queue import HEARTBEAT_KEY
 from doppel.settings import REPO_ROOT, models_dir_from_env
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ START_TIMEOUT_S = {
     "api": 60,
     "worker": 60,
 }
-#: The platform's own chat model (doppel.weights) and the virtualenv its server runs in:
+#: The platform's own chat model (doppel.platform.weights) and the virtualenv its server runs in:
 #: scripts/bootstrap.sh makes it from requirements-llm.lock, apart from the main one, because
 #: llama-cpp-python's server pins a web stack of its own.
 LLM_MODEL = "qwen2.5-coder-0.5b"

@@ -1,7 +1,7 @@
-"""One turn of a live conversation, once the person has finished speaking (doppel.turns).
+"""One turn of a live conversation, once the person has finished speaking (doppel.live.turns).
 
 Their words go through speech-to-text (Triton's `stt`); the persona's reply comes from its LLM
-(doppel.llm), streamed; each sentence is spoken in the replica's cloned voice (Triton's
+(doppel.live.llm), streamed; each sentence is spoken in the replica's cloned voice (Triton's
 `voice`) as soon as the LLM has finished writing it, so the caller can play (and lip-sync) the
 first sentence while the rest is still being written.
 
@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from doppel import llm, vad
-from doppel.media import Audio
+from doppel.audio import vad
+from doppel.audio.media import Audio
+from doppel.live import llm
 from doppel.triton import TritonClient
 
 #: Appended to a reply the person cut off, in the history the LLM reads next.

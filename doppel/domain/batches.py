@@ -1,4 +1,4 @@
-"""Batches: one video per row of variables for a template (doppel.templates).
+"""Batches: one video per row of variables for a template (doppel.domain.templates).
 
 Each row is keyed: the client's `row_key` (or `key`) when it sends one, otherwise a hash of the
 template and the row's variables. The batch itself is keyed on its template and its rows (keys
@@ -33,12 +33,13 @@ import asyncpg
 import msgspec
 from arq.connections import ArqRedis
 
-from doppel import db, replicas, templates, videos
-from doppel.batch_rows import PlannedRow, batch_key, plan
+from doppel.domain import replicas, templates, videos
+from doppel.domain.batch_rows import PlannedRow, batch_key, plan
 from doppel.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
+from doppel.platform import db
 
 if TYPE_CHECKING:
-    from doppel.webhooks import Notifier
+    from doppel.domain.webhooks import Notifier
 
 MAX_NAME = 200
 #: Seconds a submission waits for another one on the same template before a 409.

@@ -1,6 +1,6 @@
 """Whisper greedy decoding over any runtime: the loop behind the GPU `stt` (TensorRT engines).
 
-CPU serving uses CTranslate2 (`doppel.speech_to_text`). On a GPU, the whisper_trt approach
+CPU serving uses CTranslate2 (`doppel.audio.stt`). On a GPU, the whisper_trt approach
 runs the encoder and the decoder as two TensorRT engines and drives the token loop from Python;
 this module is that loop, written against two callables so PyTorch, ONNX Runtime and TensorRT
 all run it, and so it is tested here on the CPU with the PyTorch modules.

@@ -3,7 +3,7 @@
 `Hi {{ first_name }}, welcome to {{company}}!` has the variables `first_name` and `company`
 (names are letters, digits and `_`, not starting with a digit; spaces inside the braces are
 allowed). A template is never edited: a changed script is a new template, so a video made from
-a template and its values can be recognised again (doppel.batches keys rows on that).
+a template and its values can be recognised again (doppel.domain.batches keys rows on that).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from collections.abc import Mapping
 import asyncpg
 import msgspec
 
-from doppel import db, replicas, videos
+from doppel.domain import replicas, videos
 from doppel.errors import InvalidRequest, NotFound
+from doppel.platform import db
 
 MAX_NAME = 200
 #: More variables than this is a data file, not a script.

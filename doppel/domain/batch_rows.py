@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
-from doppel import templates
+from doppel.domain import templates
 from doppel.errors import InvalidRequest
 
 #: Rows in one batch: a bigger mailing is several batches (each row is a queued render job).

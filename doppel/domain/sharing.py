@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import asyncpg
 
-from doppel import replicas, videos
+from doppel.domain import replicas, videos
 from doppel.errors import NotFound
 
 #: Query parameter that carries the token in every share link.

@@ -18,7 +18,7 @@ import difflib
 import re
 from pathlib import Path
 
-from doppel import media
+from doppel.audio import media
 from doppel.triton import TritonClient
 
 #: Only the start of the recording is transcribed: the statement comes first, and one Whisper

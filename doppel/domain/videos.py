@@ -4,7 +4,7 @@ The row in `videos` is the job's state: `queued` -> `generating` (with `progress
 `ready` or `error`. A video has a script or an audio input, never both. The job speaks a script
 in the replica's cloned voice through Triton's `voice` model (an audio input, stored at
 `<data>/<tenant>/videos/<video_id>.input<suffix>` when the video is created, is used as it is),
-renders the replica on that speech (doppel.render, Triton's models) and stores
+renders the replica on that speech (doppel.render.video, Triton's models) and stores
 `<data>/<tenant>/videos/<video_id>.mp4` and `<video_id>.jpg` (a middle frame). Outputs are
 written under temporary names and renamed, so a re-run after a dead worker starts clean.
 """
@@ -28,14 +28,15 @@ from typing import TYPE_CHECKING
 import asyncpg
 from arq.connections import ArqRedis
 
-from doppel import db, jobs, replicas
+from doppel.domain import replicas
 from doppel.errors import Conflict, InvalidMedia, InvalidRequest, NotFound, ServiceUnavailable
-from doppel.progress import ProgressWriter
-from doppel.storage import LocalStorage
+from doppel.platform import db, queue
+from doppel.platform.progress import ProgressWriter
+from doppel.platform.storage import LocalStorage
 from doppel.triton import TritonClient
 
 if TYPE_CHECKING:
-    from doppel.webhooks import Notifier
+    from doppel.domain.webhooks import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class VideoRow:
     disclosure_mark: bool
     created_at: dt.datetime
     updated_at: dt.datetime
-    #: Opens the media and the hosted page without the API key (doppel.sharing).
+    #: Opens the media and the hosted page without the API key (doppel.domain.sharing).
     share_token: str = ""
 
 
@@ -121,7 +122,7 @@ def audio_suffix(filename: str | None) -> str:
 
 def check_audio(path: Path) -> float:
     """The duration of an audio input, or `InvalidMedia` saying why it cannot be spoken."""
-    from doppel import media
+    from doppel.audio import media
 
     duration = media.audio_duration(path)
     if duration <= MIN_AUDIO_S:
@@ -213,7 +214,7 @@ async def create(
             stored.unlink(missing_ok=True)
         raise
     try:
-        await jobs.enqueue(redis, jobs.RENDER_VIDEO, vid)
+        await queue.enqueue(redis, queue.RENDER_VIDEO, vid)
     except (OSError, ConnectionError, TimeoutError) as exc:
         await pool.execute("DELETE FROM videos WHERE video_id = $1", vid)
         if stored is not None:
@@ -304,8 +305,8 @@ async def render(
     """
     from scipy.io import wavfile
 
-    from doppel import render as engine
-    from doppel.replica import Replica
+    from doppel.render import video as engine
+    from doppel.replica.training import Replica
 
     item = await claim(pool, video_id)
     if item is None:

@@ -4,7 +4,7 @@ A replica is a folder:
 
     replica.json     what was trained, from what, how long each step took, base/idle ranges
     prepared/        the checked 25 fps training video, its audio and per-frame tracking
-    mouth.pt/.onnx   audio features -> mouth shape, adapted to this person (doppel.mouth)
+    mouth.pt/.onnx   audio features -> mouth shape, adapted to this person (doppel.face.mouth)
     renderer.pt/.onnx  lower-face renderer trained on this person's frames (face.renderer)
     renderer.int8.onnx the same graph quantized to 8-bit (served on CPU; absent when it did not
                      match the float graph closely enough)
@@ -27,10 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from doppel import mouth
 from doppel.errors import InvalidTrainingVideo, Stopped
+from doppel.face import mouth, renderer, tracking, video
 from doppel.face import prepare as prep
-from doppel.face import renderer, tracking, video
 from doppel.settings import REPO_ROOT
 
 FORMAT_VERSION = 1
@@ -255,7 +254,7 @@ async def train(
 
     # --- audio features; then mouth model, voice and renderer side by side -------------------
     say("audio features and mouth model")
-    from doppel import media
+    from doppel.audio import media
 
     audio = await media.decode_audio(prepared.audio_path)
     aligned = mouth.to_face_frame(prepared.landmarks)
@@ -488,19 +487,20 @@ async def _train_voice(
     say: Callable[[str], None],
 ) -> dict[str, Any]:
     """The replica's voice profile from the training video's speech (`voice/`), learned in a
-    child process (`doppel.replica_voice`): in a thread, its torch.manual_seed and draws would
+    child process (`doppel.replica.voice_child`): in a thread, its torch.manual_seed and draws would
     interleave with the face steps' on torch's process-wide generator, its torch threads would
     add to theirs, and it could not be stopped before it ends by itself.
     """
     import os
     import sys
 
-    from doppel import errors, replica_voice
+    from doppel import errors
+    from doppel.replica import voice_child
     from doppel.settings import models_dir_from_env
 
     models_dir = opts.models_dir or models_dir_from_env(os.environ)
     await asyncio.to_thread(
-        replica_voice.write_request,
+        voice_child.write_request,
         job,
         samples,
         folder,
@@ -517,7 +517,7 @@ async def _train_voice(
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "doppel.replica_voice",
+            "doppel.replica.voice_child",
             str(job),
             stdout=asyncio.subprocess.PIPE,
             stderr=log,
@@ -853,7 +853,7 @@ def _parity(path: Path, feeds: dict[str, np.ndarray], want: np.ndarray, atol: fl
 
 def local_encoder(models_dir: Path) -> Encode:
     """The `audio_encoder` graph in-process (tests and scripts without a platform)."""
-    from doppel.audio_features import OnnxAudioEncoder
+    from doppel.audio.features import OnnxAudioEncoder
     from export.registry import onnx_path
 
     enc = OnnxAudioEncoder(onnx_path(models_dir, "audio_encoder"), threads=1)

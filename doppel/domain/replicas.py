@@ -2,14 +2,14 @@
 
 The row in `replicas` is the job's state. The API (or the operator CLI) stores the training
 video(s) under the replica's id, inserts the row `started` and enqueues the job; the worker
-first checks a `user` replica's spoken consent (doppel.consent: Whisper must hear the person
+first checks a `user` replica's spoken consent (doppel.replica.consent: Whisper must hear the person
 consent, with their name, in the consent video or else the training video), then trains through
 Triton, writes `training_progress` ("37/100") as it goes and ends the row
 `completed` or `error` with a message for the person.
 
 Layout of a replica's folder (`<data>/<tenant>/replicas/<replica_id>/`): `sources/0.mp4, ...`
 (the uploads, renamed), `sources/consent.mp4` (a separate consent video, when sent) and
-`model/` (the trained replica, doppel.replica).
+`model/` (the trained replica, doppel.replica.training).
 """
 
 from __future__ import annotations
@@ -30,16 +30,16 @@ from typing import TYPE_CHECKING
 import asyncpg
 from arq.connections import ArqRedis
 
-from doppel import db, jobs
 from doppel.errors import InvalidRequest, NotFound, ServiceUnavailable
-from doppel.progress import ProgressWriter
+from doppel.platform import db, queue
+from doppel.platform.progress import ProgressWriter
+from doppel.platform.storage import LocalStorage
 from doppel.settings import Settings
-from doppel.storage import LocalStorage
 from doppel.triton import TritonClient
 
 if TYPE_CHECKING:
-    from doppel import replica
-    from doppel.webhooks import Notifier
+    from doppel.domain.webhooks import Notifier
+    from doppel.replica import training
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class ReplicaRow:
     consent_transcript: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
-    #: Opens the thumbnail without the API key (doppel.sharing).
+    #: Opens the thumbnail without the API key (doppel.domain.sharing).
     share_token: str = ""
 
     @property
@@ -165,7 +165,7 @@ async def create(
         await asyncio.to_thread(shutil.rmtree, folder, True)
         raise
     try:
-        await jobs.enqueue(redis, jobs.TRAIN_REPLICA, rid)
+        await queue.enqueue(redis, queue.TRAIN_REPLICA, rid)
     except (OSError, ConnectionError, TimeoutError) as exc:
         await pool.execute("DELETE FROM replicas WHERE replica_id = $1", rid)
         await asyncio.to_thread(shutil.rmtree, folder, True)
@@ -303,10 +303,12 @@ def progress_of(message: str) -> int | None:
     return None
 
 
-def train_options(settings: Settings) -> replica.TrainOptions:
-    from doppel import replica
+def train_options(settings: Settings) -> training.TrainOptions:
+    from doppel.replica import training
 
-    options = replica.TrainOptions(models_dir=settings.models_dir, stt_url=settings.triton_grpc_url)
+    options = training.TrainOptions(
+        models_dir=settings.models_dir, stt_url=settings.triton_grpc_url
+    )
     if settings.renderer_steps:
         options.renderer.steps = settings.renderer_steps
     if settings.mouth_steps:
@@ -341,7 +343,7 @@ async def train(
     discarded); returns the final status, or "skipped". `ServiceUnavailable` propagates (the job
     is retried later); any other failure ends the replica in `error` with its reason.
     """
-    from doppel import replica
+    from doppel.replica import training
 
     item = await claim(pool, replica_id)
     if item is None:
@@ -368,7 +370,7 @@ async def train(
 
     async with progress:
         try:
-            await replica.train(
+            await training.train(
                 item.train_paths,
                 out,
                 encode=triton.encode_audio,
@@ -401,7 +403,7 @@ async def check_consent(
     record what was heard; a replica without it ends `error` quoting the transcript (False).
     `ServiceUnavailable` propagates: the job is retried.
     """
-    from doppel import consent
+    from doppel.replica import consent
 
     source = item.consent_path or item.train_paths[0]
     try:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from doppel.media import SPEECH_RATE
+from doppel.audio.media import SPEECH_RATE
 
 
 @dataclasses.dataclass(frozen=True)

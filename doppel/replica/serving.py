@@ -29,7 +29,8 @@ from doppel.face.renderer import SIZE
 
 RENDERER_FILE = "renderer.onnx"
 #: The renderer quantized to 8 bits, written by training next to the float graph when it
-#: reproduces real frames about as well (doppel.replica.quantize_renderer): about 1.6 times as
+#: reproduces real frames about as well (doppel.replica.training.quantize_renderer): about 1.6
+#: times as
 #: fast on the CPU.
 RENDERER_INT8_FILE = "renderer.int8.onnx"
 #: The `precision` parameter: "int8" serves a replica's 8-bit renderer where it has one,

@@ -13,9 +13,10 @@ from typing import Any
 import asyncpg
 from arq.connections import ArqRedis
 
-from doppel import jobs, media
+from doppel.audio import media
 from doppel.errors import InvalidMedia, NotFound, ServiceUnavailable
-from doppel.storage import LocalStorage
+from doppel.platform import queue
+from doppel.platform.storage import LocalStorage
 from doppel.triton import TritonClient
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ async def enqueue(
         storage.delete(path)
         raise
     try:
-        await jobs.enqueue(redis, jobs.TRANSCRIBE, tid)
+        await queue.enqueue(redis, queue.TRANSCRIBE, tid)
     except (OSError, ConnectionError, TimeoutError) as exc:
         await pool.execute("DELETE FROM transcriptions WHERE id = $1", tid)
         storage.delete(path)

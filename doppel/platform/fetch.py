@@ -1,6 +1,7 @@
 """Fetching a client's URL (`train_video_url`, `consent_video_url`, `audio_url`) to a local file.
 
-Every hop is judged by `doppel.urls.check_url` before it is connected to: redirects are followed
+Every hop is judged by `doppel.platform.urls.check_url` before it is connected to: redirects are
+followed
 by hand (at most `MAX_REDIRECTS`), so a public URL cannot bounce Doppel onto a loopback, private
 or link-local address (the cloud metadata service). The body is streamed to disk and cut off at
 `max_bytes` (by `Content-Length` when the server announces it, and by the bytes counted, since a
@@ -20,8 +21,8 @@ from urllib.parse import urljoin
 
 import httpx
 
-from doppel import urls
 from doppel.errors import InvalidRequest, PayloadTooLarge
+from doppel.platform import urls
 
 MAX_REDIRECTS = 5
 CHUNK = 256 * 1024

@@ -207,7 +207,7 @@ def extract_clip(
     """
     import asyncio
 
-    from doppel import media
+    from doppel.audio import media
     from doppel.face import video
 
     audio = asyncio.run(media.decode_audio(path))

@@ -34,8 +34,9 @@ import httpx
 import msgspec
 from arq.connections import ArqRedis
 
-from doppel import jobs, replicas, sharing, urls
+from doppel.domain import replicas, sharing
 from doppel.errors import InvalidRequest, NotFound
+from doppel.platform import queue, urls
 from doppel.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -171,12 +172,13 @@ async def record(
 
 
 async def enqueue(redis: ArqRedis, delivery_id: uuid.UUID) -> bool:
-    return await jobs.enqueue(redis, jobs.DELIVER_WEBHOOK, delivery_id)
+    return await queue.enqueue(redis, queue.DELIVER_WEBHOOK, delivery_id)
 
 
 @dataclasses.dataclass(frozen=True)
 class Notifier:
-    """Passed to the status-changing functions of doppel.replicas and doppel.videos; `None`
+    """Passed to the status-changing functions of doppel.domain.replicas and doppel.domain.videos;
+    `None`
     there means no webhooks (the operator CLI, tests that do not care).
     """
 

@@ -3,10 +3,10 @@
 Two moments matter in a conversation: when the person starts speaking (a replica that is
 talking stops: barge-in) and when they have finished (the replica answers). `TurnDetector`
 takes the audio chunk by chunk with the VAD's speech probability for each 32 ms chunk (Triton's
-`vad` model, or `doppel.vad.SileroVad` in process) and says both, with the turn's audio:
+`vad` model, or `doppel.audio.vad.SileroVad` in process) and says both, with the turn's audio:
 - a start needs `start_s` of speech in a row, so a cough or a click interrupts nobody;
 - an end needs `end_silence_s` of silence, so a pause for breath mid-sentence does not cut in;
-- probabilities between the two thresholds (hysteresis, as `doppel.vad.segments`) keep the
+- probabilities between the two thresholds (hysteresis, as `doppel.audio.vad.segments`) keep the
   current state, so a soft syllable neither starts nor ends anything;
 - the turn's audio begins `pre_roll_s` before the start was heard: the first syllable is quieter
   than the VAD's threshold, and speech-to-text needs it.
@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from doppel.vad import CHUNK, RATE
+from doppel.audio.vad import CHUNK, RATE
 
 STEP_S = CHUNK / RATE
 
