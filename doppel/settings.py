@@ -47,8 +47,6 @@ class Settings:
     max_upload_bytes: int = 512 * 1024 * 1024
     #: Seconds the API waits for one Triton inference before answering 503.
     triton_timeout_s: float = 120.0
-    #: arq queue the API enqueues on and the worker reads.
-    queue_name: str = "doppel:queue"
     #: Replica training overrides (None: the engines' defaults). Tests and quick trials set
     #: DOPPEL_RENDERER_STEPS, DOPPEL_MOUTH_STEPS, DOPPEL_VOICE_EPOCHS to train small.
     renderer_steps: int | None = None

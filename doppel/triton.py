@@ -19,7 +19,7 @@ from tritonclient.utils import InferenceServerException
 from doppel.audio.media import Audio
 from doppel.audio.vad import StreamState
 from doppel.errors import InferenceFailed, ServiceUnavailable
-from doppel.face.renderer import SIZE
+from doppel.face.regions import SIZE
 
 #: gRPC status codes that mean "the server is not there or not ready", as opposed to a request
 #: the model rejected.
@@ -125,7 +125,7 @@ class TritonClient:
         self, replica: Path, inputs: np.ndarray, *, max_batch: int = 16
     ) -> np.ndarray:
         """Face frames through the `talking_head` model with `replica`'s renderer:
-        uint8 [N, 7, S, S] -> uint8 [N, 3, S, S] (S = renderer.SIZE), in order.
+        uint8 [N, 7, S, S] -> uint8 [N, 3, S, S] (S = regions.SIZE), in order.
 
         `replica` is the replica's absolute folder (it must hold `renderer.onnx`). Every frame
         is its own request, sent concurrently, so Triton's dynamic batcher forms the batches

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from doppel.errors import InferenceFailed
-from doppel.face.renderer import SIZE as S
+from doppel.face.regions import SIZE as S
 from doppel.replica import serving as rm
 from doppel.settings import Settings
 from doppel.triton import TritonClient

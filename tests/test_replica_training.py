@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from doppel.errors import InvalidVoiceSample, Stopped
-from doppel.face import renderer
+from doppel.face import regions, renderer
 from doppel.replica import training
 from doppel.settings import default_cache_dir
 
@@ -126,9 +126,9 @@ async def test_voice_child_hears_through_the_given_triton(tmp_path: Path) -> Non
 
 def _training_set(frames: int = 40) -> renderer.TrainingSet:
     rng = np.random.default_rng(0)
-    size = renderer.SIZE
+    size = regions.SIZE
     crops = rng.integers(0, 256, (frames, size, size, 3), dtype=np.uint8)
-    base = rng.uniform(0.25 * size, 0.75 * size, (len(renderer.WARP_POINTS), 2))
+    base = rng.uniform(0.25 * size, 0.75 * size, (len(regions.WARP_POINTS), 2))
     points = (base + rng.normal(0, 2, (frames, *base.shape))).astype(np.float32)
     aligned = rng.normal(0, 1, (frames, 53, 2)).astype(np.float32)
     return renderer.TrainingSet(crops, points, aligned, np.arange(frames) * 3)
@@ -136,7 +136,7 @@ def _training_set(frames: int = 40) -> renderer.TrainingSet:
 
 def test_prepare_inputs_makes_only_the_pairs_asked_for() -> None:
     data = _training_set()
-    refs = renderer.training_references(data.aligned, data.frames, 2, gap=5)
+    refs = regions.training_references(data.aligned, data.frames, 2, gap=5)
     full, full_slots, full_masks = renderer.prepare_inputs(data, refs)
     assert full.shape[0] == refs.size and (full_slots >= 0).all()
     needed = np.zeros(refs.shape, bool)
@@ -169,8 +169,8 @@ def test_renderer_training_steps_and_threads() -> None:
     assert len(asked) == 2  # steps 0 and 10
     assert stats["inputs"] <= 24 and stats["frames"] == 30
     assert all(p.is_contiguous() for p in net.parameters())
-    out = renderer.render_batch(net, np.zeros((1, 7, renderer.SIZE, renderer.SIZE), np.uint8))
-    assert out.shape == (1, 3, renderer.SIZE, renderer.SIZE)
+    out = renderer.render_batch(net, np.zeros((1, 7, regions.SIZE, regions.SIZE), np.uint8))
+    assert out.shape == (1, 3, regions.SIZE, regions.SIZE)
 
     stop = threading.Event()
     stop.set()

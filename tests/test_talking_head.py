@@ -15,7 +15,7 @@ from typing import cast
 import numpy as np
 import pytest
 
-from doppel.face import composite, mouth, renderer, tracking, video
+from doppel.face import composite, mouth, regions, renderer, tracking, video
 from doppel.render import video as render
 from doppel.render.video import pingpong, replica_schedule, silent_frames
 from doppel.replica.training import Bank, Replica, Source, source_boxes
@@ -102,33 +102,33 @@ def trained(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 def test_region_holds_mouth_and_chin(frames_08: tuple[list[np.ndarray], np.ndarray]) -> None:
     frames, landmarks = frames_08
-    boxes = renderer.region_boxes(tracking.crop_boxes(landmarks))
-    hidden = renderer.input_mask()
+    boxes = regions.region_boxes(tracking.crop_boxes(landmarks))
+    hidden = regions.input_mask()
     for t in (0, 20, 39):
-        pts = renderer.to_region(landmarks[t, list(mouth.POINTS)], boxes[t])
+        pts = regions.to_region(landmarks[t, list(mouth.POINTS)], boxes[t])
         lips_chin = np.concatenate([pts[:40], pts[43:50]])  # lips, and the jaw around the chin
-        assert lips_chin.min() > 0 and lips_chin.max() < renderer.SIZE, "mouth leaves the region"
+        assert lips_chin.min() > 0 and lips_chin.max() < regions.SIZE, "mouth leaves the region"
         inside = hidden[lips_chin[:, 1].astype(int), lips_chin[:, 0].astype(int)]
         assert inside.all(), "the hidden area must cover lips and chin"
-        nose = renderer.to_region(landmarks[t, 4], boxes[t])
-        assert nose[1] < 0.2 * renderer.SIZE, "the region starts near the nose"
+        nose = regions.to_region(landmarks[t, 4], boxes[t])
+        assert nose[1] < 0.2 * regions.SIZE, "the region starts near the nose"
 
 
 def test_warp_moves_reference_landmarks_onto_target(
     frames_08: tuple[list[np.ndarray], np.ndarray],
 ) -> None:
     frames, landmarks = frames_08
-    boxes = renderer.region_boxes(tracking.crop_boxes(landmarks))
+    boxes = regions.region_boxes(tracking.crop_boxes(landmarks))
     src_t, dst_t = 3, 30
-    ref = tracking.crop_face(frames[src_t], boxes[src_t], renderer.SIZE)
-    src = renderer.to_region(landmarks[src_t, list(renderer.WARP_POINTS)], boxes[src_t])
-    dst = renderer.to_region(landmarks[dst_t, list(renderer.WARP_POINTS)], boxes[dst_t])
+    ref = tracking.crop_face(frames[src_t], boxes[src_t], regions.SIZE)
+    src = regions.to_region(landmarks[src_t, list(regions.WARP_POINTS)], boxes[src_t])
+    dst = regions.to_region(landmarks[dst_t, list(regions.WARP_POINTS)], boxes[dst_t])
     # Paint a marker at one lip corner of the reference: after the warp it sits at the target's.
     marked = ref.copy()
     corner = mouth.POINTS.index(tracking.MOUTH_LEFT)
     x, y = np.round(src[corner]).astype(int)
     marked[y - 2 : y + 3, x - 2 : x + 3] = (255, 0, 255)
-    warped = renderer.warp_to(marked, src, dst)
+    warped = regions.warp_to(marked, src, dst)
     hit = np.argwhere((warped[..., 0] > 200) & (warped[..., 1] < 60) & (warped[..., 2] > 200))
     assert len(hit), "marker lost in the warp"
     assert np.linalg.norm(hit.mean(axis=0)[::-1] - dst[corner]) < 2.5
@@ -138,9 +138,9 @@ def test_blend_is_seamless_where_rendered_equals_base(
     frames_08: tuple[list[np.ndarray], np.ndarray],
 ) -> None:
     frames, landmarks = frames_08
-    box = renderer.region_boxes(tracking.crop_boxes(landmarks))[5]
+    box = regions.region_boxes(tracking.crop_boxes(landmarks))[5]
     frame = frames[5].copy()
-    crop = tracking.crop_face(frame, box, renderer.SIZE)
+    crop = tracking.crop_face(frame, box, regions.SIZE)
     pasted = composite.Compositor().paste(frame.copy(), crop, crop, box)
     diff = np.abs(pasted.astype(int) - frame.astype(int))
     # Only resampling (frame -> region -> frame) remains: small, and nothing at the border.
@@ -152,22 +152,22 @@ def test_blend_is_seamless_where_rendered_equals_base(
     mouth_xy = landmarks[5, tracking.UPPER_INNER_LIP]
     assert len(moved) and np.abs(moved.mean(axis=0)[::-1] - mouth_xy).max() < 0.3 * box[2]
     # The blend weight reaches 0 before the region's border (no hard edge).
-    alpha = renderer.blend_mask()
+    alpha = regions.blend_mask()
     assert alpha[0].max() == 0 and alpha[-1].max() == 0 and alpha[:, 0].max() == 0
-    assert alpha[renderer.SIZE // 2, renderer.SIZE // 2] == 1
+    assert alpha[regions.SIZE // 2, regions.SIZE // 2] == 1
 
 
 def test_only_lips_and_chin_come_from_the_renderer(
     frames_08: tuple[list[np.ndarray], np.ndarray],
 ) -> None:
     frames, landmarks = frames_08
-    box = renderer.region_boxes(tracking.crop_boxes(landmarks))[5]
+    box = regions.region_boxes(tracking.crop_boxes(landmarks))[5]
     # A head tilted down: the chin sits higher in the region, the collar just below it; the
     # target's mouth and chin drawn higher still.
-    base = renderer.to_region(landmarks[5, list(mouth.POINTS)], box) - np.float32([0, 10])
+    base = regions.to_region(landmarks[5, list(mouth.POINTS)], box) - np.float32([0, 10])
     target = base - np.float32([0, 12])
-    hidden = renderer.frame_mask(base)
-    painted = renderer.paint_mask(target, base, hidden)
+    hidden = regions.frame_mask(base)
+    painted = regions.paint_mask(target, base, hidden)
     assert painted.max() == 1 and np.all(painted <= hidden)
     # Both chins are painted (the base's own must never show beside the target's) ...
     for points in (base, target):
@@ -176,7 +176,7 @@ def test_only_lips_and_chin_come_from_the_renderer(
     # ... the neck and collar below them, hidden from the network, are the frame's own.
     below = int(np.ceil(max(base[40:, 1].max(), target[40:, 1].max()))) + 9
     assert hidden[below:].sum() > 200 and painted[below:].max() == 0
-    lips = renderer.lips_mask(target)
+    lips = regions.lips_mask(target)
     centre = np.round(target[:20].mean(axis=0)).astype(int)
     assert lips[centre[1], centre[0]] > 0.99 and lips[-1].max() == 0
 
@@ -184,7 +184,7 @@ def test_only_lips_and_chin_come_from_the_renderer(
 def test_colour_field_does_not_spread_what_the_images_disagree_on() -> None:
     # The renderer is 10 levels darker than the frame everywhere; in one corner of the ring
     # the frame shows something else entirely (a dark suit beside a rendered jaw).
-    size = renderer.SIZE
+    size = regions.SIZE
     base = np.full((size, size, 3), 150, np.uint8)
     base[115:, 120:] = 30
     rendered = np.full((size, size, 3), 140, np.uint8)
@@ -215,7 +215,7 @@ def test_references_follow_consecutive_bank_frames() -> None:
     bank = rng.normal(size=(60, len(mouth.POINTS), 2)).astype(np.float32)
     frames = np.arange(60)
     queries = bank[10:30] + 0.05 * rng.normal(size=(20, len(mouth.POINTS), 2)).astype(np.float32)
-    refs = renderer.choose_references(queries, bank, frames)
+    refs = regions.choose_references(queries, bank, frames)
     assert (refs == np.arange(10, 30)).mean() > 0.9
 
 
@@ -280,8 +280,8 @@ def test_replica_bank_is_decoded_once_and_read_again_when_it_changes(tmp_path: P
 
     def write(value: int) -> None:
         Bank(
-            np.full((2, renderer.SIZE, renderer.SIZE, 3), value, np.uint8),
-            rng.normal(size=(2, len(renderer.WARP_POINTS), 2)).astype(np.float32),
+            np.full((2, regions.SIZE, regions.SIZE, 3), value, np.uint8),
+            rng.normal(size=(2, len(regions.WARP_POINTS), 2)).astype(np.float32),
             rng.normal(size=(2, 53, 2)).astype(np.float32),
             np.array([0, 1]),
             rng.normal(size=(2, 512)).astype(np.float32),
@@ -341,23 +341,23 @@ def test_replica_folder_holds_every_artefact(trained: Path) -> None:
     assert 0 <= a < b <= rep.meta["frames"] and b - a >= 25
     bank = rep.bank()
     assert len(bank.crops) == len(bank.aligned) == len(bank.frames) > 100
-    assert bank.crops.shape[1:] == (renderer.SIZE, renderer.SIZE, 3)
+    assert bank.crops.shape[1:] == (regions.SIZE, regions.SIZE, 3)
     # Bank crops survive their JPEG round trip close to the prepared frames.
     prepared = rep.prepared
     t = int(bank.frames[len(bank.frames) // 2])
     frame = next(f for i, f in enumerate(video.read_frames(prepared.video_path)) if i == t)
-    box = renderer.region_boxes(rep.crop_boxes(prepared)[t : t + 1])[0]
-    want = tracking.crop_face(frame, box, renderer.SIZE).astype(int)
+    box = regions.region_boxes(rep.crop_boxes(prepared)[t : t + 1])[0]
+    want = tracking.crop_face(frame, box, regions.SIZE).astype(int)
     assert np.abs(bank.crops[len(bank.frames) // 2].astype(int) - want).mean() < 4
 
 
 def test_bank_round_trips(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
-    crops = rng.integers(0, 255, (3, renderer.SIZE, renderer.SIZE, 3), dtype=np.uint8)
+    crops = rng.integers(0, 255, (3, regions.SIZE, regions.SIZE, 3), dtype=np.uint8)
     crops[:] = crops[:, :1, :1]  # flat colours: JPEG keeps them
     bank = Bank(
         crops,
-        rng.normal(size=(3, len(renderer.WARP_POINTS), 2)).astype(np.float32),
+        rng.normal(size=(3, len(regions.WARP_POINTS), 2)).astype(np.float32),
         rng.normal(size=(3, 53, 2)).astype(np.float32),
         np.array([4, 5, 9]),
         rng.normal(size=(3, 512)).astype(np.float32),

@@ -61,7 +61,7 @@ PERF_REPLICA = Path(
 
 def _talking_head_inputs() -> dict[str, np.ndarray]:
     """One real frame's renderer input (the replica's own crops) and the replica folder."""
-    from doppel.face import renderer
+    from doppel.face import regions
     from doppel.replica.training import Replica
 
     if not (PERF_REPLICA / "renderer.onnx").exists():
@@ -71,12 +71,12 @@ def _talking_head_inputs() -> dict[str, np.ndarray]:
         )
     bank = Replica.load(PERF_REPLICA).bank()
     j = len(bank.crops) // 2
-    frame = renderer.make_input(
+    frame = regions.make_input(
         bank.crops[0],
         bank.points[1],
         bank.crops[j],
         bank.points[j],
-        renderer.frame_mask(bank.points[0, :53]),
+        regions.frame_mask(bank.points[0, :53]),
     )
     return {"INPUT": frame, "REPLICA": np.array([str(PERF_REPLICA).encode()], dtype=np.object_)}
 

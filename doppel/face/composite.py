@@ -1,6 +1,6 @@
 """Pasting rendered regions back into full frames, and the AI-generated disclosure mark.
 
-The blend weight (`renderer.blend_mask`) is 1 over the area the network painted and falls to 0
+The blend weight (`regions.blend_mask`) is 1 over the area the network painted and falls to 0
 through a ring where the network reproduces the base frame, so the two images agree where they
 meet: no seam. What residual colour offset remains between the rendered region and the base
 frame (measured on that ring) is removed, smoothed over time so it cannot flicker.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from doppel.face import renderer, tracking
+from doppel.face import regions, tracking
 
 #: Visible disclosure on every generated frame unless the owner turns it off.
 MARK_TEXT = "AI-generated"
@@ -43,7 +43,7 @@ class Compositor:
 
     def __init__(
         self,
-        size: int = renderer.SIZE,
+        size: int = regions.SIZE,
         *,
         colour_smoothing: float = 0.7,
         spread: float = 0.1,
@@ -57,11 +57,11 @@ class Compositor:
         #: counts half: colour offsets between the renderer and the frame stay well below it.
         self.tolerance = tolerance
         self._field: np.ndarray | None = None
-        self._masks(renderer.input_mask(size))
+        self._masks(regions.input_mask(size))
 
     def _masks(self, hidden: np.ndarray) -> None:
         """Blend weight and colour-reference area for the area taken from the renderer."""
-        self.alpha = renderer.blend_mask(self.size, hidden)
+        self.alpha = regions.blend_mask(self.size, hidden)
         self.known = np.flatnonzero((self.alpha > 0.02) & (hidden < 0.5))
 
     def correct(self, rendered: np.ndarray, base: np.ndarray) -> np.ndarray:
@@ -110,7 +110,7 @@ class Compositor:
     ) -> np.ndarray:
         """`frame` (modified in place and returned) with `rendered` [S, S, 3] blended in at the
         region `box`; `base` is the frame's own region crop (for the colour correction);
-        `hidden` the area taken from `rendered` (`renderer.paint_mask` or `frame_mask`),
+        `hidden` the area taken from `rendered` (`regions.paint_mask` or `frame_mask`),
         default `input_mask`; `detail` where to restore fine detail (`sharpen`), if anywhere.
         """
         if hidden is not None:
@@ -158,7 +158,7 @@ class Compositor:
         return frame
 
 
-#: Unsharp-mask gain and Gaussian sigma (pixels at renderer.SIZE) of `sharpen`: the network
+#: Unsharp-mask gain and Gaussian sigma (pixels at regions.SIZE) of `sharpen`: the network
 #: paints lips and teeth softer than the real ones (about a third of their Laplacian variance
 #: lost on Obama 08); a gain of 0.4 puts edges back without halos or added flicker.
 DETAIL_GAIN = 0.4
@@ -175,7 +175,7 @@ def sharpen(patch: np.ndarray, where: np.ndarray) -> np.ndarray:
     x, y, w, h = cv2.boundingRect((where > 1e-3).astype(np.uint8))
     if w == 0 or h == 0:
         return patch
-    sigma = DETAIL_SIGMA * patch.shape[0] / renderer.SIZE
+    sigma = DETAIL_SIGMA * patch.shape[0] / regions.SIZE
     pad = int(np.ceil(3 * sigma))
     y0, y1 = max(0, y - pad), min(patch.shape[0], y + h + pad)
     x0, x1 = max(0, x - pad), min(patch.shape[1], x + w + pad)

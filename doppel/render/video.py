@@ -34,7 +34,7 @@ import numpy as np
 
 from doppel.audio import media
 from doppel.errors import InvalidMedia, InvalidRequest
-from doppel.face import composite, mouth, renderer, tracking, video
+from doppel.face import composite, mouth, regions, tracking, video
 from doppel.replica.training import Bank, Replica
 
 #: Longest audio one render takes (a demanding user's 10-minute video).
@@ -488,15 +488,15 @@ def _plan(
     references already chosen (`_references`: they depend on the whole sequence, so a plan
     made a window at a time takes them from a choice made once).
     """
-    regions = renderer.region_boxes(base.boxes)
+    boxes = regions.region_boxes(base.boxes)
     own = base.landmarks[:, list(mouth.POINTS)]
-    bases = np.stack([renderer.to_region(own[t], regions[t]) for t in range(len(own))])
+    bases = np.stack([regions.to_region(own[t], boxes[t]) for t in range(len(own))])
     if method == "static":
-        return Plan(regions, None, bases, None)
+        return Plan(boxes, None, bases, None)
     assert bank is not None
     refs = _references(aligned, bank, features, method) if references is None else references
     if method == "retrieval":
-        return Plan(regions, None, bases, refs)
+        return Plan(boxes, None, bases, refs)
     assert aligned is not None
     # Dubbing: the base video is any footage of the person, held however; the mouth is drawn
     # where that video's own mouth is (`mouth.anchor`), shaped by the audio. Replica mode's base
@@ -507,11 +507,11 @@ def _plan(
     mesh = mouth.onto_mesh(placed, base.landmarks)
     targets = np.stack(
         [
-            renderer.to_region(mesh[t, list(renderer.WARP_POINTS)], regions[t])
+            regions.to_region(mesh[t, list(regions.WARP_POINTS)], boxes[t])
             for t in range(len(mesh))
         ]
     )
-    return Plan(regions, targets, bases, refs)
+    return Plan(boxes, targets, bases, refs)
 
 
 def _references(
@@ -528,7 +528,7 @@ def _references(
         return np.argmax(f @ g.T, axis=1)  # type: ignore[no-any-return]
     # References are chosen on the predicted shape itself.
     assert aligned is not None
-    return renderer.choose_references(aligned, bank.aligned, bank.frames)
+    return regions.choose_references(aligned, bank.aligned, bank.frames)
 
 
 def _frames(base: Base) -> Iterator[np.ndarray]:
@@ -586,7 +586,7 @@ async def _render_frames(
         t0 = time.perf_counter()
         batch = [next(frames) for _ in range(k, end)]
         crops = [
-            tracking.crop_face(f, plan.regions[i], renderer.SIZE, sharp=True)
+            tracking.crop_face(f, plan.regions[i], regions.SIZE, sharp=True)
             for i, f in enumerate(batch)
         ]
         inputs = None
@@ -594,12 +594,12 @@ async def _render_frames(
             assert bank is not None and plan.targets is not None and plan.references is not None
             inputs = np.stack(
                 [
-                    renderer.make_input(
+                    regions.make_input(
                         c,
                         plan.targets[i],
                         bank.crops[plan.references[i]],
                         bank.points[plan.references[i]],
-                        renderer.frame_mask(plan.bases[i]),
+                        regions.frame_mask(plan.bases[i]),
                     )
                     for i, c in enumerate(crops)
                 ]
@@ -613,12 +613,12 @@ async def _render_frames(
         t0 = time.perf_counter()
         for i, frame in enumerate(batch):
             frame = frame.copy()
-            hidden = renderer.frame_mask(plan.bases[i])
+            hidden = regions.frame_mask(plan.bases[i])
             if rendered is not None:
                 assert plan.targets is not None
                 target = plan.targets[i]
-                painted = renderer.paint_mask(target, plan.bases[i], hidden)
-                lips = renderer.lips_mask(target)
+                painted = regions.paint_mask(target, plan.bases[i], hidden)
+                lips = regions.lips_mask(target)
                 comp.paste(frame, rendered[i], crops[i], plan.regions[i], painted, lips)
             elif method == "retrieval":
                 assert bank is not None and plan.references is not None

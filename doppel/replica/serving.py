@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from doppel.face.renderer import SIZE
+from doppel.face.regions import SIZE
 
 RENDERER_FILE = "renderer.onnx"
 #: The renderer quantized to 8 bits, written by training next to the float graph when it

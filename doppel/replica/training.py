@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from doppel.errors import InvalidTrainingVideo, Stopped
-from doppel.face import mouth, renderer, tracking, video
+from doppel.face import mouth, regions, renderer, tracking, video
 from doppel.face import prepare as prep
 from doppel.settings import REPO_ROOT
 
@@ -150,7 +150,7 @@ _BANKS_LOCK = threading.Lock()
 
 @dataclasses.dataclass
 class Bank:
-    """Reference crops of the person with their shapes (renderer.choose_references)."""
+    """Reference crops of the person with their shapes (regions.choose_references)."""
 
     crops: np.ndarray  # [M, S, S, 3] uint8
     points: np.ndarray  # [M, P, 2]
@@ -386,7 +386,7 @@ async def train(
     base, idle = _base_and_idle(prepared, spans)
     meta = {
         "format_version": FORMAT_VERSION,
-        "size": renderer.SIZE,
+        "size": regions.SIZE,
         "sources": [dataclasses.asdict(s) for s in spans],
         "frames": prepared.frame_count,
         "base": list(base),
@@ -671,10 +671,10 @@ def export_renderer(net: Any, path: Path, data: renderer.TrainingSet | None = No
     import torch
 
     wrapper = renderer.uint8_wrapper(net)
-    size = renderer.SIZE
+    size = regions.SIZE
     if data is not None and len(data.crops) > 1:
         j = len(data.crops) // 2
-        sample = renderer.make_input(data.crops[0], data.points[0], data.crops[j], data.points[j])[
+        sample = regions.make_input(data.crops[0], data.points[0], data.crops[j], data.points[j])[
             None
         ]
     else:
@@ -710,15 +710,15 @@ def renderer_samples(data: renderer.TrainingSet, count: int, offset: int = 0) ->
     makes them (each frame's nearest other shape at least a second away, warped onto it).
     """
     picks = _sample_frames(len(data.crops), count, offset)
-    refs = renderer.training_references(data.aligned, data.frames, 1)
+    refs = regions.training_references(data.aligned, data.frames, 1)
     return np.stack(
         [
-            renderer.make_input(
+            regions.make_input(
                 data.crops[t],
                 data.points[t],
                 data.crops[refs[t, 0]],
                 data.points[refs[t, 0]],
-                renderer.frame_mask(data.points[t, : len(mouth.POINTS)]),
+                regions.frame_mask(data.points[t, : len(mouth.POINTS)]),
             )
             for t in picks
         ]
