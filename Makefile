@@ -38,5 +38,6 @@ quality: install ## full-size quality runs on real data: results in benchmarks/r
 lint: install
 	@$(PY) -m ruff format --check doppel api orchestrator export tests benchmarks model_repository
 	@$(PY) -m mypy
+	@.venv/bin/lint-imports
 	@$(PY) -m ruff check doppel api orchestrator export tests benchmarks model_repository
 	@cd web && npm run --silent lint && npm run --silent typecheck
