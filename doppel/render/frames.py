@@ -63,9 +63,9 @@ class Painter(Protocol):
         """The bank frame each output frame takes its texture from, for the whole sequence."""
         ...
 
-    def inputs(
-        self, plan: Plan, crops: list[np.ndarray], bank: Bank | None
-    ) -> np.ndarray | None: ...
+    def inputs(self, plan: Plan, crops: list[np.ndarray], bank: Bank | None) -> np.ndarray | None:
+        """The model's inputs for one chunk's region crops; None: nothing to infer."""
+        ...
 
     async def faces(self, engine: Engine, replica: Path, inputs: np.ndarray) -> np.ndarray:
         """[N, H, W, 3] painted region crops."""
@@ -80,7 +80,11 @@ class Painter(Protocol):
         crops: list[np.ndarray],
         faces: np.ndarray | None,
         bank: Bank | None,
-    ) -> None: ...
+    ) -> None:
+        """Paint the chunk's frame `i` in place (`crops[i]` its region crop, `faces` what
+        `faces` gave for the chunk).
+        """
+        ...
 
 
 class NeuralPainter:
