@@ -343,14 +343,24 @@ async def _talking_head(args: argparse.Namespace) -> int:
                 print(f"  {made.folder / name}")
             print(json.dumps(made.meta["timings"]))
             return 0
-        import tempfile
-
+        from doppel.audio import media
+        from doppel.platform.progress import Progress
         from doppel.render import video
         from doppel.replica.training import Replica
 
         rep = Replica.load(args.replica)
-        audio_path = args.audio
-        tmp = tempfile.TemporaryDirectory(prefix="doppel-say-")
+        reports = 0
+
+        def frames(done: Progress) -> None:
+            # A line every 10 chunks (the render reports each one).
+            nonlocal reports
+            if done.done == 0:
+                say(f"rendering {done.total} frames")
+                return
+            if reports % 10 == 0:
+                say(f"frame {done.done}/{done.total}")
+            reports += 1
+
         if args.text is not None:
             if rep.voice_folder is None:
                 print(
@@ -358,26 +368,31 @@ async def _talking_head(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
-            from scipy.io import wavfile
-
-            spoken, _timings = await client.say(rep.voice_folder, args.text)
-            audio_path = Path(tmp.name) / "speech.wav"
-            wavfile.write(audio_path, spoken.rate, spoken.samples)
-            say(f"script spoken in the replica's voice: {spoken.duration_s:.1f} s")
-        result = await video.render(
-            rep,
-            audio_path,
-            args.out,
-            engine=client,
-            base_video=args.video,
-            watermark=not args.no_watermark,
-            progress=say,
-        )
+            result = await video.render_script(
+                rep,
+                args.text,
+                args.out,
+                engine=client,
+                base_video=args.video,
+                watermark=not args.no_watermark,
+                progress=frames,
+            )
+            say(f"script spoken in the replica's voice in {result.timings['speech_s']:.1f} s")
+        else:
+            result = await video.render(
+                rep,
+                await media.decode_audio(args.audio),
+                args.out,
+                engine=client,
+                soundtrack=args.audio,
+                base_video=args.video,
+                watermark=not args.no_watermark,
+                progress=frames,
+            )
         print(
             f"{result.frames} frames ({result.duration_s:.1f} s) written to {result.path} in "
             f"{result.seconds:.1f} s ({result.fps:.1f} frames/s)"
         )
-        tmp.cleanup()
         return 0
     except (DoppelError, FileNotFoundError, ValueError) as exc:
         print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from doppel.face import composite, mouth, regions, renderer, tracking, video
-from doppel.render import video as render
-from doppel.render.video import pingpong, replica_schedule, silent_frames
+from doppel.render import plan
+from doppel.render.frames import CHUNK, NeuralPainter
+from doppel.render.plan import pingpong, replica_schedule, silent_frames
 from doppel.replica.training import Bank, Replica, Source, source_boxes
 from doppel.settings import REPO_ROOT, Settings
 from tests.conftest import shared_file
@@ -247,7 +248,7 @@ def test_a_dubbing_video_tracked_while_it_renders_gets_the_plan_of_its_whole_tra
     # frames: windows cut on the left, on the right, and by both ends.
     frames, landmarks = frames_08
     count = 120
-    assert count > 2 * render.PLAN_RADIUS + render.CHUNK
+    assert count > 2 * plan.PLAN_RADIUS + CHUNK
     boxes = tracking.crop_boxes(landmarks)
     crops, points = renderer.crop_regions(frames, landmarks, boxes)
     own = mouth.to_face_frame(landmarks)
@@ -256,13 +257,14 @@ def test_a_dubbing_video_tracked_while_it_renders_gets_the_plan_of_its_whole_tra
     features = np.random.default_rng(0).normal(size=(count, 512)).astype(np.float32)
     quiet = np.zeros(count, bool)
     nobody = cast(Replica, None)  # dubbing takes its frames from the video alone
-    whole = render._base(nobody, obama("09"), count, quiet, stream=False)
-    live = render._base(nobody, obama("09"), count, quiet, stream=True)
+    whole = plan.make_base(nobody, obama("09"), count, quiet, stream=False)
+    live = plan.make_base(nobody, obama("09"), count, quiet, stream=True)
     assert whole.live is None and live.live is not None
+    references = NeuralPainter().references(predicted, bank, features)
     try:
-        want = render._Planner(whole, predicted, bank, features, "neural", anchored=True)
-        planner = render._Planner(live, predicted, bank, features, "neural", anchored=True)
-        rows = [planner.rows(k, min(count, k + render.CHUNK)) for k in range(0, count, 16)]
+        want = plan.Planner(whole, predicted, references, anchored=True)
+        planner = plan.Planner(live, predicted, references, anchored=True)
+        rows = [planner.rows(k, min(count, k + CHUNK)) for k in range(0, count, 16)]
         planner.finish()
     finally:
         live.live.close()
@@ -514,7 +516,7 @@ def test_render_refuses_missing_replica_and_faceless_video(
             settings.triton_grpc_url,
         )
         assert done.returncode == 2 and "No face" in done.stderr
-        partial = out.with_name(f".{out.stem}.partial.mp4")  # render._Writer's temporary
+        partial = out.with_name(f".{out.stem}.partial.mp4")  # mp4.Mp4Sink's temporary
         assert not out.exists() and not partial.exists(), out.name
 
 

@@ -34,7 +34,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from benchmarks.quality import baselines  # noqa: E402
 from benchmarks.quality import video_metrics as vm  # noqa: E402
+from doppel.audio import media  # noqa: E402
 from doppel.face import renderer as face_renderer  # noqa: E402
 from doppel.face import video  # noqa: E402
 from doppel.render import video as render  # noqa: E402
@@ -132,7 +134,13 @@ async def evaluate(client: TritonClient, args: argparse.Namespace) -> dict[str, 
     for name, (audio, base, method) in jobs.items():
         path = RESULTS / f"{name}.mp4"
         result = await render.render(
-            rep, audio, path, engine=client, base_video=base, method=method
+            rep,
+            await media.decode_audio(audio),
+            path,
+            engine=client,
+            soundtrack=audio,
+            base_video=base,
+            painter=baselines.painter(method),
         )
         speeds[name] = result.fps
         say(
@@ -184,7 +192,14 @@ async def speed(
         stages: dict[str, dict[str, float]] = {}
         for name, base in (("replica_24s", None), ("dubbing_24s", joined)):
             path = tmp / f"{name}.mp4"
-            r = await render.render(rep, joined, path, engine=client, base_video=base)
+            r = await render.render(
+                rep,
+                await media.decode_audio(joined),
+                path,
+                engine=client,
+                soundtrack=joined,
+                base_video=base,
+            )
             fps[name] = round(r.fps, 1)
             stages[name] = r.timings
             say(f"{name}: {r.frames} frames in {r.seconds:.1f} s ({r.fps:.1f} frames/s)")

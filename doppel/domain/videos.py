@@ -16,10 +16,8 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import re
 import secrets
 import subprocess
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -31,7 +29,7 @@ from arq.connections import ArqRedis
 from doppel.domain import replicas
 from doppel.errors import Conflict, InvalidMedia, InvalidRequest, NotFound, ServiceUnavailable
 from doppel.platform import db, queue
-from doppel.platform.progress import ProgressWriter
+from doppel.platform.progress import Progress, ProgressWriter
 from doppel.platform.storage import LocalStorage
 from doppel.triton import TritonClient
 
@@ -51,7 +49,6 @@ MAX_AUDIO_S = 600.0
 AUDIO_SUFFIXES = {
     ".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".oga", ".opus", ".webm", ".mp4", ".mov",
 }  # fmt: skip
-_FRAME = re.compile(r"frame (\d+)/(\d+)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,8 +300,7 @@ async def render(
     propagates (the row goes back to `queued`, the job is retried); any other failure ends the
     video in `error` with its reason.
     """
-    from scipy.io import wavfile
-
+    from doppel.audio import media
     from doppel.render import video as engine
     from doppel.replica.training import Replica
 
@@ -322,9 +318,9 @@ async def render(
         )
     )
 
-    def on_progress(message: str) -> None:
-        if m := _FRAME.search(message):
-            progress.raise_to(5 + 90 * int(m[1]) // max(1, int(m[2])))
+    def on_progress(done: Progress) -> None:
+        if done.stage == "frames":
+            progress.raise_to(5 + 90 * done.done // max(1, done.total))
 
     mp4 = storage.path_for(item.tenant_id, "videos", f"{video_id}.mp4")
     jpg = mp4.with_suffix(".jpg")
@@ -342,30 +338,26 @@ async def render(
             if rep_row is None or rep_row["status"] != "completed":
                 raise Conflict(f"Replica {item.replica_id} is not a completed replica any more.")
             rep = Replica.load(Path(rep_row["folder"]) / "model")
-            with tempfile.TemporaryDirectory(prefix="doppel-video-") as tmp:
-                speech = item.audio_path
-                stages: dict[str, float] = {}
-                if speech is None:  # a script: spoken in the replica's cloned voice
-                    if rep.voice_folder is None:
-                        raise InvalidRequest(
-                            "This replica was trained without a voice: it cannot speak a "
-                            "script (send audio instead)."
-                        )
-                    clock = time.perf_counter()
-                    spoken, _timings = await triton.say(rep.voice_folder, item.script or "")
-                    stages["speech_s"] = round(time.perf_counter() - clock, 3)
-                    speech = Path(tmp) / "speech.wav"
-                    await asyncio.to_thread(wavfile.write, speech, spoken.rate, spoken.samples)
-                progress.raise_to(5)
-                result = await engine.render(
+            if item.audio_path is None:  # a script: spoken in the replica's cloned voice
+                result = await engine.render_script(
                     rep,
-                    speech,
+                    item.script or "",
                     part,
                     engine=triton,
                     watermark=item.disclosure_mark,
                     progress=on_progress,
                 )
-            stages.update(result.timings)
+            else:
+                result = await engine.render(
+                    rep,
+                    await media.decode_audio(item.audio_path),
+                    part,
+                    engine=triton,
+                    soundtrack=item.audio_path,
+                    watermark=item.disclosure_mark,
+                    progress=on_progress,
+                )
+            stages = dict(result.timings)
             clock = time.perf_counter()
             await asyncio.to_thread(thumbnail, part, part_jpg, result.duration_s / 2)
             stages["thumbnail_s"] = round(time.perf_counter() - clock, 3)
