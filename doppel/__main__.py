@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     if args.command in ("up", "down", "status"):
-        from doppel.platform.stack import LocalPlatform, PlatformError
+        from doppel.platform.processes import PlatformError
+        from doppel.platform.stack import LocalPlatform
 
         platform = LocalPlatform(args.run_dir)
         if args.command == "up":
