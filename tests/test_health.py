@@ -3,7 +3,7 @@ import dataclasses
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
-from doppel.platform.stack import free_port
+from doppel.platform.processes import free_port
 from doppel.settings import Settings
 from tests.conftest import Caller, shared_file
 

@@ -9,7 +9,8 @@ import sys
 import httpx
 
 from doppel.domain import tenants
-from doppel.platform.stack import LocalPlatform, free_port
+from doppel.platform.processes import free_port
+from doppel.platform.stack import LocalPlatform
 from doppel.settings import REPO_ROOT, Settings
 from tests.conftest import shared_file
 

@@ -26,7 +26,8 @@ from typing import Any
 import pytest
 
 from doppel.face import video
-from doppel.platform.stack import LocalPlatform, free_port
+from doppel.platform.processes import free_port
+from doppel.platform.stack import LocalPlatform
 from doppel.settings import REPO_ROOT
 from tests.conftest import new_caller, shared_file
 

@@ -4,7 +4,8 @@
 `make up` and the test session both use this module, so the processes the tests run against are
 started exactly as a developer's are. Everything lives under one run folder: data, logs, and a
 pid file per process (pid plus the kernel's start time, so `down` never signals a process that
-merely reused a pid).
+merely reused a pid). This module decides which services run, on which ports, in which order and
+when each is ready; the process plumbing under it (pid files, signals, probes) is `processes`.
 """
 
 from __future__ import annotations
@@ -16,16 +17,14 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
 import time
-import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from doppel.platform import weights
+from doppel.platform import processes, weights
 from doppel.platform.queue import HEARTBEAT_KEY
 from doppel.settings import REPO_ROOT, models_dir_from_env
 
@@ -58,50 +57,6 @@ LLM_VENV = REPO_ROOT / ".llm-venv"
 #: Context window and threads of the llama.cpp server (DOPPEL_LLM_CTX, DOPPEL_LLM_THREADS).
 LLM_CTX = 4096
 LLM_THREADS = 2
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-class PlatformError(RuntimeError):
-    """A process failed to start or become healthy; the message names its log file."""
-
-
-def port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _proc_start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-@dataclasses.dataclass(frozen=True)
-class ManagedProcess:
-    """A process this platform started, as recorded in its pid file."""
-
-    name: str
-    pid: int
-    start_time: str
-    #: Signal that asks the process to shut down cleanly (PostgreSQL: SIGINT is "fast" shutdown).
-    stop_signal: int = signal.SIGTERM
-
-    def alive(self) -> bool:
-        return _proc_start_time(self.pid) == self.start_time
 
 
 class LocalPlatform:
@@ -139,12 +94,12 @@ class LocalPlatform:
     def _write_endpoints(self, endpoints: Mapping[str, str]) -> None:
         self.endpoints_path.write_text(json.dumps(dict(endpoints), indent=2) + "\n")
 
-    def managed(self, name: str) -> ManagedProcess | None:
+    def managed(self, name: str) -> processes.ManagedProcess | None:
         try:
             record = json.loads((self.pid_dir / f"{name}.json").read_text())
         except (FileNotFoundError, ValueError):
             return None
-        return ManagedProcess(**record)
+        return processes.ManagedProcess(**record)
 
     def _spawn(
         self,
@@ -154,11 +109,11 @@ class LocalPlatform:
         env: Mapping[str, str] | None = None,
         stop_signal: int = signal.SIGTERM,
         user: str | None = None,
-    ) -> ManagedProcess:
+    ) -> processes.ManagedProcess:
         self.pid_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if user:
-            argv = _as_user(user) + argv
+            argv = processes.as_user(user) + argv
         with (self.log_dir / f"{name}.log").open("ab") as logfile:
             proc = subprocess.Popen(
                 argv,
@@ -172,8 +127,8 @@ class LocalPlatform:
                 start_new_session=True,
             )
         self._children[name] = proc
-        start_time = _proc_start_time(proc.pid) or ""
-        record = ManagedProcess(name, proc.pid, start_time, int(stop_signal))
+        start_time = processes.proc_start_time(proc.pid) or ""
+        record = processes.ManagedProcess(name, proc.pid, start_time, int(stop_signal))
         (self.pid_dir / f"{name}.json").write_text(json.dumps(dataclasses.asdict(record)))
         return record
 
@@ -190,7 +145,7 @@ class LocalPlatform:
         tail = ""
         with contextlib.suppress(OSError):
             tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
-        raise PlatformError(f"{name} did not become healthy; see {log_path}:\n{tail}")
+        raise processes.PlatformError(f"{name} did not become healthy; see {log_path}:\n{tail}")
 
     def _running(self, name: str) -> bool:
         record = self.managed(name)
@@ -198,9 +153,9 @@ class LocalPlatform:
 
     def _port(self, key: str, fixed: bool) -> int:
         wanted = int(self.env.get(f"DOPPEL_{key.upper()}_PORT", DEFAULT_PORTS[key]))
-        if fixed and port_free(wanted):
+        if fixed and processes.port_free(wanted):
             return wanted
-        return free_port()
+        return processes.free_port()
 
     # ---- services -----------------------------------------------------------------------------
     def start_postgres(self, *, fixed_ports: bool = True) -> str:
@@ -215,8 +170,8 @@ class LocalPlatform:
             data.chmod(0o700)
             pwfile_args = ["-U", "doppel", "--auth=trust", "-E", "UTF8", "--no-instructions"]
             subprocess.run(
-                (_as_user(user) if user else [])
-                + [str(PG_BIN / "initdb"), "-D", str(data), *pwfile_args],
+                (processes.as_user(user) if user else [])
+                + [str(processes.PG_BIN / "initdb"), "-D", str(data), *pwfile_args],
                 check=True,
                 stdout=subprocess.DEVNULL,
             )
@@ -224,7 +179,7 @@ class LocalPlatform:
         self._spawn(
             "postgres",
             [
-                str(PG_BIN / "postgres"),
+                str(processes.PG_BIN / "postgres"),
                 "-D",
                 str(data),
                 "-p",
@@ -240,9 +195,9 @@ class LocalPlatform:
             stop_signal=signal.SIGINT,
             user=user,
         )
-        self._wait_healthy("postgres", lambda: _pg_ready(port))
+        self._wait_healthy("postgres", lambda: processes.pg_ready(port))
         url = f"postgresql://doppel@127.0.0.1:{port}/doppel"
-        _ensure_database(f"postgresql://doppel@127.0.0.1:{port}/postgres", "doppel")
+        processes.ensure_database(f"postgresql://doppel@127.0.0.1:{port}/postgres", "doppel")
         return url
 
     def start_redis(self, *, fixed_ports: bool = True) -> str:
@@ -269,7 +224,7 @@ class LocalPlatform:
                 "no",
             ],
         )
-        self._wait_healthy("redis", lambda: _redis_ping(port))
+        self._wait_healthy("redis", lambda: processes.redis_ping(port))
         return f"redis://127.0.0.1:{port}/0"
 
     def triton_env(self) -> dict[str, str]:
@@ -297,7 +252,7 @@ class LocalPlatform:
         if self._running("triton"):
             ep = self.read_endpoints()
             return {k: ep[k] for k in ("triton_http", "triton_grpc", "triton_metrics")}
-        server, backends = prepare_triton_backends(self.run_dir / "triton")
+        server, backends = processes.prepare_triton_backends(self.run_dir / "triton")
         ports = {
             k: self._port(k, fixed_ports) for k in ("triton_http", "triton_grpc", "triton_metrics")
         }
@@ -321,7 +276,7 @@ class LocalPlatform:
             env=self.triton_env(),
         )
         http = f"http://127.0.0.1:{ports['triton_http']}"
-        self._wait_healthy("triton", lambda: _triton_ready(http))
+        self._wait_healthy("triton", lambda: processes.triton_ready(http))
         return {
             "triton_http": http,
             "triton_grpc": f"127.0.0.1:{ports['triton_grpc']}",
@@ -337,7 +292,7 @@ class LocalPlatform:
             return {"llm": ep["llm"], "llm_model": ep["llm_model"]}
         python = LLM_VENV / "bin" / "python"
         if not python.exists():
-            raise PlatformError(
+            raise processes.PlatformError(
                 f"{python} is missing: scripts/bootstrap.sh (run by `make up` and `make test`) "
                 "builds the LLM server's virtualenv"
             )
@@ -364,7 +319,7 @@ class LocalPlatform:
             ],
         )
         url = f"http://127.0.0.1:{port}/v1"
-        self._wait_healthy("llm", lambda: _http_ok(f"{url}/models"))
+        self._wait_healthy("llm", lambda: processes.http_ok(f"{url}/models"))
         return {"llm": url, "llm_model": LLM_MODEL}
 
     def app_env(self, endpoints: Mapping[str, str]) -> dict[str, str]:
@@ -393,7 +348,7 @@ class LocalPlatform:
             env=self.app_env(endpoints),
         )
         url = f"http://127.0.0.1:{port}"
-        self._wait_healthy("api", lambda: _http_ok(f"{url}/health/live"))
+        self._wait_healthy("api", lambda: processes.http_ok(f"{url}/health/live"))
         return url
 
     def start_worker(self, endpoints: Mapping[str, str]) -> None:
@@ -401,7 +356,7 @@ class LocalPlatform:
             return
         self._spawn("worker", [self.python, "-m", "orchestrator"], env=self.app_env(endpoints))
         redis_port = int(endpoints["redis_url"].rsplit(":", 1)[1].split("/")[0])
-        self._wait_healthy("worker", lambda: _redis_exists(redis_port, HEARTBEAT_KEY))
+        self._wait_healthy("worker", lambda: processes.redis_exists(redis_port, HEARTBEAT_KEY))
 
     def up(self, *, fixed_ports: bool = True, with_app: bool = True) -> dict[str, str]:
         """Start whatever is not running (or given by environment) and write endpoints.json."""
@@ -447,7 +402,7 @@ class LocalPlatform:
             if record is None:
                 continue
             if record.alive():
-                _terminate(record)
+                processes.terminate(record)
                 stopped.append(name)
             child = self._children.pop(name, None)
             if child is not None:
@@ -455,129 +410,3 @@ class LocalPlatform:
                     child.wait(timeout=5)
             (self.pid_dir / f"{name}.json").unlink(missing_ok=True)
         return stopped
-
-
-def prepare_triton_backends(folder: Path) -> tuple[Path, Path]:
-    """Lay out the Python backend from the nvidia-pytriton wheel; returns (tritonserver, dir)."""
-    import pytriton
-
-    root = Path(pytriton.__file__).parent / "tritonserver"
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    python_backend = folder / "backends" / "python"
-    python_backend.mkdir(parents=True, exist_ok=True)
-    sources = [
-        root / "backends" / "python" / "libtriton_python.so",
-        root / "backends" / "python" / "triton_python_backend_utils.py",
-        root / "python_backend_stubs" / version / "triton_python_backend_stub",
-    ]
-    for src in sources:
-        dst = python_backend / src.name
-        if not dst.exists() or dst.stat().st_size != src.stat().st_size:
-            shutil.copy2(src, dst)
-    server = root / "bin" / "tritonserver"
-    server.chmod(server.stat().st_mode | 0o111)
-    (python_backend / "triton_python_backend_stub").chmod(0o755)
-    return server, folder / "backends"
-
-
-def _as_user(user: str) -> list[str]:
-    """Run as `user`, keeping the right to traverse folders only root can (CI's run folder sits
-    in a 0700 temporary directory). PostgreSQL refuses to run as root at all.
-    """
-    return [
-        "setpriv",
-        f"--reuid={user}",
-        f"--regid={user}",
-        "--clear-groups",
-        "--inh-caps=+dac_read_search",
-        "--ambient-caps=+dac_read_search",
-    ]
-
-
-def _terminate(record: ManagedProcess, timeout_s: float = 20.0) -> None:
-    def signal_group(sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if record.stop_signal == signal.SIGINT and sig != signal.SIGKILL:
-                os.kill(record.pid, sig)  # postgres: the postmaster stops its own children
-            else:
-                os.killpg(record.pid, sig)
-
-    signal_group(record.stop_signal)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not record.alive():
-            return
-        _reap(record.pid)
-        time.sleep(0.1)
-    signal_group(signal.SIGKILL)
-    _reap(record.pid)
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def _pg_ready(port: int) -> bool:
-    result = subprocess.run(
-        [str(PG_BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)], check=False
-    )
-    return result.returncode == 0
-
-
-def _ensure_database(admin_url: str, name: str) -> None:
-    import asyncio
-
-    import asyncpg
-
-    async def create() -> None:
-        conn = await asyncpg.connect(admin_url)
-        try:
-            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-                await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
-
-
-def _redis_command(port: int, command: bytes) -> bytes:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
-            sock.sendall(command)
-            return sock.recv(64)
-    except OSError:
-        return b""
-
-
-def _redis_ping(port: int) -> bool:
-    return _redis_command(port, b"PING\r\n").startswith(b"+PONG")
-
-
-def _redis_exists(port: int, key: str) -> bool:
-    return _redis_command(port, f"EXISTS {key}\r\n".encode()).startswith(b":1")
-
-
-def _triton_ready(http: str) -> bool:
-    """Ready when every model is; a model that failed to load fails the start at once."""
-    if _http_ok(f"{http}/v2/health/ready"):
-        return True
-    try:
-        request = urllib.request.Request(f"{http}/v2/repository/index", data=b"{}", method="POST")
-        with urllib.request.urlopen(request, timeout=2.0) as response:
-            models = json.loads(response.read())
-    except (OSError, ValueError):
-        return False
-    failed = [m for m in models if m.get("state") == "UNAVAILABLE" and m.get("reason")]
-    if failed:
-        reasons = "; ".join(f"{m['name']}: {m['reason']}" for m in failed)
-        raise PlatformError(f"Triton could not load every model: {reasons}")
-    return False
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2.0) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
