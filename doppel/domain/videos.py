@@ -306,7 +306,7 @@ async def render(
     from scipy.io import wavfile
 
     from doppel.render import video as engine
-    from doppel.replica.training import Replica
+    from doppel.replica.artefact import Replica
 
     item = await claim(pool, video_id)
     if item is None:

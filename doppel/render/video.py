@@ -35,7 +35,7 @@ import numpy as np
 from doppel.audio import media
 from doppel.errors import InvalidMedia, InvalidRequest
 from doppel.face import composite, mouth, regions, tracking, video
-from doppel.replica.training import Bank, Replica
+from doppel.replica.artefact import Bank, Replica
 
 #: Longest audio one render takes (a demanding user's 10-minute video).
 MAX_AUDIO_S = 600.0
@@ -506,10 +506,7 @@ def _plan(
     placed = mouth.anchor(aligned, mouth.to_face_frame(base.landmarks)) if anchored else aligned
     mesh = mouth.onto_mesh(placed, base.landmarks)
     targets = np.stack(
-        [
-            regions.to_region(mesh[t, list(regions.WARP_POINTS)], boxes[t])
-            for t in range(len(mesh))
-        ]
+        [regions.to_region(mesh[t, list(regions.WARP_POINTS)], boxes[t]) for t in range(len(mesh))]
     )
     return Plan(boxes, targets, bases, refs)
 
@@ -753,7 +750,7 @@ class LocalEngine:
     """
 
     def __init__(self, models_dir: Path, threads: int = 1, precision: str = "int8") -> None:
-        from doppel.replica.training import local_encoder
+        from doppel.audio.features import local_encoder
 
         self._encode = local_encoder(models_dir)
         self.threads = threads

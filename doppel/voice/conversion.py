@@ -613,11 +613,9 @@ def export_mapping(conv: Conversion, path: Path) -> float:
         )
     try:
         # Parity on another length than the traced one: the frame axis must stay dynamic.
-        import onnxruntime as ort
+        from doppel.platform.sessions import open_session
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        session = ort.InferenceSession(str(tmp), options, providers=["CPUExecutionProvider"])
+        session = open_session(tmp)
         diff = float(np.abs(onnx_mapper(session)(sample) - want).max())
         if diff > MAPPING_ATOL:
             raise AssertionError(
