@@ -17,7 +17,7 @@ from doppel.platform.onnx_export import export_onnx
 from doppel.platform.sessions import SessionCache, open_session
 from doppel.replica import layout
 from doppel.replica import serving as rm
-from doppel.settings import Settings
+from doppel.settings import Settings, onnx_providers_from_env
 from doppel.triton import TritonClient
 
 # --- stand-in replicas ------------------------------------------------------------------------
@@ -208,6 +208,22 @@ def test_cache_capacity_sources() -> None:
     assert rm.cache_capacity("mouth_motion", params, env, default=5) == 3
     with pytest.raises(ValueError, match="DOPPEL_REPLICA_CACHE='lots'"):
         rm.cache_capacity("mouth_motion", params, {"DOPPEL_REPLICA_CACHE": "lots"}, default=5)
+
+
+def test_execution_providers_come_from_one_setting(replicas: list[Path]) -> None:
+    """CPU unless DOPPEL_ONNX_PROVIDERS names others (in order of preference); Settings and the
+    Triton models read it the same way, and sessions are opened with what they are given.
+    """
+    cpu = ("CPUExecutionProvider",)
+    assert onnx_providers_from_env({}) == cpu
+    assert onnx_providers_from_env({"DOPPEL_ONNX_PROVIDERS": " , "}) == cpu
+    gpu = {"DOPPEL_ONNX_PROVIDERS": "CUDAExecutionProvider, CPUExecutionProvider,"}
+    assert onnx_providers_from_env(gpu) == ("CUDAExecutionProvider", "CPUExecutionProvider")
+    env = {"DATABASE_URL": "postgresql://x", "REDIS_URL": "redis://x", "TRITON_GRPC_URL": "x:1"}
+    assert Settings.from_env({**env, **gpu}).onnx_providers == onnx_providers_from_env(gpu)
+    session = SessionCache(1).get(replicas[0] / layout.MOUTH_ONNX)
+    assert session.get_providers() == list(cpu)
+    assert open_session(replicas[0] / layout.MOUTH_ONNX).get_providers() == list(cpu)
 
 
 class CountingRuns:

@@ -168,9 +168,8 @@ class _Training:
                 jobs.start("voice", self.learn_voice())
             await self.features()
             jobs.start("mouth", jobs.thread(self.adapt_mouth))
-            jobs.start(
-                "renderer", self.train_renderer(), timed=False
-            )  # crop_s and renderer_s inside
+            # Timed inside: crop_s and renderer_s.
+            jobs.start("renderer", self.train_renderer(), timed=False)
             done = await jobs.wait()
         except BaseException:
             await jobs.abandon()
