@@ -1,17 +1,18 @@
 """Per-replica ONNX models served from one Triton model each, without restarting Triton.
 
 The logic behind Triton's `talking_head` and `mouth_motion` models; never imports Triton.
-Every trained replica is a folder (an absolute path) holding, among other files:
+Every trained replica is a folder (an absolute path) holding, among other files (names:
+doppel.replica.layout):
 
 - `renderer.onnx`: "INPUT" uint8 [B, 7, S, S] -> "IMAGE" uint8 [B, 3, S, S]
 - `mouth.onnx`: "FEATURES" float32 [1, T, 512] -> "POINTS" float32 [1, T, 53, 2]
 
 A request names its replica's folder; the model keeps an LRU cache of ONNX Runtime sessions
-(`doppel.platform.sessions.SessionCache`),
-one per graph file, loaded on first use, reloaded when the file changes (a retrained replica)
-and evicted least-recently-used beyond `capacity`, so memory stays bounded however many
-replicas exist. Trainers should write a new graph atomically (write elsewhere, then rename
-over the old file); a rename is always noticed, even within the file system's clock tick.
+(`doppel.platform.sessions.SessionCache`), one per graph file, loaded on first use, reloaded when
+the file changes (a retrained replica) and evicted least-recently-used beyond `capacity`, so
+memory stays bounded however many replicas exist. Trainers should write a new graph atomically
+(write elsewhere, then rename over the old file); a rename is always noticed, even within the
+file system's clock tick.
 """
 
 from __future__ import annotations
