@@ -506,7 +506,10 @@ def _plan(
     placed = mouth.anchor(aligned, mouth.to_face_frame(base.landmarks)) if anchored else aligned
     mesh = mouth.onto_mesh(placed, base.landmarks)
     targets = np.stack(
-        [regions.to_region(mesh[t, list(regions.WARP_POINTS)], boxes[t]) for t in range(len(mesh))]
+        [
+            regions.to_region(mesh[t, list(regions.WARP_POINTS)], boxes[t])
+            for t in range(len(mesh))
+        ]
     )
     return Plan(boxes, targets, bases, refs)
 
