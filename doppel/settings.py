@@ -13,6 +13,11 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+#: ONNX Runtime's execution providers, in order of preference: a comma list (doppel.platform.
+#: sessions opens every in-process session with them).
+ONNX_PROVIDERS_ENV = "DOPPEL_ONNX_PROVIDERS"
+CPU_PROVIDERS: tuple[str, ...] = ("CPUExecutionProvider",)
+
 
 def default_cache_dir(env: Mapping[str, str]) -> Path:
     """Where heavy downloads live (virtualenvs, model weights): outside the checkout, so a fresh
@@ -29,6 +34,15 @@ def models_dir_from_env(env: Mapping[str, str]) -> Path:
     if env.get("DOPPEL_MODELS_DIR"):
         return Path(env["DOPPEL_MODELS_DIR"])
     return default_cache_dir(env) / "models"
+
+
+def onnx_providers_from_env(env: Mapping[str, str]) -> tuple[str, ...]:
+    """`DOPPEL_ONNX_PROVIDERS` as a tuple (blank items ignored); unset or empty: CPU only.
+    Read here for `Settings` and by Triton's Python models, which build no `Settings`
+    (doppel.platform.sessions says why).
+    """
+    names = tuple(p.strip() for p in env.get(ONNX_PROVIDERS_ENV, "").split(",") if p.strip())
+    return names or CPU_PROVIDERS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +90,11 @@ class Settings:
     #: and the model's name there (DOPPEL_LLM_MODEL). Empty: no platform model.
     llm_url: str = ""
     llm_model: str = ""
+    #: ONNX Runtime execution providers for graphs run in-process (DOPPEL_ONNX_PROVIDERS, a
+    #: comma list in order of preference). CPU by default; a GPU deployment sets e.g.
+    #: "TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider". Triton's Python
+    #: models (talking_head, mouth_motion) read the same variable.
+    onnx_providers: tuple[str, ...] = CPU_PROVIDERS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -119,6 +138,7 @@ class Settings:
             web_dir=Path(env.get("DOPPEL_WEB_DIR") or REPO_ROOT / "web" / "out"),
             llm_url=env.get("DOPPEL_LLM_URL") or endpoints.get("llm", ""),
             llm_model=env.get("DOPPEL_LLM_MODEL") or endpoints.get("llm_model", ""),
+            onnx_providers=onnx_providers_from_env(env),
         )
 
 

@@ -14,9 +14,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from doppel.platform.onnx_export import check_parity, onnx_outputs
 from doppel.settings import REPO_ROOT, models_dir_from_env
 from export import registry
-from export.onnx_export import check_parity, export_onnx, onnx_outputs, torch_outputs
 from export.spec import render_config, warmup_files
 from export.tensorrt import GpuUnavailable, build_engine, engine_outputs, require_gpu
 
@@ -44,8 +44,8 @@ def export_model(
         return path
     built = item.build(models_dir)
     if built.module is not None:
-        export_onnx(built.module, item.spec, built.sample, path)
-        reference = torch_outputs(built.module, item.spec, built.check)
+        item.spec.export_onnx(built.module, built.sample, path)
+        reference = item.spec.torch_outputs(built.module, built.check)
     else:
         assert built.onnx_source is not None and built.reference is not None
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -99,13 +99,11 @@ def check_clips() -> list[np.ndarray]:
 
 
 def build(models_dir: Path) -> Built:
-    from export.onnx_export import export_onnx, torch_outputs
-
     module = af.frame_encoder(weights.model_dir(models_dir, WEIGHTS))
     check = {"MEL": np.concatenate([af.mel_windows(c) for c in check_clips()])}
-    reference = torch_outputs(module, GRAPH_SPEC, check)
+    reference = GRAPH_SPEC.torch_outputs(module, check)
     traced = Path(tempfile.mkdtemp(prefix="doppel-audio-encoder-")) / "graph.onnx"
-    export_onnx(module, GRAPH_SPEC, {"MEL": check["MEL"][:1]}, traced)
+    GRAPH_SPEC.export_onnx(module, {"MEL": check["MEL"][:1]}, traced)
     return Built(
         module=None,
         sample=check,

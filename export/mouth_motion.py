@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from doppel.replica.serving import FEATURE_DIM, MOUTH_POINTS
+from doppel.replica.layout import (
+    FEATURE_DIM,
+    MOUTH_INPUT,
+    MOUTH_ONNX,
+    MOUTH_OUTPUT,
+    MOUTH_POINTS,
+    REPLICA_INPUT,
+)
 from export.registry import Built, ModelExport
 from export.spec import ModelSpec, TensorSpec
 from export.talking_head import DESIGN_NOTE, NO_WARMUP_NOTE
@@ -24,16 +31,16 @@ SPEC = ModelSpec(
     ),
     inputs=(
         TensorSpec(
-            "FEATURES",
+            MOUTH_INPUT,
             "float32",
             (1, "frames", FEATURE_DIM),
             min={"frames": 1},
             opt={"frames": 250},
             max={"frames": 15_000},
         ),
-        TensorSpec("REPLICA", "bytes", (1,)),
+        TensorSpec(REPLICA_INPUT, "bytes", (1,)),
     ),
-    outputs=(TensorSpec("POINTS", "float32", (1, "frames", MOUTH_POINTS, 2)),),
+    outputs=(TensorSpec(MOUTH_OUTPUT, "float32", (1, "frames", MOUTH_POINTS, 2)),),
     max_batch_size=0,
     dynamic_batching=False,
     parameters={"max_replicas": "64", "threads": "1"},
@@ -50,7 +57,7 @@ SPEC = ModelSpec(
 
 
 def _no_graph(models_dir: Path) -> Built:
-    raise RuntimeError("mouth_motion serves each replica's own mouth.onnx; no shared graph")
+    raise RuntimeError(f"mouth_motion serves each replica's own {MOUTH_ONNX}; no shared graph")
 
 
 EXPORT = ModelExport(spec=SPEC, build=_no_graph, onnx=False)

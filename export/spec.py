@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import struct
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 #: numpy dtype name -> Triton config data type.
 TRITON_DTYPES = {
@@ -93,6 +95,35 @@ class ModelSpec:
             if entry:
                 axes[t.name] = entry
         return axes
+
+    def ordered(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """`values` of this model's inputs in the graph's argument order (absent ones left out)."""
+        return {t.name: values[t.name] for t in self.inputs if t.name in values}
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def export_onnx(self, module: Any, sample: Mapping[str, Any], path: Path) -> Path:
+        """Trace `module` on `sample` (numpy inputs, batch dim included if batched) into `path`
+        with this spec's names, dynamic axes and opset (doppel.platform.onnx_export).
+        """
+        from doppel.platform.onnx_export import export_onnx
+
+        return export_onnx(
+            module,
+            self.ordered(sample),
+            path,
+            outputs=self.output_names,
+            dynamic_axes=self.onnx_dynamic_axes(),
+            opset=self.opset,
+        )
+
+    def torch_outputs(self, module: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """PyTorch's outputs of `module` on `inputs`, named as this spec names them."""
+        from doppel.platform.onnx_export import torch_outputs
+
+        return torch_outputs(module, self.ordered(inputs), self.output_names)
 
     def trt_profile(self) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
         """min/opt/max shapes per input, batch dimension included (1 / max/2 / max)."""

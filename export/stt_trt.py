@@ -136,23 +136,23 @@ def torch_runners(folder: Path) -> tuple[Any, Any]:
 
 def build_gpu_repository(models_dir: Path, out: Path, speech: np.ndarray) -> None:
     """Export, build and check both engines; write the GPU repository's stt models (GPU only)."""
-    from export.onnx_export import check_parity, export_onnx, torch_outputs
+    from doppel.platform.onnx_export import check_parity
     from export.tensorrt import build_engine, engine_outputs, require_gpu
 
     require_gpu()
     folder = weights.model_dir(models_dir, "whisper-base")
     encoder, decoder = modules(folder)
     mel = mel_windows(speech)[:1]
-    states = torch_outputs(encoder, ENCODER_SPEC, {"MEL": mel})["STATES"]
+    states = ENCODER_SPEC.torch_outputs(encoder, {"MEL": mel})["STATES"]
     tokens = np.array([[50258, 50259, 50359, 50363]], dtype=np.int64)
     for spec, module, sample in (
         (ENCODER_SPEC, encoder, {"MEL": mel}),
         (DECODER_SPEC, decoder, {"TOKENS": tokens, "STATES": states}),
     ):
-        onnx = export_onnx(module, spec, sample, models_dir / "onnx" / f"{spec.name}.onnx")
+        onnx = spec.export_onnx(module, sample, models_dir / "onnx" / f"{spec.name}.onnx")
         plan = build_engine(onnx, spec, out / spec.name / "1" / "model.plan")
         (out / spec.name / "config.pbtxt").write_text(render_config(spec, "gpu"))
-        reference = torch_outputs(module, spec, sample)
+        reference = spec.torch_outputs(module, sample)
         check_parity(reference, engine_outputs(plan, sample), "TensorRT fp16", 5e-2, 5e-2)
     # The BLS `stt` that drives both engines; the CPU config's interface, on a GPU instance.
     import shutil

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from doppel.replica.serving import IMAGE_SIZE, INPUT_CHANNELS, OUTPUT_CHANNELS
+from doppel.replica.layout import (
+    IMAGE_SIZE,
+    INPUT_CHANNELS,
+    OUTPUT_CHANNELS,
+    RENDERER_INPUT,
+    RENDERER_ONNX,
+    RENDERER_OUTPUT,
+    REPLICA_INPUT,
+)
 from export.registry import Built, ModelExport
 from export.spec import ModelSpec, TensorSpec
 
@@ -39,10 +47,10 @@ SPEC = ModelSpec(
         "Runtime."
     ),
     inputs=(
-        TensorSpec("INPUT", "uint8", (INPUT_CHANNELS, IMAGE_SIZE, IMAGE_SIZE)),
-        TensorSpec("REPLICA", "bytes", (1,)),
+        TensorSpec(RENDERER_INPUT, "uint8", (INPUT_CHANNELS, IMAGE_SIZE, IMAGE_SIZE)),
+        TensorSpec(REPLICA_INPUT, "bytes", (1,)),
     ),
-    outputs=(TensorSpec("IMAGE", "uint8", (OUTPUT_CHANNELS, IMAGE_SIZE, IMAGE_SIZE)),),
+    outputs=(TensorSpec(RENDERER_OUTPUT, "uint8", (OUTPUT_CHANNELS, IMAGE_SIZE, IMAGE_SIZE)),),
     max_batch_size=16,
     max_queue_delay_us=2000,
     parameters={"max_replicas": "16", "threads": "2", "precision": "int8"},
@@ -68,7 +76,7 @@ SPEC = ModelSpec(
 
 
 def _no_graph(models_dir: Path) -> Built:
-    raise RuntimeError("talking_head serves each replica's own renderer.onnx; no shared graph")
+    raise RuntimeError(f"talking_head serves each replica's own {RENDERER_ONNX}; no shared graph")
 
 
 EXPORT = ModelExport(spec=SPEC, build=_no_graph, onnx=False)

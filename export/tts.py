@@ -128,7 +128,7 @@ def check_inputs(voice: Voice) -> dict[str, np.ndarray]:
 
 
 def build(models_dir: Path) -> Built:
-    from export.onnx_export import onnx_outputs
+    from doppel.platform.onnx_export import onnx_outputs
 
     folder = weights.model_dir(models_dir, VOICE)
     source = folder / ONNX_FILE

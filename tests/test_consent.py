@@ -12,7 +12,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 from scipy.io import wavfile
 
-from doppel.replica import consent
+from doppel.replica import consent, layout
 from doppel.settings import Settings
 from doppel.triton import TritonClient
 from tests.conftest import Caller, shared_file
@@ -119,7 +119,7 @@ async def test_a_training_video_without_consent_ends_in_error_quoting_the_transc
     assert message.startswith("Consent not verified") and f'"{heard}"' in message
     assert consent.statement(NAME) in message
     # Training never started: no model was written, progress did not move.
-    assert not (Path(row["folder"]) / "model").exists()
+    assert not (Path(row["folder"]) / layout.MODEL_FOLDER).exists()
     assert body["training_progress"] == "0/100"
 
 

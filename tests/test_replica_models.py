@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,31 +13,26 @@ import pytest
 
 from doppel.errors import InferenceFailed
 from doppel.face.regions import SIZE as S
+from doppel.platform.onnx_export import export_onnx
+from doppel.platform.sessions import SessionCache, open_session
+from doppel.replica import layout
 from doppel.replica import serving as rm
-from doppel.settings import Settings
+from doppel.settings import Settings, onnx_providers_from_env
 from doppel.triton import TritonClient
 
 # --- stand-in replicas ------------------------------------------------------------------------
 
 
 def _export(module, sample, path: Path, inp: str, outp: str, axes: dict[int, str]) -> None:
-    """torch -> ONNX the way training does: into a temporary file, then renamed over `path`."""
-    import torch
-
-    tmp = path.with_suffix(".tmp.onnx")
-    with warnings.catch_warnings():  # the legacy exporter's deprecation notices
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module.eval(),
-            (sample,),
-            str(tmp),
-            input_names=[inp],
-            output_names=[outp],
-            dynamic_axes={inp: axes, outp: axes},
-            opset_version=17,
-            dynamo=False,
-        )
-    os.replace(tmp, path)
+    """torch -> ONNX the way training does (the one exporter)."""
+    export_onnx(
+        module,
+        {inp: sample},
+        path,
+        outputs=[outp],
+        dynamic_axes={inp: axes, outp: axes},
+        quiet=True,
+    )
 
 
 def write_renderer(folder: Path, scale: float, offset: float = 0.0) -> Path:
@@ -51,8 +45,8 @@ def write_renderer(folder: Path, scale: float, offset: float = 0.0) -> Path:
             return y.round().clamp(0, 255).to(torch.uint8)
 
     sample = torch.zeros(2, 7, S, S, dtype=torch.uint8)
-    path = folder / rm.RENDERER_FILE
-    _export(Renderer(), sample, path, "INPUT", "IMAGE", {0: "batch"})
+    path = folder / layout.RENDERER_ONNX
+    _export(Renderer(), sample, path, layout.RENDERER_INPUT, layout.RENDERER_OUTPUT, {0: "batch"})
     return path
 
 
@@ -69,8 +63,15 @@ def write_mouth(folder: Path, seed: int) -> Path:
         def forward(self, features):
             return self.linear(features).unflatten(-1, (53, 2))
 
-    path = folder / rm.MOUTH_FILE
-    _export(Mouth(), torch.zeros(1, 5, 512), path, "FEATURES", "POINTS", {1: "frames"})
+    path = folder / layout.MOUTH_ONNX
+    _export(
+        Mouth(),
+        torch.zeros(1, 5, 512),
+        path,
+        layout.MOUTH_INPUT,
+        layout.MOUTH_OUTPUT,
+        {1: "frames"},
+    )
     return path
 
 
@@ -93,12 +94,7 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 def local(path: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
     """What ONNX Runtime says here, in-process."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return np.asarray(session.run(None, feeds)[0])
+    return np.asarray(open_session(path).run(None, feeds)[0])
 
 
 def frames(n: int, seed: int) -> np.ndarray:
@@ -124,7 +120,7 @@ def test_cache_hits_misses_and_evicts_least_recently_used(tmp_path: Path) -> Non
     for p in (a, b, c):
         p.write_bytes(b"graph " + p.name.encode())
     loader = Counting()
-    cache = rm.SessionCache(2, loader=loader)
+    cache = SessionCache(2, loader=loader)
     sa = cache.get(a)
     sb = cache.get(b)
     assert cache.get(a) is sa  # hit; b is now least recently used
@@ -151,15 +147,15 @@ def test_cache_hits_misses_and_evicts_least_recently_used(tmp_path: Path) -> Non
 
 def test_cache_reloads_a_retrained_replica(tmp_path: Path) -> None:
     path = write_renderer(tmp_path, 0.5)
-    cache = rm.SessionCache(4)
+    cache = SessionCache(4)
     x = frames(2, seed=0)
     first = rm.run_renderer(cache.get(path), x)
-    np.testing.assert_array_equal(first, local(path, {"INPUT": x}))
+    np.testing.assert_array_equal(first, local(path, {layout.RENDERER_INPUT: x}))
     assert cache.get(path) is cache.get(path)
 
     write_renderer(tmp_path, 0.25)  # retrained: a new file renamed over the old one
     second = rm.run_renderer(cache.get(path), x)
-    np.testing.assert_array_equal(second, local(path, {"INPUT": x}))
+    np.testing.assert_array_equal(second, local(path, {layout.RENDERER_INPUT: x}))
     assert not np.array_equal(first, second)
     assert cache.stats()["reloads"] == 1 and len(cache) == 1
 
@@ -175,26 +171,26 @@ def test_cache_reloads_a_retrained_replica(tmp_path: Path) -> None:
 
 def test_clear_errors_for_bad_replicas(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="relative path; pass the replica's absolute folder"):
-        rm.replica_file("replicas/ada", rm.RENDERER_FILE)
+        rm.replica_file("replicas/ada", layout.RENDERER_ONNX)
     with pytest.raises(ValueError, match="does not exist"):
-        rm.replica_file(str(tmp_path / "nobody"), rm.RENDERER_FILE)
+        rm.replica_file(str(tmp_path / "nobody"), layout.RENDERER_ONNX)
     with pytest.raises(ValueError, match="no replica folder given"):
-        rm.replica_file(b"", rm.RENDERER_FILE)
-    missing = tmp_path / rm.MOUTH_FILE
+        rm.replica_file(b"", layout.RENDERER_ONNX)
+    missing = tmp_path / layout.MOUTH_ONNX
     with pytest.raises(ValueError) as info:
-        rm.replica_file(str(tmp_path).encode(), rm.MOUTH_FILE)
+        rm.replica_file(str(tmp_path).encode(), layout.MOUTH_ONNX)
     assert str(missing) in str(info.value) and "train the replica first" in str(info.value)
     with pytest.raises(ValueError, match="one request must name one replica"):
         rm.replica_name(np.array([[b"/a"], [b"/b"]], dtype=np.object_))
     assert rm.replica_name(np.array([[b"/a"], [b"/a"]], dtype=np.object_)) == "/a"
 
-    broken = tmp_path / rm.RENDERER_FILE
+    broken = tmp_path / layout.RENDERER_ONNX
     broken.write_bytes(b"not a graph")
     with pytest.raises(ValueError, match="could not be loaded by ONNX Runtime") as info:
-        rm.SessionCache(2).get(broken)
+        SessionCache(2).get(broken)
     assert str(broken) in str(info.value)
     with pytest.raises(ValueError, match="at least 1"):
-        rm.SessionCache(0)
+        SessionCache(0)
     with pytest.raises(ValueError, match="INPUT must be"):
         rm.check_frames(np.zeros((1, 7, 64, 64), np.uint8))
     with pytest.raises(ValueError, match="FEATURES must be float32"):
@@ -214,6 +210,22 @@ def test_cache_capacity_sources() -> None:
         rm.cache_capacity("mouth_motion", params, {"DOPPEL_REPLICA_CACHE": "lots"}, default=5)
 
 
+def test_execution_providers_come_from_one_setting(replicas: list[Path]) -> None:
+    """CPU unless DOPPEL_ONNX_PROVIDERS names others (in order of preference); Settings and the
+    Triton models read it the same way, and sessions are opened with what they are given.
+    """
+    cpu = ("CPUExecutionProvider",)
+    assert onnx_providers_from_env({}) == cpu
+    assert onnx_providers_from_env({"DOPPEL_ONNX_PROVIDERS": " , "}) == cpu
+    gpu = {"DOPPEL_ONNX_PROVIDERS": "CUDAExecutionProvider, CPUExecutionProvider,"}
+    assert onnx_providers_from_env(gpu) == ("CUDAExecutionProvider", "CPUExecutionProvider")
+    env = {"DATABASE_URL": "postgresql://x", "REDIS_URL": "redis://x", "TRITON_GRPC_URL": "x:1"}
+    assert Settings.from_env({**env, **gpu}).onnx_providers == onnx_providers_from_env(gpu)
+    session = SessionCache(1).get(replicas[0] / layout.MOUTH_ONNX)
+    assert session.get_providers() == list(cpu)
+    assert open_session(replicas[0] / layout.MOUTH_ONNX).get_providers() == list(cpu)
+
+
 class CountingRuns:
     """Wraps sessions to count ONNX Runtime calls and their batch sizes."""
 
@@ -221,7 +233,7 @@ class CountingRuns:
         self.runs: list[tuple[Path, int]] = []
 
     def __call__(self, path: Path) -> object:
-        inner = rm.SessionCache(1).get(path)
+        inner = SessionCache(1).get(path)
         runs = self.runs
 
         class Session:
@@ -237,7 +249,7 @@ def test_render_batch_runs_each_replica_once_and_isolates_errors(
 ) -> None:
     ada, bo, _ = replicas
     counting = CountingRuns()
-    cache = rm.SessionCache(4, loader=counting)
+    cache = SessionCache(4, loader=counting)
     x = [frames(k, seed=k) for k in (1, 2, 1, 3)]
     one = np.array([[str(ada).encode()]], dtype=np.object_)
     results = rm.render_batch(
@@ -251,27 +263,35 @@ def test_render_batch_runs_each_replica_once_and_isolates_errors(
             (b"relative/ada", x[2]),
         ],
     )
-    np.testing.assert_array_equal(results[0], local(ada / rm.RENDERER_FILE, {"INPUT": x[0]}))
-    np.testing.assert_array_equal(results[1], local(bo / rm.RENDERER_FILE, {"INPUT": x[1]}))
-    np.testing.assert_array_equal(results[3], local(ada / rm.RENDERER_FILE, {"INPUT": x[3]}))
+    np.testing.assert_array_equal(
+        results[0], local(ada / layout.RENDERER_ONNX, {layout.RENDERER_INPUT: x[0]})
+    )
+    np.testing.assert_array_equal(
+        results[1], local(bo / layout.RENDERER_ONNX, {layout.RENDERER_INPUT: x[1]})
+    )
+    np.testing.assert_array_equal(
+        results[3], local(ada / layout.RENDERER_ONNX, {layout.RENDERER_INPUT: x[3]})
+    )
     assert isinstance(results[2], ValueError) and "train the replica first" in str(results[2])
     assert isinstance(results[4], ValueError) and "INPUT must be" in str(results[4])
     assert isinstance(results[5], ValueError) and "relative path" in str(results[5])
     # One ONNX Runtime call per replica: ada's two requests (1 + 3 frames) ran together.
     assert sorted(counting.runs) == sorted(
-        [(ada / rm.RENDERER_FILE, 4), (bo / rm.RENDERER_FILE, 2)]
+        [(ada / layout.RENDERER_ONNX, 4), (bo / layout.RENDERER_ONNX, 2)]
     )
 
 
 def test_mouth_batch(replicas: list[Path]) -> None:
     ada, bo, _ = replicas
-    cache = rm.SessionCache(2)
+    cache = SessionCache(2)
     feats = np.random.default_rng(0).standard_normal((1, 37, 512)).astype(np.float32)
     a, b, bad = rm.mouth_batch(
         cache,
         [(str(ada), feats), (str(bo).encode(), feats[:, :5]), (str(ada), feats[0])],
     )
-    np.testing.assert_allclose(a, local(ada / rm.MOUTH_FILE, {"FEATURES": feats}), atol=1e-6)
+    np.testing.assert_allclose(
+        a, local(ada / layout.MOUTH_ONNX, {layout.MOUTH_INPUT: feats}), atol=1e-6
+    )
     assert isinstance(b, np.ndarray) and b.shape == (1, 5, 53, 2)
     assert isinstance(bad, ValueError) and "[1, T, 512]" in str(bad)
 
@@ -300,17 +320,19 @@ async def test_talking_head_renders_like_onnx_runtime(
         x = frames(5, seed=10 + i)
         got = await triton.render_faces(replica, x)
         assert got.dtype == np.uint8 and got.shape == (5, 3, S, S)
-        np.testing.assert_array_equal(got, local(replica / rm.RENDERER_FILE, {"INPUT": x}))
+        np.testing.assert_array_equal(
+            got, local(replica / layout.RENDERER_ONNX, {layout.RENDERER_INPUT: x})
+        )
 
 
 def write_int8_stand_in(folder: Path, scale: float) -> Path:
     """A renderer.int8.onnx that differs from the folder's renderer.onnx, so a test can tell
-    which graph ran (real ones come from doppel.replica.training.quantize_renderer).
+    which graph ran (real ones come from doppel.replica.onnx.quantize_renderer).
     """
     scratch = folder / "int8-build"
     scratch.mkdir(exist_ok=True)
     built = write_renderer(scratch, scale)
-    path = folder / rm.RENDERER_INT8_FILE
+    path = folder / layout.RENDERER_INT8
     os.replace(built, path)
     scratch.rmdir()
     return path
@@ -318,13 +340,13 @@ def write_int8_stand_in(folder: Path, scale: float) -> Path:
 
 def test_renderer_file_prefers_int8_only_where_asked_and_present(tmp_path: Path) -> None:
     folder = make_replica(tmp_path / "dee", 1.0, 0.0, seed=4)
-    assert rm.renderer_file(str(folder)) == folder / rm.RENDERER_FILE  # none written yet
+    assert rm.renderer_file(str(folder)) == folder / layout.RENDERER_ONNX  # none written yet
     int8 = write_int8_stand_in(folder, 0.5)
     assert rm.renderer_file(str(folder)) == int8
-    assert rm.renderer_file(str(folder), "float") == folder / rm.RENDERER_FILE
+    assert rm.renderer_file(str(folder), "float") == folder / layout.RENDERER_ONNX
     with pytest.raises(ValueError, match="precision"):
         rm.renderer_file(str(folder), "fp8")
-    (folder / rm.RENDERER_FILE).unlink()  # an int8 graph alone is not a trained replica
+    (folder / layout.RENDERER_ONNX).unlink()  # an int8 graph alone is not a trained replica
     with pytest.raises(ValueError, match="renderer.onnx is missing"):
         rm.renderer_file(str(folder))
 
@@ -336,8 +358,8 @@ async def test_talking_head_serves_the_int8_renderer_where_a_replica_has_one(
     int8 = write_int8_stand_in(folder, 0.5)
     x = frames(3, seed=30)
     got = await triton.render_faces(folder, x)
-    np.testing.assert_array_equal(got, local(int8, {"INPUT": x}))
-    assert not np.array_equal(got, local(folder / rm.RENDERER_FILE, {"INPUT": x}))
+    np.testing.assert_array_equal(got, local(int8, {layout.RENDERER_INPUT: x}))
+    assert not np.array_equal(got, local(folder / layout.RENDERER_ONNX, {layout.RENDERER_INPUT: x}))
 
 
 async def test_interleaved_replicas_come_back_to_their_callers(
@@ -358,10 +380,16 @@ async def test_interleaved_replicas_come_back_to_their_callers(
         if after[0] - before[0] >= 88:
             break
         await asyncio.sleep(0.1)
-    np.testing.assert_array_equal(got_a, local(ada / rm.RENDERER_FILE, {"INPUT": xa}))
-    np.testing.assert_array_equal(got_b, local(bo / rm.RENDERER_FILE, {"INPUT": xb}))
+    np.testing.assert_array_equal(
+        got_a, local(ada / layout.RENDERER_ONNX, {layout.RENDERER_INPUT: xa})
+    )
+    np.testing.assert_array_equal(
+        got_b, local(bo / layout.RENDERER_ONNX, {layout.RENDERER_INPUT: xb})
+    )
     for i, single in enumerate(singles):
-        want = local((ada if i % 2 else bo) / rm.RENDERER_FILE, {"INPUT": xa[i : i + 1]})
+        want = local(
+            (ada if i % 2 else bo) / layout.RENDERER_ONNX, {layout.RENDERER_INPUT: xa[i : i + 1]}
+        )
         np.testing.assert_array_equal(single, want)
     requests, executions = after[0] - before[0], after[1] - before[1]
     assert requests == 88
@@ -372,7 +400,7 @@ async def test_mouth_motion(triton: TritonClient, replicas: list[Path]) -> None:
     for i, replica in enumerate(replicas[:2]):
         feats = np.random.default_rng(i).standard_normal((50 + 13 * i, 512)).astype(np.float32)
         got = await triton.mouth_points(replica, feats)
-        want = local(replica / rm.MOUTH_FILE, {"FEATURES": feats[None]})[0]
+        want = local(replica / layout.MOUTH_ONNX, {layout.MOUTH_INPUT: feats[None]})[0]
         assert got.shape == (50 + 13 * i, 53, 2) and got.dtype == np.float32
         np.testing.assert_allclose(got, want, atol=1e-6)
 
@@ -380,7 +408,7 @@ async def test_mouth_motion(triton: TritonClient, replicas: list[Path]) -> None:
 async def test_missing_replica_says_which_file(triton: TritonClient, tmp_path: Path) -> None:
     with pytest.raises(InferenceFailed) as info:
         await triton.render_faces(tmp_path, frames(3, seed=0))
-    assert str(tmp_path / rm.RENDERER_FILE) in info.value.message
+    assert str(tmp_path / layout.RENDERER_ONNX) in info.value.message
     assert "train the replica first" in info.value.message
     with pytest.raises(InferenceFailed, match="mouth.onnx is missing: train the replica first"):
         await triton.mouth_points(tmp_path, np.zeros((4, 512), np.float32))
@@ -398,23 +426,28 @@ async def test_bad_requests_do_not_poison_the_batch(
         # no renderer in that folder
         triton.infer(
             "talking_head",
-            {"INPUT": x[:1], "REPLICA": np.array([[str(tmp_path).encode()]], dtype=np.object_)},
-            ["IMAGE"],
+            {
+                layout.RENDERER_INPUT: x[:1],
+                layout.REPLICA_INPUT: np.array([[str(tmp_path).encode()]], dtype=np.object_),
+            },
+            [layout.RENDERER_OUTPUT],
         ),
         # wrong frame size (Triton refuses it against the config)
         triton.infer(
             "talking_head",
-            {"INPUT": np.zeros((1, 7, 96, 96), np.uint8), "REPLICA": name},
-            ["IMAGE"],
+            {layout.RENDERER_INPUT: np.zeros((1, 7, 96, 96), np.uint8), layout.REPLICA_INPUT: name},
+            [layout.RENDERER_OUTPUT],
         ),
         # two frames naming two replicas in one request
         triton.infer(
             "talking_head",
             {
-                "INPUT": x[:2],
-                "REPLICA": np.array([[str(ada).encode()], [str(replicas[1]).encode()]], np.object_),
+                layout.RENDERER_INPUT: x[:2],
+                layout.REPLICA_INPUT: np.array(
+                    [[str(ada).encode()], [str(replicas[1]).encode()]], np.object_
+                ),
             },
-            ["IMAGE"],
+            [layout.RENDERER_OUTPUT],
         ),
     ]
     good = [triton.render_faces(ada, x[i : i + 1]) for i in range(len(x))]
@@ -425,7 +458,7 @@ async def test_bad_requests_do_not_poison_the_batch(
     assert "train the replica first" in str(errors[0])
     assert "one request must name one replica" in str(errors[2])
     np.testing.assert_array_equal(
-        np.concatenate(images), local(ada / rm.RENDERER_FILE, {"INPUT": x})
+        np.concatenate(images), local(ada / layout.RENDERER_ONNX, {layout.RENDERER_INPUT: x})
     )
 
 
@@ -437,5 +470,7 @@ async def test_retrained_replica_is_served_without_a_restart(
     before = await triton.render_faces(replica, x)
     write_renderer(replica, 0.125, 50.0)  # retrained
     after = await triton.render_faces(replica, x)
-    np.testing.assert_array_equal(after, local(replica / rm.RENDERER_FILE, {"INPUT": x}))
+    np.testing.assert_array_equal(
+        after, local(replica / layout.RENDERER_ONNX, {layout.RENDERER_INPUT: x})
+    )
     assert not np.array_equal(before, after)

@@ -5,6 +5,7 @@ errors reach the caller as they were raised there, the renderer prepares only wh
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import threading
 import time
@@ -13,10 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from doppel.domain.replicas import percent_of
 from doppel.errors import InvalidVoiceSample, Stopped
-from doppel.face import regions, renderer
-from doppel.replica import training
-from doppel.settings import default_cache_dir
+from doppel.face import prepare, regions, renderer
+from doppel.platform.progress import Progress
+from doppel.replica import training, voice_child
+from doppel.replica.concurrent import Concurrent
+from doppel.settings import Settings, default_cache_dir
 
 
 def _spin(stop: threading.Event, ended: list[str], name: str) -> None:
@@ -31,7 +35,7 @@ def _spin(stop: threading.Event, ended: list[str], name: str) -> None:
 
 
 async def test_a_failed_step_stops_the_others_before_it_is_raised() -> None:
-    jobs = training._Concurrent()
+    jobs = Concurrent()
     ended: list[str] = []
 
     async def fails() -> None:
@@ -47,7 +51,7 @@ async def test_a_failed_step_stops_the_others_before_it_is_raised() -> None:
 
 
 async def test_cancelling_training_ends_its_threads() -> None:
-    jobs = training._Concurrent()
+    jobs = Concurrent()
     ended: list[str] = []
 
     async def run() -> None:
@@ -69,7 +73,7 @@ async def test_cancelling_training_ends_its_threads() -> None:
 
 
 async def test_results_and_timings_of_concurrent_steps() -> None:
-    jobs = training._Concurrent()
+    jobs = Concurrent()
 
     async def value(v: int, delay: float) -> int:
         await asyncio.sleep(delay)
@@ -92,11 +96,16 @@ def _models() -> Path:
 async def test_voice_child_process_raises_invalid_voice_sample_here(tmp_path: Path) -> None:
     models = _models()
     said: list[str] = []
-    opts = training.TrainOptions(models_dir=models)
     silence = np.zeros(16000 * 5, np.float32)
     with pytest.raises(InvalidVoiceSample) as caught:
-        await training._train_voice(
-            silence, tmp_path / "voice", tmp_path / "job", opts, said.append
+        await voice_child.learn_in_child(
+            silence,
+            tmp_path / "voice",
+            tmp_path / "job",
+            models_dir=models,
+            options=None,
+            stt_url=None,
+            say=said.append,
         )
     assert caught.value.reason == "no_speech"
     assert "no speech" in caught.value.message
@@ -115,11 +124,16 @@ async def test_voice_child_hears_through_the_given_triton(tmp_path: Path) -> Non
         (await decode_audio(shared_file("speech", "ljspeech", "wavs", f"LJ001-000{n}.wav"))).samples
         for n in (1, 3)
     ]
-    opts = training.TrainOptions(models_dir=models, stt_url="127.0.0.1:1")
     said: list[str] = []
     with pytest.raises(ServiceUnavailable, match="stt"):
-        await training._train_voice(
-            np.concatenate(clips), tmp_path / "voice", tmp_path / "job", opts, said.append
+        await voice_child.learn_in_child(
+            np.concatenate(clips),
+            tmp_path / "voice",
+            tmp_path / "job",
+            models_dir=models,
+            options=None,
+            stt_url="127.0.0.1:1",
+            say=said.append,
         )
     assert any("s of speech" in s for s in said), said
 
@@ -154,6 +168,7 @@ def test_renderer_training_steps_and_threads() -> None:
 
     data = _training_set(30)
     asked: list[int] = []
+    reports: list[Progress] = []
 
     def threads() -> int:
         asked.append(1)
@@ -162,11 +177,19 @@ def test_renderer_training_steps_and_threads() -> None:
     before = torch.get_num_threads()
     try:
         net, stats = renderer.train(
-            data, renderer.TrainConfig(steps=12, batch=2, references=2), threads=threads
+            data,
+            renderer.TrainConfig(steps=12, batch=2, references=2),
+            threads=threads,
+            report=reports.append,
         )
     finally:
         torch.set_num_threads(before)
     assert len(asked) == 2  # steps 0 and 10
+    assert reports == [
+        Progress(renderer.STAGE_INPUTS, 0, 30),
+        Progress(renderer.STAGE, 1, 12),
+        Progress(renderer.STAGE, 12, 12),
+    ]
     assert stats["inputs"] <= 24 and stats["frames"] == 30
     assert all(p.is_contiguous() for p in net.parameters())
     out = renderer.render_batch(net, np.zeros((1, 7, regions.SIZE, regions.SIZE), np.uint8))
@@ -176,3 +199,48 @@ def test_renderer_training_steps_and_threads() -> None:
     stop.set()
     with pytest.raises(Stopped):
         renderer.train(data, renderer.TrainConfig(steps=12, batch=2, references=2), stop=stop)
+
+
+def test_train_options_from_settings() -> None:
+    """The worker's options: its models, its Triton's Whisper, the small-training overrides."""
+    settings = Settings(
+        database_url="postgresql://x",
+        redis_url="redis://x",
+        triton_grpc_url="127.0.0.1:8001",
+        triton_http_url="",
+        data_dir=Path("/data"),
+        models_dir=Path("/models"),
+    )
+    plain = training.TrainOptions.from_settings(settings)
+    assert plain.models_dir == Path("/models") and plain.stt_url == "127.0.0.1:8001"
+    assert plain.renderer.steps == training.TrainOptions().renderer.steps
+    assert plain.mouth_steps == 400 and plain.voice_options is None and plain.voice
+    small = training.TrainOptions.from_settings(
+        dataclasses.replace(settings, renderer_steps=20, mouth_steps=5, voice_epochs=2)
+    )
+    assert small.renderer.steps == 20 and small.mouth_steps == 5
+    assert small.voice_options.epochs == 2 and small.voice_options.align_passes == 1
+    # Each options object has its own renderer config (the default's is not changed).
+    assert training.TrainOptions().renderer.steps == plain.renderer.steps
+
+
+def test_percent_of_training_stages() -> None:
+    """The job's 0-100 scale: prepare 0-15, mouth 15-25, voice 25-35, the renderer's inputs
+    35-40 and its steps 40-95, ready 99; a stage that says nothing new is None."""
+    steps = prepare.PREPARE_STEPS
+    seen = [
+        percent_of(Progress(training.STAGE_JOIN)),
+        *(percent_of(Progress(prepare.STAGE, k, steps)) for k in range(1, steps + 1)),
+        percent_of(Progress(training.STAGE_FEATURES)),
+        percent_of(Progress(training.STAGE_MOUTH, 1, 1)),
+        percent_of(Progress(training.STAGE_VOICE, 1, 1)),
+        percent_of(Progress(training.STAGE_CROP)),
+        percent_of(Progress(renderer.STAGE_INPUTS, 0, 400)),
+        percent_of(Progress(renderer.STAGE_INPUTS, 200, 400)),
+        percent_of(Progress(renderer.STAGE, 1, 100)),
+        percent_of(Progress(renderer.STAGE, 100, 100)),
+        percent_of(Progress(training.STAGE_READY)),
+    ]
+    assert seen == [1, 5, 8, 11, 15, 16, 25, 35, 35, 35, 37, 40, 95, 99]
+    assert percent_of(Progress(prepare.STAGE, 0, steps)) is None
+    assert percent_of(Progress("something else", 1, 2)) is None

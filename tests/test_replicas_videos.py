@@ -26,6 +26,7 @@ from doppel.domain import replicas, videos, webhooks
 from doppel.face import video
 from doppel.platform import queue
 from doppel.platform.storage import LocalStorage
+from doppel.replica import layout
 from doppel.settings import REPO_ROOT, Settings
 from doppel.triton import TritonClient
 from orchestrator.worker import build_worker
@@ -171,7 +172,7 @@ async def test_replica_trains_with_rising_progress(
     )
     assert Path(consent["consent_path"]).name == "consent.mp4"
     assert "consent" in consent["consent_transcript"].lower()
-    assert (Path(row["folder"]) / "model" / "replica.json").exists()
+    assert (Path(row["folder"]) / layout.MODEL_FOLDER / layout.META).exists()
     listed = await client.get("/v2/replicas?page=1&limit=5", headers=trained.caller.headers)
     assert listed.status_code == 200
     assert [r["replica_id"] for r in listed.json()["data"]] == [trained.replica_id]

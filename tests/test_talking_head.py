@@ -19,7 +19,8 @@ from doppel.face import composite, mouth, regions, renderer, tracking, video
 from doppel.render import plan
 from doppel.render.frames import CHUNK, NeuralPainter
 from doppel.render.plan import pingpong, replica_schedule, silent_frames
-from doppel.replica.training import Bank, Replica, Source, source_boxes
+from doppel.replica import layout
+from doppel.replica.artefact import Bank, Replica, Source, source_boxes
 from doppel.settings import REPO_ROOT, Settings
 from tests.conftest import shared_file
 
@@ -287,7 +288,7 @@ def test_replica_bank_is_decoded_once_and_read_again_when_it_changes(tmp_path: P
             rng.normal(size=(2, 53, 2)).astype(np.float32),
             np.array([0, 1]),
             rng.normal(size=(2, 512)).astype(np.float32),
-        ).save(folder / "bank.npz")
+        ).save(folder / layout.BANK)
 
     write(40)
     rep = Replica(folder, {})
@@ -295,7 +296,7 @@ def test_replica_bank_is_decoded_once_and_read_again_when_it_changes(tmp_path: P
     assert rep.bank() is first, "a second render of the replica reuses the decoded bank"
     assert not first.crops.flags.writeable, "a shared bank cannot be changed by one render"
     write(200)  # retrained: same size; its mtime set apart in case the clock is coarse
-    os.utime(folder / "bank.npz", ns=(1, 1))
+    os.utime(folder / layout.BANK, ns=(1, 1))
     again = rep.bank()
     assert again is not first and abs(int(again.crops.mean()) - 200) <= 3
 
@@ -321,21 +322,21 @@ def test_disclosure_mark_is_drawn_bottom_right() -> None:
 def test_replica_folder_holds_every_artefact(trained: Path) -> None:
     rep = Replica.load(trained)
     for name in (
-        "replica.json",
-        "mouth.pt",
-        "mouth.onnx",
-        "renderer.pt",
-        "renderer.onnx",
-        "bank.npz",
-        "prepared/prepared.json",
-        "prepared/video.mp4",
+        layout.META,
+        layout.MOUTH_PT,
+        layout.MOUTH_ONNX,
+        layout.RENDERER_PT,
+        layout.RENDERER_ONNX,
+        layout.BANK,
+        f"{layout.PREPARED}/prepared.json",
+        f"{layout.PREPARED}/video.mp4",
     ):
         assert (trained / name).exists(), name
     assert rep.meta["renderer"]["parity_max_diff"] <= 2
     # The 8-bit renderer is kept only when it missed held-out real frames barely more than the
     # float one, and its verdict follows its own measurements.
     int8 = rep.meta["renderer"]["int8"]
-    assert int8["kept"] == (trained / "renderer.int8.onnx").exists()
+    assert int8["kept"] == (trained / layout.RENDERER_INT8).exists()
     assert int8["checked_frames"] >= 8
     assert abs(int8["int8_error"] / int8["float_error"] - 1 - int8["extra_error"]) < 2e-3
     assert int8["kept"] == (int8["extra_error"] <= 0.03 and int8["p99_diff"] <= 8)
@@ -364,8 +365,8 @@ def test_bank_round_trips(tmp_path: Path) -> None:
         np.array([4, 5, 9]),
         rng.normal(size=(3, 512)).astype(np.float32),
     )
-    bank.save(tmp_path / "bank.npz")
-    back = Bank.load(tmp_path / "bank.npz")
+    bank.save(tmp_path / layout.BANK)
+    back = Bank.load(tmp_path / layout.BANK)
     assert np.abs(back.crops.astype(int) - crops.astype(int)).max() <= 3
     assert np.array_equal(back.frames, bank.frames)
     assert np.allclose(back.points, bank.points) and np.allclose(

@@ -38,6 +38,7 @@ from doppel.domain import replicas, tenants
 from doppel.platform import db
 from doppel.platform.stack import LocalPlatform
 from doppel.platform.storage import LocalStorage
+from doppel.replica import layout
 from doppel.settings import REPO_ROOT, Settings, default_cache_dir
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
@@ -65,7 +66,10 @@ async def register(settings: Settings, replica_dir: Path, tenant: str) -> tuple[
         rid = replicas.new_id()
         folder = LocalStorage(settings.data_dir).path_for(key.tenant.id, "replicas", rid)
         await asyncio.to_thread(
-            shutil.copytree, replica_dir, folder / "model", ignore=shutil.ignore_patterns("work")
+            shutil.copytree,
+            replica_dir,
+            folder / layout.MODEL_FOLDER,
+            ignore=shutil.ignore_patterns(layout.WORK),
         )
         await pool.execute(
             """INSERT INTO replicas (replica_id, tenant_id, replica_name, replica_type, status,
@@ -177,7 +181,7 @@ async def main(argv: list[str] | None = None) -> int:
         endpoints = await asyncio.to_thread(platform.up, fixed_ports=False, with_app=True)
         settings = Settings.from_env({**env, "DOPPEL_RUN_DIR": str(run_dir)})
         replica_dir = args.replica or DEFAULT_REPLICA
-        if args.train or not (replica_dir / "replica.json").exists():
+        if args.train or not (replica_dir / layout.META).exists():
             replica_dir = await asyncio.to_thread(
                 train_small, run_dir / "replica", endpoints["triton_grpc"]
             )

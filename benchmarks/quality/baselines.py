@@ -16,7 +16,7 @@ import numpy as np
 from doppel.face import composite, regions
 from doppel.render.frames import Engine, NeuralPainter, Painter
 from doppel.render.plan import Plan
-from doppel.replica.training import Bank
+from doppel.replica.artefact import Bank
 
 
 class StaticPainter:

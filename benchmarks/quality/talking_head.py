@@ -22,8 +22,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -40,7 +42,8 @@ from doppel.audio import media  # noqa: E402
 from doppel.face import renderer as face_renderer  # noqa: E402
 from doppel.face import video  # noqa: E402
 from doppel.render import video as render  # noqa: E402
-from doppel.replica import training
+from doppel.replica import layout, training  # noqa: E402
+from doppel.replica.artefact import Replica  # noqa: E402
 from doppel.triton import TritonClient  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,8 +92,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 async def evaluate(client: TritonClient, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     say = print
-    if args.reuse and (REPLICA / training.META).exists():
-        rep = training.Replica.load(REPLICA)
+    # Training's lines for people are logged (doppel.replica.training): printed as before.
+    lines = logging.getLogger(training.__name__)
+    lines.setLevel(logging.INFO)
+    lines.addHandler(logging.StreamHandler(sys.stdout))
+    if args.reuse and (REPLICA / layout.META).exists():
+        rep = Replica.load(REPLICA)
         say(f"reusing {REPLICA}")
     else:
         shutil.rmtree(REPLICA, ignore_errors=True)
@@ -103,7 +110,6 @@ async def evaluate(client: TritonClient, args: argparse.Namespace) -> dict[str, 
             encode=client.encode_audio,
             vad=client.vad,
             options=opts,
-            progress=say,
         )
     out["training"] = training_report(rep)
 
@@ -175,9 +181,7 @@ async def evaluate(client: TritonClient, args: argparse.Namespace) -> dict[str, 
     return out
 
 
-async def speed(
-    client: TritonClient, rep: training.Replica, say: Callable[[str], None]
-) -> dict[str, Any]:
+async def speed(client: TritonClient, rep: Replica, say: Callable[[str], None]) -> dict[str, Any]:
     """Timings on real lengths, beside the 2.9 s held-out clip (where the fixed start of a
     render, ~0.7 s, weighs a quarter): renders of the seven training clips joined (24 s; the
     speed does not depend on whether the clip was seen), and a replica trained on a real
@@ -214,7 +218,6 @@ async def speed(
             encode=client.encode_audio,
             vad=client.vad,
             options=training.TrainOptions(stt_url=client.url),
-            progress=say,
         )
         wall = time.perf_counter() - clock
         return {
@@ -274,7 +277,7 @@ def flicker(gen: vm.VideoAnalysis, real: vm.VideoAnalysis | None) -> float:
     return change(gen) / max(change(real), 1e-6)
 
 
-def training_report(rep: training.Replica) -> dict[str, Any]:
+def training_report(rep: Replica) -> dict[str, Any]:
     t = rep.meta["timings"]
     seconds = rep.meta["video_seconds"]
     k = 120.0 / seconds

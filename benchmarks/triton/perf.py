@@ -62,9 +62,10 @@ PERF_REPLICA = Path(
 def _talking_head_inputs() -> dict[str, np.ndarray]:
     """One real frame's renderer input (the replica's own crops) and the replica folder."""
     from doppel.face import regions
-    from doppel.replica.training import Replica
+    from doppel.replica import layout
+    from doppel.replica.artefact import Replica
 
-    if not (PERF_REPLICA / "renderer.onnx").exists():
+    if not (PERF_REPLICA / layout.RENDERER_ONNX).exists():
         raise FileNotFoundError(
             f"talking_head needs a trained replica and {PERF_REPLICA} has none: run "
             "`make quality` (or set DOPPEL_PERF_REPLICA to a replica folder)"
@@ -78,7 +79,10 @@ def _talking_head_inputs() -> dict[str, np.ndarray]:
         bank.points[j],
         regions.frame_mask(bank.points[0, :53]),
     )
-    return {"INPUT": frame, "REPLICA": np.array([str(PERF_REPLICA).encode()], dtype=np.object_)}
+    return {
+        layout.RENDERER_INPUT: frame,
+        layout.REPLICA_INPUT: np.array([str(PERF_REPLICA).encode()], dtype=np.object_),
+    }
 
 
 TTS_SENTENCE = (

@@ -33,14 +33,18 @@ build the PyTorch encoder (the serving path needs numpy alone).
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import math
 import struct
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from doppel.platform.sessions import open_session
+from doppel.settings import CPU_PROVIDERS
 
 SAMPLE_RATE = 16_000
 N_FFT = 400
@@ -54,6 +58,9 @@ FEATURES_PER_WINDOW = WINDOW_FRAMES // 4  # 750
 DIM = 512
 # Whisper base's encoder shape (openai-whisper `ModelDimensions`).
 N_CTX, N_HEAD, N_LAYER = 1500, 8, 6
+
+#: 16 kHz samples -> [ceil(n / 640), 512] features (TritonClient.encode_audio fits).
+Encode = Callable[[np.ndarray], Awaitable[np.ndarray]]
 
 
 def feature_count(n_samples: int) -> int:
@@ -139,13 +146,10 @@ class OnnxAudioEncoder:
     #: longer fit in cache), so bigger runs are cut into runs of 2. A GPU target would raise it.
     MAX_WINDOWS_PER_RUN = 2
 
-    def __init__(self, path: Path, threads: int = 2) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    def __init__(
+        self, path: Path, threads: int = 2, providers: Sequence[str] = CPU_PROVIDERS
+    ) -> None:
+        self.session = open_session(path, threads=threads, providers=providers)
 
     def run_windows(self, mel: np.ndarray) -> np.ndarray:
         """[windows, 80, 3000] -> [windows, 750, 512]."""
@@ -164,6 +168,18 @@ class OnnxAudioEncoder:
             frames_from_windows(e, len(c))
             for e, c in zip(split_batches([len(w) for w in windows], encoded), clips, strict=True)
         ]
+
+
+def local_encoder(models_dir: Path) -> Encode:
+    """The `audio_encoder` graph in-process (tests and scripts without a platform)."""
+    from export.registry import onnx_path
+
+    enc = OnnxAudioEncoder(onnx_path(models_dir, "audio_encoder"), threads=1)
+
+    async def encode(samples: np.ndarray) -> np.ndarray:
+        return (await asyncio.to_thread(enc.encode, [samples]))[0]
+
+    return encode
 
 
 # --- CTranslate2 weights -> PyTorch -----------------------------------------------------------

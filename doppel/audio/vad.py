@@ -8,9 +8,13 @@ calls, so a live call can send audio as it arrives and keep the returned state.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from doppel.platform.sessions import open_session
+from doppel.settings import CPU_PROVIDERS
 
 RATE = 16_000
 CHUNK = 512
@@ -33,15 +37,10 @@ class Segment:
 
 
 class SileroVad:
-    def __init__(self, onnx_path: Path, threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            str(onnx_path), options, providers=["CPUExecutionProvider"]
-        )
+    def __init__(
+        self, onnx_path: Path, threads: int = 1, providers: Sequence[str] = CPU_PROVIDERS
+    ) -> None:
+        self._session = open_session(onnx_path, threads=threads, providers=providers)
 
     def run_batch(
         self, audio: np.ndarray, state: np.ndarray, context: np.ndarray

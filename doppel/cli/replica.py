@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 
 from doppel.cli.endpoints import triton_url
@@ -15,7 +16,8 @@ from doppel.settings import Settings
 
 
 def quantize(args: argparse.Namespace) -> int:
-    from doppel.replica.training import Replica, quantize_existing
+    from doppel.replica.artefact import Replica
+    from doppel.replica.onnx import quantize_existing
 
     print(json.dumps(quantize_existing(Replica.load(args.replica)), indent=2))
     return 0
@@ -40,23 +42,24 @@ async def talking_head(args: argparse.Namespace) -> int:
         if args.command == "replica":
             from doppel.replica import training
 
-            options = training.TrainOptions(stt_url=client.url)
-            if args.steps:
-                options.renderer.steps = args.steps
-            if args.mouth_steps:
-                options.mouth_steps = args.mouth_steps
-            options.voice = not args.no_voice
-            if args.voice_epochs:
-                from doppel.voice.conversion import TrainOptions as VoiceOptions
+            options = training.TrainOptions.make(
+                stt_url=client.url,
+                renderer_steps=args.steps,
+                mouth_steps=args.mouth_steps,
+                voice_epochs=args.voice_epochs,
+                voice=not args.no_voice,
+            )
 
-                options.voice_options = VoiceOptions(epochs=args.voice_epochs, align_passes=1)
+            class Say(logging.Handler):  # training's lines for people, printed as before
+                def emit(self, record: logging.LogRecord) -> None:
+                    say(record.getMessage())
+
+            lines = logging.getLogger(training.__name__)
+            lines.setLevel(logging.INFO)
+            lines.addHandler(Say())
+            lines.propagate = False  # once, as `say` prints it
             made = await training.train(
-                args.videos,
-                args.out,
-                encode=client.encode_audio,
-                vad=client.vad,
-                options=options,
-                progress=say,
+                args.videos, args.out, encode=client.encode_audio, vad=client.vad, options=options
             )
             for name in sorted(p.name for p in made.folder.iterdir()):
                 print(f"  {made.folder / name}")
@@ -65,7 +68,7 @@ async def talking_head(args: argparse.Namespace) -> int:
         from doppel.audio import media
         from doppel.platform.progress import Progress
         from doppel.render import video
-        from doppel.replica.training import Replica
+        from doppel.replica.artefact import Replica
 
         rep = Replica.load(args.replica)
         reports = 0

@@ -32,14 +32,13 @@ from arq.connections import ArqRedis
 
 from doppel.errors import InvalidRequest, NotFound, ServiceUnavailable
 from doppel.platform import db, queue
-from doppel.platform.progress import ProgressWriter
+from doppel.platform.progress import Progress, ProgressWriter
 from doppel.platform.storage import LocalStorage
 from doppel.settings import Settings
 from doppel.triton import TritonClient
 
 if TYPE_CHECKING:
     from doppel.domain.webhooks import Notifier
-    from doppel.replica import training
 
 log = logging.getLogger(__name__)
 
@@ -263,61 +262,26 @@ async def delete(pool: asyncpg.Pool, tenant_id: uuid.UUID, replica_id: str, hard
 
 # --- the worker's half -------------------------------------------------------------------------
 
-_STAGES: list[tuple[str, int]] = [
-    # (message start, percent reached): prepare 0-15, mouth 15-25, voice 25-35.
-    ("joining", 1),
-    ("face checks", 5),
-    ("normalised", 8),
-    ("speech:", 11),
-    ("tracked", 15),
-    ("audio features and mouth model", 16),
-    ("mouth model adapted", 25),
-    ("base voice chosen", 28),
-    ("WORLD analysis done", 29),
-    ("voice learned", 35),
-    ("cropping training frames", 35),
-]
-_STEP = re.compile(r"renderer step (\d+)/(\d+)")
-_INPUTS = re.compile(r"renderer inputs (\d+)/(\d+)")
-_EPOCH = re.compile(r"epoch (\d+)/(\d+)")
+#: Training's stages reached (doppel.replica.training) and the percent each means:
+#: prepare 0-15, mouth 15-25, voice 25-35.
+_REACHED = {"join": 1, "features": 16, "mouth": 25, "voice": 35, "crop": 35, "ready": 99}
+#: The "prepare" stage's steps done (face checks, normalised, speech found, tracked).
+_PREPARED = (0, 5, 8, 11, 15)
 
 
-def progress_of(message: str) -> int | None:
-    """Training's progress messages on a 0-100 scale (None: a message that says nothing new).
+def percent_of(p: Progress) -> int | None:
+    """Training's progress on a 0-100 scale (None: a stage that says nothing new).
 
     Renderer steps take most of the time: 40-95; its input preparation 35-40; the bank and the
     ONNX exports after the last step fill 95-100.
     """
-    if m := _STEP.search(message):
-        return 40 + 55 * int(m[1]) // max(1, int(m[2]))
-    if m := _INPUTS.search(message):
-        return 35 + 5 * int(m[1]) // max(1, int(m[2]))
-    if m := _EPOCH.search(message):
-        return 29 + 6 * int(m[1]) // max(1, int(m[2]))
-    if message.startswith("replica ready"):
-        return 99
-    text = message.strip()
-    for start, percent in _STAGES:
-        if text.startswith(start):
-            return percent
-    return None
-
-
-def train_options(settings: Settings) -> training.TrainOptions:
-    from doppel.replica import training
-
-    options = training.TrainOptions(
-        models_dir=settings.models_dir, stt_url=settings.triton_grpc_url
-    )
-    if settings.renderer_steps:
-        options.renderer.steps = settings.renderer_steps
-    if settings.mouth_steps:
-        options.mouth_steps = settings.mouth_steps
-    if settings.voice_epochs:
-        from doppel.voice.conversion import TrainOptions as VoiceOptions
-
-        options.voice_options = VoiceOptions(epochs=settings.voice_epochs, align_passes=1)
-    return options
+    if p.stage == "renderer":
+        return 40 + 55 * p.done // max(1, p.total)
+    if p.stage == "renderer inputs":
+        return 35 + 5 * p.done // max(1, p.total)
+    if p.stage == "prepare":
+        return _PREPARED[p.done] if 0 < p.done < len(_PREPARED) else None
+    return _REACHED.get(p.stage)
 
 
 async def claim(pool: asyncpg.Pool, replica_id: str) -> ReplicaRow | None:
@@ -362,9 +326,8 @@ async def train(
         every_s=FLUSH_EVERY_S,
     )
 
-    def on_progress(message: str) -> None:  # called from training threads too
-        log.info("replica %s: %s", replica_id, message)
-        percent = progress_of(message)
+    def on_progress(p: Progress) -> None:  # called from training threads too
+        percent = percent_of(p)
         if percent is not None:
             progress.raise_to(min(percent, 99))
 
@@ -375,7 +338,7 @@ async def train(
                 out,
                 encode=triton.encode_audio,
                 vad=triton.vad,
-                options=train_options(settings),
+                options=training.TrainOptions.from_settings(settings),
                 progress=on_progress,
             )
         except ServiceUnavailable:

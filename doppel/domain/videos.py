@@ -302,7 +302,7 @@ async def render(
     """
     from doppel.audio import media
     from doppel.render import video as engine
-    from doppel.replica.training import Replica
+    from doppel.replica.artefact import Replica
 
     item = await claim(pool, video_id)
     if item is None:

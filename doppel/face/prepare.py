@@ -27,6 +27,7 @@ from doppel.audio import vad as vad_module
 from doppel.errors import InvalidTrainingVideo
 from doppel.face import tracking, video
 from doppel.face.tracking import Track
+from doppel.platform.progress import Progress, Report, ignore
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,10 @@ FORMAT_VERSION = 1
 #: chunk: an array, or a `(probs, state)` pair as `TritonClient.vad` returns, or an awaitable
 #: of either. `TritonClient.vad` itself fits, so does `local_vad(models_dir)`.
 SpeechProbabilities = Callable[[np.ndarray], Any]
+#: `prepare`'s progress stage and its steps: face checks passed, normalised, speech found,
+#: tracked.
+STAGE = "prepare"
+PREPARE_STEPS = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,6 +176,7 @@ async def prepare(
     vad: SpeechProbabilities | None = None,
     models_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    report: Report = ignore,
     normalised: bool = False,
 ) -> PreparedVideo:
     """Check and prepare the training video `src` into `out_dir` (saved there, and returned).
@@ -179,7 +185,8 @@ async def prepare(
     one, Silero VAD runs locally from `models_dir`. Raises `InvalidTrainingVideo` when the video
     cannot make a replica. `normalised`: `src` was written by `video.concatenate` or
     `video.normalise` (constant frame rate, H.264): when its rate and height already fit
-    `opts`, its streams are copied instead of encoded a second time.
+    `opts`, its streams are copied instead of encoded a second time. `progress` gets lines
+    for people; `report` gets Progress("prepare", done, PREPARE_STEPS) as each step passes.
     """
     opts = options or PrepareOptions()
     say = progress or (lambda _: None)
@@ -204,6 +211,7 @@ async def prepare(
     await asyncio.to_thread(check_sampled_frames, src, opts)
     lap("sample_check_s")
     say("face checks on sampled frames passed")
+    report(Progress(STAGE, 1, PREPARE_STEPS))
 
     await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
     if (
@@ -219,6 +227,7 @@ async def prepare(
         )
     lap("normalise_s")
     say(f"normalised to {opts.fps} fps ({norm.width}x{norm.height})")
+    report(Progress(STAGE, 2, PREPARE_STEPS))
 
     audio = await media.decode_audio(norm.path)
     await asyncio.to_thread(write_wav, out_dir / AUDIO_FILE, audio)
@@ -226,6 +235,7 @@ async def prepare(
     lap("audio_vad_s")
     spoken = sum(s.end - s.start for s in speech)
     say(f"speech: {len(speech)} segments, {spoken:.1f} s of {audio.duration_s:.1f} s")
+    report(Progress(STAGE, 3, PREPARE_STEPS))
     if spoken < opts.min_speech_s:
         raise InvalidTrainingVideo(
             f"Almost no speech was heard in the video ({spoken:.1f} s; at least "
@@ -238,6 +248,7 @@ async def prepare(
     per_frame_ms = 1000 * track.seconds / max(track.frame_count, 1)
     timings["tracking_ms_per_frame"] = per_frame_ms
     say(f"tracked {track.frame_count} frames ({per_frame_ms:.1f} ms a frame)")
+    report(Progress(STAGE, 4, PREPARE_STEPS))
     check_track(track, opts)
 
     prepared = PreparedVideo(

@@ -43,6 +43,7 @@ from doppel.face.regions import (
     to_region,
     training_references,
 )
+from doppel.platform.progress import Progress, Report, ignore
 
 # --- network ---------------------------------------------------------------------------------
 
@@ -178,6 +179,9 @@ def training_precision(cfg: TrainConfig) -> str:
     return "bf16" if native else "fp32"
 
 
+#: `train`'s progress stages: its inputs prepared (frames), then its training steps.
+STAGE_INPUTS = "renderer inputs"
+STAGE = "renderer"
 #: How often (steps) `train` asks its `threads` callable.
 THREAD_CHECK = 10
 
@@ -188,6 +192,7 @@ def prepare_inputs(
     progress: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
     needed: np.ndarray | None = None,
+    report: Report = ignore,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Network inputs of the frames with their reference choices `refs` [T, R] (the frame is
     its own base): [N, 7, S, S] uint8 inputs, [T, R] their row in it (-1: not prepared), and
@@ -202,8 +207,10 @@ def prepare_inputs(
     for t in range(len(data.crops)):
         if stop is not None and stop.is_set():
             raise Stopped("renderer input preparation stopped")
-        if progress and t % 200 == 0:
-            progress(f"renderer inputs {t}/{len(data.crops)}")
+        if t % 200 == 0:
+            if progress:
+                progress(f"renderer inputs {t}/{len(data.crops)}")
+            report(Progress(STAGE_INPUTS, t, len(data.crops)))
         if not want[t].any():
             continue
         mask = frame_mask(data.points[t, : len(mouth.POINTS)], size)
@@ -222,6 +229,7 @@ def train(
     *,
     net_cfg: RendererConfig | None = None,
     progress: Callable[[str], None] | None = None,
+    report: Report = ignore,
     threads: Callable[[], int] | None = None,
     stop: threading.Event | None = None,
     before_training: Callable[[], None] | None = None,
@@ -233,7 +241,8 @@ def train(
     `stop` ends training with `Stopped` at the next step. `before_training` is called once
     the inputs are ready, before the first use of torch's (process-wide) random generator: a
     caller may hold training there while other torch work of its own finishes (torch.manual_seed
-    and the draws of a job in another thread would interleave with these).
+    and the draws of a job in another thread would interleave with these). `progress` gets
+    lines for people, `report` Progress(STAGE_INPUTS, frame, frames) and (STAGE, step, steps).
     """
     import torch
 
@@ -252,7 +261,7 @@ def train(
     needed = np.zeros(refs.shape, bool)
     for idx, which in draws:
         needed[idx, which] = True
-    inputs, slots, masks = prepare_inputs(data, refs, say, stop, needed)
+    inputs, slots, masks = prepare_inputs(data, refs, say, stop, needed, report)
     prep_s = time.perf_counter() - start
     say(
         f"renderer inputs ready ({len(inputs)} of {len(data.crops)} frames x {refs.shape[1]} "
@@ -312,6 +321,7 @@ def train(
         losses.append(float(loss.item()))
         if step % 100 == 0 or step == cfg.steps - 1:
             say(f"renderer step {step + 1}/{cfg.steps} loss {np.mean(losses[-100:]):.4f}")
+            report(Progress(STAGE, step + 1, cfg.steps))
     net = net.to(memory_format=torch.contiguous_format).eval()
     stats = {
         "prepare_s": prep_s,

@@ -19,7 +19,7 @@ import numpy as np
 from doppel.face import composite, regions, tracking
 from doppel.platform.progress import Progress, Report
 from doppel.render.plan import Base, Plan, Planner
-from doppel.replica.training import Bank
+from doppel.replica.artefact import Bank
 
 #: Frames per chunk sent to the renderer (Triton's max batch).
 CHUNK = 16

@@ -16,7 +16,7 @@ import numpy as np
 
 from doppel.errors import InvalidMedia
 from doppel.face import mouth, regions, tracking, video
-from doppel.replica.training import Replica
+from doppel.replica.artefact import Replica
 
 
 @dataclasses.dataclass

@@ -35,7 +35,7 @@ from doppel.platform.progress import Progress, Report, ignore
 from doppel.render.frames import Engine, NeuralPainter, Painter, render_frames
 from doppel.render.mp4 import Mp4Sink
 from doppel.render.plan import Base, Planner, make_base, silent_frames
-from doppel.replica.training import Bank, Replica
+from doppel.replica.artefact import Bank, Replica
 
 #: Longest audio one render takes (a demanding user's 10-minute video).
 MAX_AUDIO_S = 600.0
@@ -183,7 +183,7 @@ class LocalEngine:
     """
 
     def __init__(self, models_dir: Path, threads: int = 1, precision: str = "int8") -> None:
-        from doppel.replica.training import local_encoder
+        from doppel.audio.features import local_encoder
 
         self._encode = local_encoder(models_dir)
         self.threads = threads

@@ -1,48 +1,48 @@
 """Per-replica ONNX models served from one Triton model each, without restarting Triton.
 
 The logic behind Triton's `talking_head` and `mouth_motion` models; never imports Triton.
-Every trained replica is a folder (an absolute path) holding, among other files:
+Every trained replica is a folder (an absolute path) holding, among other files (names:
+doppel.replica.layout):
 
 - `renderer.onnx`: "INPUT" uint8 [B, 7, S, S] -> "IMAGE" uint8 [B, 3, S, S]
 - `mouth.onnx`: "FEATURES" float32 [1, T, 512] -> "POINTS" float32 [1, T, 53, 2]
 
-A request names its replica's folder; the model keeps an LRU cache of ONNX Runtime sessions,
-one per graph file, loaded on first use, reloaded when the file changes (a retrained replica)
-and evicted least-recently-used beyond `capacity`, so memory stays bounded however many
-replicas exist. Trainers should write a new graph atomically (write elsewhere, then rename
-over the old file); a rename is always noticed, even within the file system's clock tick.
+A request names its replica's folder; the model keeps an LRU cache of ONNX Runtime sessions
+(`doppel.platform.sessions.SessionCache`), one per graph file, loaded on first use, reloaded when
+the file changes (a retrained replica) and evicted least-recently-used beyond `capacity`, so
+memory stays bounded however many replicas exist. Trainers should write a new graph atomically
+(write elsewhere, then rename over the old file); a rename is always noticed, even within the
+file system's clock tick.
 """
 
 from __future__ import annotations
 
-import collections
-import dataclasses
 import os
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from doppel.face.regions import SIZE
+from doppel.platform.sessions import SessionCache
+from doppel.replica.layout import (
+    FEATURE_DIM,
+    IMAGE_SIZE,
+    INPUT_CHANNELS,
+    MOUTH_INPUT,
+    MOUTH_ONNX,
+    MOUTH_OUTPUT,
+    MOUTH_POINTS,
+    OUTPUT_CHANNELS,
+    RENDERER_INPUT,
+    RENDERER_INT8,
+    RENDERER_ONNX,
+    RENDERER_OUTPUT,
+)
 
-RENDERER_FILE = "renderer.onnx"
-#: The renderer quantized to 8 bits, written by training next to the float graph when it
-#: reproduces real frames about as well (doppel.replica.training.quantize_renderer): about 1.6
-#: times as
-#: fast on the CPU.
-RENDERER_INT8_FILE = "renderer.int8.onnx"
 #: The `precision` parameter: "int8" serves a replica's 8-bit renderer where it has one,
 #: "float" always the float graph.
 PRECISIONS = ("int8", "float")
-MOUTH_FILE = "mouth.onnx"
-#: The renderer's square side (doppel.face.renderer.SIZE), fixed by the export and the config.
-IMAGE_SIZE = SIZE
-INPUT_CHANNELS = 7
-OUTPUT_CHANNELS = 3
-FEATURE_DIM = 512
-MOUTH_POINTS = 53
 
 #: Replaces the `max_replicas` config parameter of both models;
 #: `DOPPEL_REPLICA_CACHE_<MODEL>` (e.g. `DOPPEL_REPLICA_CACHE_TALKING_HEAD`) of one.
@@ -82,8 +82,8 @@ def renderer_file(replica: str | bytes | os.PathLike[str], precision: str = "int
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
-    path = replica_file(replica, RENDERER_FILE)
-    int8 = path.with_name(RENDERER_INT8_FILE)
+    path = replica_file(replica, RENDERER_ONNX)
+    int8 = path.with_name(RENDERER_INT8)
     return int8 if precision == "int8" and int8.is_file() else path
 
 
@@ -105,143 +105,6 @@ def replica_name(values: Any) -> str:
             f"one request must name one replica; this one names {len(names)}: {sorted(names)}"
         )
     return names.pop()
-
-
-@dataclasses.dataclass(frozen=True)
-class _Entry:
-    stamp: Any
-    session: Any
-
-
-def file_stamp(path: Path) -> tuple[int, int, int]:
-    st = path.stat()
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-
-class SessionCache:
-    """A thread-safe LRU cache of `onnxruntime.InferenceSession`s keyed by graph file.
-
-    Entries are keyed by the resolved path; each remembers the file's (inode, mtime_ns, size)
-    when it was loaded, and a `get` that finds the file changed reloads it. `hits`, `misses`
-    (loads, reloads included), `reloads` and `evictions` count what happened.
-
-    Sessions are made without ONNX Runtime's CPU memory arena by default: an arena keeps its
-    peak activation memory for the session's lifetime, so a cache of many sessions would hold
-    many peaks; without it a cached session costs its weights only.
-    """
-
-    def __init__(
-        self,
-        capacity: int,
-        *,
-        threads: int = 1,
-        providers: Sequence[str] = ("CPUExecutionProvider",),
-        arena: bool = False,
-        loader: Callable[[Path], Any] | None = None,
-    ) -> None:
-        if capacity < 1:
-            raise ValueError(f"the session cache needs a capacity of at least 1, not {capacity}")
-        self.capacity = capacity
-        self.threads = threads
-        self.providers = list(providers)
-        self.arena = arena
-        self._loader = loader or self._load
-        self._entries: collections.OrderedDict[Path, _Entry] = collections.OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-        self.reloads = 0
-        self.evictions = 0
-
-    def _load(self, path: Path) -> Any:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.enable_cpu_mem_arena = self.arena
-        return ort.InferenceSession(str(path), options, providers=self.providers)
-
-    def get(self, path: str | os.PathLike[str]) -> Any:
-        """The session of the graph at `path`: cached, or loaded now (evicting the least
-        recently used entry beyond capacity). ValueError, naming the file, if it cannot be.
-        """
-        try:
-            resolved = Path(path).resolve(strict=True)
-            stamp = self._stamp_of(resolved)
-        except OSError as exc:
-            raise self._unreadable(Path(path), exc) from None
-        with self._lock:
-            entry = self._entries.get(resolved)
-            if entry is not None and entry.stamp == stamp:
-                self._entries.move_to_end(resolved)
-                self.hits += 1
-                return entry.session
-            self.misses += 1
-            if entry is not None:  # the file changed since it was loaded
-                self.reloads += 1
-                del self._entries[resolved]
-        # Loading (hundreds of ms for a renderer) happens outside the lock; a concurrent
-        # load of the same file at most does the work twice.
-        try:
-            session = self._loader(resolved)
-        except Exception as exc:
-            raise self._unloadable(resolved, exc) from None
-        with self._lock:
-            current = self._entries.get(resolved)
-            if current is not None and current.stamp == stamp:
-                self._entries.move_to_end(resolved)
-                return current.session
-            self._entries[resolved] = _Entry(stamp, session)
-            self._entries.move_to_end(resolved)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
-                self.evictions += 1
-        return session
-
-    # What a subclass caching something else (a voice profile folder) changes:
-
-    def _stamp_of(self, path: Path) -> Any:
-        """What says the file changed since it was loaded."""
-        return file_stamp(path)
-
-    def _unreadable(self, path: Path, exc: OSError) -> Exception:
-        return ValueError(f"{path} cannot be read: {exc.strerror or exc}")
-
-    def _unloadable(self, path: Path, exc: Exception) -> Exception:
-        return ValueError(
-            f"{path} could not be loaded by ONNX Runtime ({exc}); train or export the replica again"
-        )
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
-
-    def __contains__(self, path: object) -> bool:
-        if not isinstance(path, str | os.PathLike):
-            return False
-        with self._lock:
-            return Path(path).resolve() in self._entries
-
-    def paths(self) -> list[Path]:
-        """Cached files, least recently used first."""
-        with self._lock:
-            return list(self._entries)
-
-    def stats(self) -> dict[str, int]:
-        with self._lock:
-            return {
-                "size": len(self._entries),
-                "capacity": self.capacity,
-                "hits": self.hits,
-                "misses": self.misses,
-                "reloads": self.reloads,
-                "evictions": self.evictions,
-            }
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
 
 
 def cache_capacity(
@@ -299,7 +162,7 @@ def check_features(features: np.ndarray) -> np.ndarray:
 def run_renderer(session: Any, frames: np.ndarray) -> np.ndarray:
     """One renderer run: uint8 [B, 7, S, S] -> uint8 [B, 3, S, S]."""
     frames = check_frames(frames)
-    (image,) = session.run(["IMAGE"], {"INPUT": frames})
+    (image,) = session.run([RENDERER_OUTPUT], {RENDERER_INPUT: frames})
     expected = (frames.shape[0], OUTPUT_CHANNELS, IMAGE_SIZE, IMAGE_SIZE)
     if image.dtype != np.uint8 or image.shape != expected:
         raise ValueError(
@@ -312,7 +175,7 @@ def run_renderer(session: Any, frames: np.ndarray) -> np.ndarray:
 def run_mouth(session: Any, features: np.ndarray) -> np.ndarray:
     """One mouth run: float32 [1, T, 512] -> float32 [1, T, 53, 2]."""
     features = check_features(features)
-    (points,) = session.run(["POINTS"], {"FEATURES": features})
+    (points,) = session.run([MOUTH_OUTPUT], {MOUTH_INPUT: features})
     expected = (1, features.shape[1], MOUTH_POINTS, 2)
     if points.dtype != np.float32 or points.shape != expected:
         raise ValueError(
@@ -367,7 +230,7 @@ def mouth_batch(cache: SessionCache, requests: Sequence[tuple[Any, np.ndarray]])
     results: list[Result] = []
     for replica, features in requests:
         try:
-            path = replica_file(replica_name(replica), MOUTH_FILE)
+            path = replica_file(replica_name(replica), MOUTH_ONNX)
             results.append(run_mouth(cache.get(path), check_features(features)))
         except Exception as exc:
             results.append(exc)

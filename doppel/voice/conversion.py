@@ -582,9 +582,11 @@ def export_mapping(conv: Conversion, path: Path) -> float:
     against PyTorch and against `map_coded`; returns ONNX Runtime's max difference from PyTorch.
     """
     import os
-    import warnings
 
     import torch
+
+    from doppel.platform.onnx_export import export_onnx
+    from doppel.platform.sessions import open_session
 
     module = mapping_module(conv)
     rng = np.random.default_rng(0)
@@ -596,28 +598,19 @@ def export_mapping(conv: Conversion, path: Path) -> float:
     numpy_diff = float(np.abs(conv.map_coded(sample.astype(np.float64)) - want).max())
     if numpy_diff > 1e-3:
         raise AssertionError(f"the mapping module differs from map_coded by {numpy_diff}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.onnx")
     axes = {0: "frames"}
-    with warnings.catch_warnings():  # the legacy exporter's deprecation notices
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            (torch.from_numpy(sample[:50]),),
-            str(tmp),
-            input_names=[MAPPING_INPUT],
-            output_names=[MAPPING_OUTPUT],
-            dynamic_axes={MAPPING_INPUT: axes, MAPPING_OUTPUT: axes},
-            opset_version=17,
-            dynamo=False,
-        )
+    export_onnx(  # quiet: the legacy exporter's deprecation notices
+        module,
+        {MAPPING_INPUT: sample[:50]},
+        tmp,
+        outputs=[MAPPING_OUTPUT],
+        dynamic_axes={MAPPING_INPUT: axes, MAPPING_OUTPUT: axes},
+        quiet=True,
+    )
     try:
         # Parity on another length than the traced one: the frame axis must stay dynamic.
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        session = ort.InferenceSession(str(tmp), options, providers=["CPUExecutionProvider"])
+        session = open_session(tmp)
         diff = float(np.abs(onnx_mapper(session)(sample) - want).max())
         if diff > MAPPING_ATOL:
             raise AssertionError(

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from doppel.platform.sessions import open_session
+from doppel.settings import CPU_PROVIDERS
 from doppel.voice import base_voices, conversion, enrol, validate, world
 from doppel.voice.tts import SentenceAudio
 
@@ -106,17 +108,14 @@ def export_onnx(folder: Path) -> float:
     return conversion.export_mapping(VoiceProfile.load(folder).conversion, folder / VOICE_ONNX)
 
 
-def onnx_session(folder: Path, threads: int = 1) -> Any | None:
+def onnx_session(
+    folder: Path, threads: int = 1, providers: Sequence[str] = CPU_PROVIDERS
+) -> Any | None:
     """An ONNX Runtime session of the profile's `voice.onnx`, or None where it has none."""
     path = folder / VOICE_ONNX
     if not path.is_file():
         return None
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return open_session(path, threads=threads, providers=providers)
 
 
 def train(

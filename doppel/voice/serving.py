@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from doppel.errors import InvalidRequest
-from doppel.replica.serving import SessionCache, file_stamp
+from doppel.platform.sessions import SessionCache, file_stamp
 from doppel.voice import base_voices, conversion
 from doppel.voice.clone import ClonedVoice, CloneSettings
 from doppel.voice.profile import CONVERSION_NPZ, PROFILE_JSON, VOICE_ONNX, VoiceProfile

@@ -17,13 +17,15 @@ import dataclasses
 import json
 import re
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from doppel.errors import InvalidRequest
+from doppel.platform.sessions import open_session
+from doppel.settings import CPU_PROVIDERS
 from doppel.voice.phonemes import (
     CLAUSE_END,
     phoneme_ids,
@@ -248,16 +250,16 @@ class TextToSpeech:
     too, without word timings.
     """
 
-    def __init__(self, onnx_path: Path, voice_config: Path, *, threads: int = 1) -> None:
-        import onnxruntime as ort
-
+    def __init__(
+        self,
+        onnx_path: Path,
+        voice_config: Path,
+        *,
+        threads: int = 1,
+        providers: Sequence[str] = CPU_PROVIDERS,
+    ) -> None:
         self.voice = Voice.load(voice_config)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            str(onnx_path), options, providers=["CPUExecutionProvider"]
-        )
+        self._session = open_session(onnx_path, threads=threads, providers=providers)
         self._outputs = [o.name for o in self._session.get_outputs()]
 
     @classmethod

@@ -11,7 +11,10 @@ sys.path[:0] = [p for p in os.environ.get("DOPPEL_PYTHONPATH", "").split(os.path
 
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from doppel.replica.serving import SessionCache, cache_capacity, mouth_batch  # noqa: E402
+from doppel.platform.sessions import SessionCache  # noqa: E402
+from doppel.replica.layout import MOUTH_INPUT, MOUTH_OUTPUT, REPLICA_INPUT  # noqa: E402
+from doppel.replica.serving import cache_capacity, mouth_batch  # noqa: E402
+from doppel.settings import onnx_providers_from_env  # noqa: E402
 
 NAME = "mouth_motion"
 
@@ -23,11 +26,12 @@ class TritonPythonModel:
         self.cache = SessionCache(
             cache_capacity(NAME, params, os.environ, default=64),
             threads=int(params.get("threads", 1)),
+            providers=onnx_providers_from_env(os.environ),
         )
 
     def execute(self, requests):
         results = mouth_batch(
-            self.cache, [(_input(r, "REPLICA"), _input(r, "FEATURES")) for r in requests]
+            self.cache, [(_input(r, REPLICA_INPUT), _input(r, MOUTH_INPUT)) for r in requests]
         )
         return [_response(result) for result in results]
 
@@ -43,4 +47,4 @@ def _input(request, name):
 def _response(result):
     if isinstance(result, Exception):
         return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{NAME}: {result}"))
-    return pb_utils.InferenceResponse([pb_utils.Tensor("POINTS", result)])
+    return pb_utils.InferenceResponse([pb_utils.Tensor(MOUTH_OUTPUT, result)])

@@ -11,7 +11,10 @@ sys.path[:0] = [p for p in os.environ.get("DOPPEL_PYTHONPATH", "").split(os.path
 
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from doppel.replica.serving import SessionCache, cache_capacity, render_batch  # noqa: E402
+from doppel.platform.sessions import SessionCache  # noqa: E402
+from doppel.replica.layout import RENDERER_INPUT, RENDERER_OUTPUT, REPLICA_INPUT  # noqa: E402
+from doppel.replica.serving import cache_capacity, render_batch  # noqa: E402
+from doppel.settings import onnx_providers_from_env  # noqa: E402
 
 NAME = "talking_head"
 
@@ -24,13 +27,14 @@ class TritonPythonModel:
         self.cache = SessionCache(
             cache_capacity(NAME, params, os.environ, default=16),
             threads=int(params.get("threads", 1)),
+            providers=onnx_providers_from_env(os.environ),
         )
 
     def execute(self, requests):
         # One ONNX Runtime run per replica in the batch; errors stay with their own request.
         results = render_batch(
             self.cache,
-            [(_input(r, "REPLICA"), _input(r, "INPUT")) for r in requests],
+            [(_input(r, REPLICA_INPUT), _input(r, RENDERER_INPUT)) for r in requests],
             self.precision,
         )
         return [_response(result) for result in results]
@@ -47,4 +51,4 @@ def _input(request, name):
 def _response(result):
     if isinstance(result, Exception):
         return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{NAME}: {result}"))
-    return pb_utils.InferenceResponse([pb_utils.Tensor("IMAGE", result)])
+    return pb_utils.InferenceResponse([pb_utils.Tensor(RENDERER_OUTPUT, result)])
