@@ -4,7 +4,7 @@ per run and eight clips (eight 30 s windows) per run, as Triton's dynamic batche
 import pytest
 
 from doppel.audio.features import SAMPLE_RATE, OnnxAudioEncoder, feature_count
-from export.registry import onnx_path
+from doppel.platform.weights import onnx_path
 from export.samples import speech
 
 

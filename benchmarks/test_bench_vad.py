@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from doppel.audio import vad
-from export.registry import onnx_path
+from doppel.platform.weights import onnx_path
 from export.samples import speech
 
 

@@ -14,6 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from doppel.platform import weights
 from doppel.platform.onnx_export import check_parity, onnx_outputs
 from doppel.settings import REPO_ROOT, models_dir_from_env
 from export import registry
@@ -39,7 +40,7 @@ def export_model(
         (config_dir / "warmup" / file_name).write_bytes(data)
     if not item.onnx:
         return None
-    path = registry.onnx_path(models_dir, name)
+    path = weights.onnx_path(models_dir, name)
     if path.exists() and not force and not check and target == "cpu":
         return path
     built = item.build(models_dir)

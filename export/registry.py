@@ -68,8 +68,3 @@ def load(name: str) -> ModelExport:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(MODULES))}")
     module, _, attr = MODULES[name].partition(":")
     return getattr(importlib.import_module(module), attr or "EXPORT")  # type: ignore[no-any-return]
-
-
-def onnx_path(models_dir: Path, name: str) -> Path:
-    """Where the CPU target's graph lives: in the models cache, never in git."""
-    return models_dir / "onnx" / f"{name}.onnx"

@@ -42,7 +42,7 @@ def s1_subset(n: int, seed: int) -> list[Path]:
 
 def load_clips(paths: list[Path], tag: str) -> list[mouth.Clip]:
     """Cached per-clip extraction (features + aligned mouth points)."""
-    from export import registry
+    from doppel.platform import weights
 
     folder = CACHE / tag
     folder.mkdir(parents=True, exist_ok=True)
@@ -56,7 +56,7 @@ def load_clips(paths: list[Path], tag: str) -> list[mouth.Clip]:
                 from doppel.audio.features import OnnxAudioEncoder
                 from doppel.face.tracking import FaceTracker
 
-                encoder = OnnxAudioEncoder(registry.onnx_path(MODELS, "audio_encoder"), threads=1)
+                encoder = OnnxAudioEncoder(weights.onnx_path(MODELS, "audio_encoder"), threads=1)
                 tracker = FaceTracker(video=True)
             clip = mouth.extract_clip(path, encoder, tracker)  # type: ignore[arg-type]
             np.savez(cached, features=clip.features.astype(np.float16), points=clip.points)

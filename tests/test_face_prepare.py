@@ -15,8 +15,8 @@ import pytest
 from doppel.errors import InvalidMedia, InvalidTrainingVideo
 from doppel.face import tracking, video
 from doppel.face.prepare import PreparedVideo, PrepareOptions, check_faces, prepare
+from doppel.platform.weights import onnx_path
 from doppel.settings import models_dir_from_env
-from export.registry import onnx_path
 from tests.conftest import shared_file
 
 pytestmark = pytest.mark.data

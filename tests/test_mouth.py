@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from doppel.face import mouth, tracking, video
+from doppel.platform.weights import onnx_path
 from doppel.settings import REPO_ROOT
-from export.registry import onnx_path
 from tests.conftest import shared_file
 
 pytestmark = [pytest.mark.data, pytest.mark.timeout(120)]

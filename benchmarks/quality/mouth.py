@@ -70,9 +70,9 @@ def obama_clip(number: str) -> mouth.Clip:
     if not cached.exists():
         from doppel.audio.features import OnnxAudioEncoder
         from doppel.face.tracking import FaceTracker
-        from export import registry
+        from doppel.platform import weights
 
-        encoder = OnnxAudioEncoder(registry.onnx_path(MODELS, "audio_encoder"), threads=1)
+        encoder = OnnxAudioEncoder(weights.onnx_path(MODELS, "audio_encoder"), threads=1)
         with FaceTracker(video=True) as tracker:
             clip = mouth.extract_clip(
                 OBAMA / f"obama_sent_{number}.mp4", encoder, tracker, size=TRACK_SIZE

@@ -172,7 +172,7 @@ class OnnxAudioEncoder:
 
 def local_encoder(models_dir: Path) -> Encode:
     """The `audio_encoder` graph in-process (tests and scripts without a platform)."""
-    from export.registry import onnx_path
+    from doppel.platform.weights import onnx_path
 
     enc = OnnxAudioEncoder(onnx_path(models_dir, "audio_encoder"), threads=1)
 

@@ -384,7 +384,7 @@ async def speech_segments(
 
 def local_vad(models_dir: Path) -> SpeechProbabilities:
     """Silero VAD run in-process from the exported ONNX (no Triton), off the event loop."""
-    from export.registry import onnx_path
+    from doppel.platform.weights import onnx_path
 
     path = onnx_path(models_dir, "vad")
     if not path.exists():

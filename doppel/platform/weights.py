@@ -229,3 +229,8 @@ def _fingerprint(folder: Path, package: WeightPackage) -> str:
         st = (folder / item.name).stat()
         rows.append(f"{item.name} {st.st_size} {st.st_mtime_ns} {item.sha256}")
     return "\n".join(rows)
+
+
+def onnx_path(models_dir: Path, name: str) -> Path:
+    """Where an exported graph (`python -m export`) lives: in the models cache, never in git."""
+    return models_dir / "onnx" / f"{name}.onnx"

@@ -12,7 +12,7 @@ import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from doppel.audio.features import OnnxAudioEncoder  # noqa: E402
 from doppel.platform import weights  # noqa: E402
-from export.registry import onnx_path  # noqa: E402
+from doppel.platform.weights import onnx_path  # noqa: E402
 
 
 class TritonPythonModel:

@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from doppel.audio.vad import CONTEXT, STATE_SHAPE, SileroVad  # noqa: E402
-from export.registry import onnx_path  # noqa: E402
+from doppel.platform.weights import onnx_path  # noqa: E402
 
 
 class TritonPythonModel:
