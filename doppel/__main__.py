@@ -392,6 +392,7 @@ async def _replica_create(args: argparse.Namespace) -> int:
     """
     from doppel.domain import replicas, tenants
     from doppel.errors import DoppelError
+    from doppel.face import video
     from doppel.platform import db, queue
     from doppel.platform.storage import LocalStorage
 
@@ -413,6 +414,7 @@ async def _replica_create(args: argparse.Namespace) -> int:
                 replicas.clean_name(args.name, ""),
                 [(p, replicas.stored_suffix(p.name)) for p in args.videos],
                 replica_type="system",
+                probe=video.probe,
             )
         except DoppelError as exc:
             print(f"error: {exc.message}", file=sys.stderr)
