@@ -24,12 +24,12 @@ from api.auth import SHARE_OPT
 from api.events import sse
 from api.paging import Limit, Page
 from api.state import Services
-from doppel.domain import replicas, sharing, views, webhooks
+from doppel.domain import replicas, sharing, views
 from doppel.domain.tenants import Tenant
 from doppel.domain.views import ReplicaOut
 from doppel.errors import InvalidRequest, NotFound
 from doppel.face import video
-from doppel.platform import feeds, urls
+from doppel.platform import feeds
 from doppel.replica import consent
 
 #: Statuses after which a replica's event stream ends.
@@ -95,11 +95,7 @@ class ReplicaController(Controller):
                 "Send the training video: a multipart file field `train_video`, or "
                 "`train_video_url`."
             )
-        callback_url = None
-        if data.callback_url:
-            callback_url = await urls.check_url(
-                data.callback_url, allow_private=settings.allow_private_urls, field="callback_url"
-            )
+        callback_url = await inputs.checked_callback(settings, data.callback_url)
         name = replicas.clean_name(data.replica_name, "")
         if not name:
             raise InvalidRequest(
@@ -141,7 +137,7 @@ class ReplicaController(Controller):
                 name,
                 [(train.data, train.suffix)],
                 callback_url=callback_url,
-                notify=webhooks.Notifier(services.redis, settings.public_url),
+                notify=services.notifier(),
                 consent=None
                 if consent_video is None
                 else (consent_video.data, consent_video.suffix),

@@ -28,11 +28,11 @@ from api.events import sse
 from api.paging import Limit, Page
 from api.state import Services
 from doppel.audio import media
-from doppel.domain import sharing, videos, views, webhooks
+from doppel.domain import sharing, videos, views
 from doppel.domain.tenants import Tenant
 from doppel.domain.views import VideoOut
 from doppel.errors import Conflict, InvalidRequest, NotFound
-from doppel.platform import feeds, urls
+from doppel.platform import feeds
 
 CHUNK = 256 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -173,12 +173,8 @@ class VideoController(Controller):
             raise InvalidRequest(
                 "Send a script or audio, not both: the replica speaks one or the other."
             )
-        callback_url = None
-        if data.callback_url:
-            callback_url = await urls.check_url(
-                data.callback_url, allow_private=settings.allow_private_urls, field="callback_url"
-            )
-        notify = webhooks.Notifier(services.redis, settings.public_url)
+        callback_url = await inputs.checked_callback(settings, data.callback_url)
+        notify = services.notifier()
         if not has_audio:
             item = await videos.create(
                 services.pool,
