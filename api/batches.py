@@ -17,9 +17,9 @@ from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
+from api import inputs
 from api.paging import Limit, Page
 from api.state import Services
-from api.templates import checked_callback, notifier
 from doppel.domain import batch_rows, batches
 from doppel.domain.tenants import Tenant
 from doppel.errors import InvalidRequest
@@ -162,9 +162,9 @@ class BatchController(Controller):
             data.template_id,
             data.rows or [],
             batch_name=data.batch_name,
-            callback_url=await checked_callback(services, data.callback_url),
+            callback_url=await inputs.checked_callback(services.settings, data.callback_url),
             disclosure_mark=data.disclosure_mark,
-            notify=notifier(services),
+            notify=services.notifier(),
         )
         made = await batches.get(services.pool, request.user.id, batch_id)
         return _out(made, _links(request))

@@ -68,6 +68,15 @@ async def read_body(
         ) from exc
 
 
+async def checked_callback(settings: Settings, url: str | None) -> str | None:
+    """A client's `callback_url`, checked by doppel.platform.urls (None when not given)."""
+    if not url:
+        return None
+    return await urls.check_url(
+        url, allow_private=settings.allow_private_urls, field="callback_url"
+    )
+
+
 async def check_urls(settings: Settings, **given: str | None) -> None:
     """Refuse any URL field Doppel may not reach before the first download starts (the fetch
     checks each hop again).

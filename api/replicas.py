@@ -8,7 +8,6 @@ without fetching blobs through script. `events` streams training progress as ser
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import tempfile
 import uuid
 from pathlib import Path
@@ -25,10 +24,12 @@ from api.auth import SHARE_OPT
 from api.events import sse
 from api.paging import Limit, Page
 from api.state import Services
-from doppel.domain import replicas, sharing, webhooks
+from doppel.domain import replicas, sharing, views
 from doppel.domain.tenants import Tenant
+from doppel.domain.views import ReplicaOut
 from doppel.errors import InvalidRequest, NotFound
-from doppel.platform import feeds, urls
+from doppel.face import video
+from doppel.platform import feeds
 from doppel.replica import consent
 
 #: Statuses after which a replica's event stream ends.
@@ -53,19 +54,6 @@ class ConsentStatement(msgspec.Struct):
     statement: str
 
 
-class ReplicaOut(msgspec.Struct):
-    replica_id: str
-    replica_name: str
-    replica_type: str
-    status: str
-    training_progress: str
-    error_message: str | None
-    #: A JPEG of the training video, openable in an `<img>` (None: none could be made).
-    thumbnail_url: str | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
-
-
 class ReplicaCreated(msgspec.Struct):
     replica_id: str
     status: str
@@ -76,25 +64,6 @@ class ReplicaList(msgspec.Struct):
     total_count: int
     page: int
     limit: int
-
-
-def _out(request: Request[Any, Any, Any], item: replicas.ReplicaRow) -> ReplicaOut:
-    thumbnail_url = None
-    if item.thumbnail_path.exists():
-        thumbnail_url = sharing.replica_thumbnail_url(
-            str(request.base_url), item.replica_id, item.share_token
-        )
-    return ReplicaOut(
-        replica_id=item.replica_id,
-        replica_name=item.replica_name,
-        replica_type=item.replica_type,
-        status=item.status,
-        training_progress=item.training_progress,
-        error_message=item.error_message,
-        thumbnail_url=thumbnail_url,
-        created_at=item.created_at,
-        updated_at=item.updated_at,
-    )
 
 
 class ReplicaController(Controller):
@@ -126,11 +95,7 @@ class ReplicaController(Controller):
                 "Send the training video: a multipart file field `train_video`, or "
                 "`train_video_url`."
             )
-        callback_url = None
-        if data.callback_url:
-            callback_url = await urls.check_url(
-                data.callback_url, allow_private=settings.allow_private_urls, field="callback_url"
-            )
+        callback_url = await inputs.checked_callback(settings, data.callback_url)
         name = replicas.clean_name(data.replica_name, "")
         if not name:
             raise InvalidRequest(
@@ -172,10 +137,11 @@ class ReplicaController(Controller):
                 name,
                 [(train.data, train.suffix)],
                 callback_url=callback_url,
-                notify=webhooks.Notifier(services.redis, settings.public_url),
+                notify=services.notifier(),
                 consent=None
                 if consent_video is None
                 else (consent_video.data, consent_video.suffix),
+                probe=video.probe,
             )
         return ReplicaCreated(replica_id=item.replica_id, status=item.status)
 
@@ -203,7 +169,9 @@ class ReplicaController(Controller):
         limit: Limit = 20,
     ) -> ReplicaList:
         items, total = await replicas.list_page(services.pool, request.user.id, page, limit)
-        return ReplicaList([_out(request, i) for i in items], total, page, limit)
+        return ReplicaList(
+            [views.replica(i, str(request.base_url)) for i in items], total, page, limit
+        )
 
     @get("/{replica_id:str}", operation_id="get_replica", summary="A replica's status")
     async def fetch(
@@ -212,7 +180,8 @@ class ReplicaController(Controller):
         services: NamedDependency[Services],
         replica_id: FromPath[str],
     ) -> ReplicaOut:
-        return _out(request, await replicas.get(services.pool, request.user.id, replica_id))
+        item = await replicas.get(services.pool, request.user.id, replica_id)
+        return views.replica(item, str(request.base_url))
 
     @get(
         "/{replica_id:str}/thumbnail.jpg",
@@ -228,7 +197,7 @@ class ReplicaController(Controller):
     ) -> File:
         if request.user is None:
             token = request.query_params.get(sharing.TOKEN_PARAM, "")
-            item = await sharing.shared_replica(services.pool, replica_id, token)
+            item = await replicas.shared(services.pool, replica_id, token)
         else:
             item = await replicas.get(services.pool, request.user.id, replica_id)
         if not item.thumbnail_path.exists():
@@ -254,7 +223,8 @@ class ReplicaController(Controller):
 
         async def fetch() -> ReplicaOut | None:
             try:
-                return _out(request, await replicas.get(services.pool, tenant_id, replica_id))
+                item = await replicas.get(services.pool, tenant_id, replica_id)
+                return views.replica(item, str(request.base_url))
             except NotFound:
                 return None
 

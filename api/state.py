@@ -7,6 +7,7 @@ import dataclasses
 import asyncpg
 from arq.connections import ArqRedis
 
+from doppel.domain import webhooks
 from doppel.platform.storage import LocalStorage
 from doppel.settings import Settings
 from doppel.triton import TritonClient
@@ -19,3 +20,7 @@ class Services:
     redis: ArqRedis
     triton: TritonClient
     storage: LocalStorage
+
+    def notifier(self) -> webhooks.Notifier:
+        """Webhooks for the status changes a request makes, their links at the public URL."""
+        return webhooks.Notifier(self.redis, self.settings.public_url)

@@ -13,11 +13,11 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
+from api import inputs
 from api.paging import Limit, Page
 from api.state import Services
-from doppel.domain import templates, videos, webhooks
+from doppel.domain import templates, videos
 from doppel.domain.tenants import Tenant
-from doppel.platform import urls
 
 
 class TemplateIn(msgspec.Struct):
@@ -63,19 +63,6 @@ class TemplateVideoIn(msgspec.Struct):
 class TemplateVideoCreated(msgspec.Struct):
     video_id: str
     status: str
-
-
-async def checked_callback(services: Services, url: str | None) -> str | None:
-    """A client's `callback_url`, checked by doppel.platform.urls (None when not given)."""
-    if not url:
-        return None
-    return await urls.check_url(
-        url, allow_private=services.settings.allow_private_urls, field="callback_url"
-    )
-
-
-def notifier(services: Services) -> webhooks.Notifier:
-    return webhooks.Notifier(services.redis, services.settings.public_url)
 
 
 def _out(item: templates.TemplateRow) -> TemplateOut:
@@ -177,8 +164,8 @@ class TemplateController(Controller):
             script,
             data.video_name or item.name,
             data.disclosure_mark,
-            callback_url=await checked_callback(services, data.callback_url),
-            notify=notifier(services),
+            callback_url=await inputs.checked_callback(services.settings, data.callback_url),
+            notify=services.notifier(),
         )
         return TemplateVideoCreated(video_id=made.video_id, status=made.status)
 

@@ -15,9 +15,10 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, QueryParameter
 
 from api.state import Services
+from doppel.audio import media
 from doppel.domain import transcriptions
 from doppel.domain.tenants import Tenant
-from doppel.errors import InvalidRequest
+from doppel.errors import InvalidMedia, InvalidRequest
 
 
 @dataclasses.dataclass
@@ -64,6 +65,15 @@ def _out(item: transcriptions.Transcription) -> TranscriptionOut:
     )
 
 
+async def _decode_upload(data: bytes) -> media.Audio:
+    """Decode an uploaded file and check it is worth transcribing (raises `InvalidMedia`)."""
+    if not data:
+        raise InvalidMedia("The uploaded file is empty.")
+    audio = await media.decode_audio(data)
+    media.require_speech_candidate(audio)
+    return audio
+
+
 class TranscriptionController(Controller):
     path = "/transcriptions"
     tags = ["transcriptions"]
@@ -95,7 +105,7 @@ class TranscriptionController(Controller):
             raise InvalidRequest(
                 f"language must be an ISO 639-1 code such as 'en', not {language!r}."
             )
-        audio = await transcriptions.decode_upload(raw)
+        audio = await _decode_upload(raw)
         if run_async:
             item = await transcriptions.enqueue(
                 services.pool,
@@ -104,12 +114,14 @@ class TranscriptionController(Controller):
                 tenant.id,
                 data.file.filename,
                 raw,
-                audio,
+                audio.duration_s,
                 language,
             )
             return Response(_out(item), status_code=202)
-        item = await transcriptions.transcribe_now(
-            services.pool, services.triton, tenant.id, data.file.filename, audio, language
+        # Answered while the caller waits: transcribed here, recorded like a queued one.
+        doc = await services.triton.transcribe(audio, language=language)
+        item = await transcriptions.record_completed(
+            services.pool, tenant.id, data.file.filename, audio.duration_s, doc
         )
         return Response(_out(item), status_code=200)
 

@@ -9,7 +9,6 @@ the owner's key or with the video's share token (`?t=`, doppel.domain.sharing), 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import re
 import tempfile
 import uuid
@@ -28,10 +27,12 @@ from api.auth import SHARE_OPT
 from api.events import sse
 from api.paging import Limit, Page
 from api.state import Services
-from doppel.domain import sharing, videos, webhooks
+from doppel.audio import media
+from doppel.domain import sharing, videos, views
 from doppel.domain.tenants import Tenant
+from doppel.domain.views import VideoOut
 from doppel.errors import Conflict, InvalidRequest, NotFound
-from doppel.platform import feeds, urls
+from doppel.platform import feeds
 
 CHUNK = 256 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -59,51 +60,11 @@ class VideoCreated(msgspec.Struct):
     status: str
 
 
-class VideoOut(msgspec.Struct):
-    video_id: str
-    replica_id: str
-    video_name: str | None
-    status: str
-    progress: int
-    error_message: str | None
-    disclosure_mark: bool
-    duration_s: float | None
-    download_url: str | None
-    stream_url: str | None
-    thumbnail_url: str | None
-    #: A page that plays the video, for people without an API key (`/watch/{id}?t=...`).
-    hosted_url: str | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
-
-
 class VideoList(msgspec.Struct):
     data: list[VideoOut]
     total_count: int
     page: int
     limit: int
-
-
-def _out(request: Request[Any, Any, Any], item: videos.VideoRow) -> VideoOut:
-    links = sharing.video_links(
-        str(request.base_url), item.video_id, item.share_token, item.status == "ready"
-    )
-    return VideoOut(
-        video_id=item.video_id,
-        replica_id=item.replica_id,
-        video_name=item.video_name,
-        status=item.status,
-        progress=item.progress,
-        error_message=item.error_message,
-        disclosure_mark=item.disclosure_mark,
-        duration_s=item.duration_s,
-        download_url=links["download_url"],
-        stream_url=links["stream_url"],
-        thumbnail_url=links["thumbnail_url"],
-        hosted_url=links["hosted_url"],
-        created_at=item.created_at,
-        updated_at=item.updated_at,
-    )
 
 
 async def _ready_file(
@@ -115,7 +76,7 @@ async def _ready_file(
     """The video's file for its owner's key, or for its share token when no key was sent."""
     if request.user is None:
         token = request.query_params.get(sharing.TOKEN_PARAM, "")
-        item = await sharing.shared_video(services.pool, video_id, token)
+        item = await videos.shared(services.pool, video_id, token)
     else:
         item = await videos.get(services.pool, request.user.id, video_id)
     path = item.thumbnail_path if thumb else item.video_path
@@ -212,12 +173,8 @@ class VideoController(Controller):
             raise InvalidRequest(
                 "Send a script or audio, not both: the replica speaks one or the other."
             )
-        callback_url = None
-        if data.callback_url:
-            callback_url = await urls.check_url(
-                data.callback_url, allow_private=settings.allow_private_urls, field="callback_url"
-            )
-        notify = webhooks.Notifier(services.redis, settings.public_url)
+        callback_url = await inputs.checked_callback(settings, data.callback_url)
+        notify = services.notifier()
         if not has_audio:
             item = await videos.create(
                 services.pool,
@@ -247,6 +204,8 @@ class VideoController(Controller):
                 await asyncio.to_thread(path.write_bytes, source.data)
             else:
                 path = source.data
+            duration = await asyncio.to_thread(media.audio_duration, path)
+            videos.check_audio_duration(duration)
             item = await videos.create(
                 services.pool,
                 services.redis,
@@ -271,7 +230,7 @@ class VideoController(Controller):
         limit: Limit = 20,
     ) -> VideoList:
         items, total = await videos.list_page(services.pool, request.user.id, page, limit)
-        return VideoList([_out(request, i) for i in items], total, page, limit)
+        return VideoList([views.video(i, str(request.base_url)) for i in items], total, page, limit)
 
     @get("/{video_id:str}", operation_id="get_video", summary="A video's status and links")
     async def fetch(
@@ -280,7 +239,8 @@ class VideoController(Controller):
         services: NamedDependency[Services],
         video_id: FromPath[str],
     ) -> VideoOut:
-        return _out(request, await videos.get(services.pool, request.user.id, video_id))
+        item = await videos.get(services.pool, request.user.id, video_id)
+        return views.video(item, str(request.base_url))
 
     @get(
         "/{video_id:str}/download",
@@ -346,7 +306,8 @@ class VideoController(Controller):
 
         async def fetch() -> VideoOut | None:
             try:
-                return _out(request, await videos.get(services.pool, tenant_id, video_id))
+                item = await videos.get(services.pool, tenant_id, video_id)
+                return views.video(item, str(request.base_url))
             except NotFound:
                 return None
 

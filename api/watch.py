@@ -18,7 +18,7 @@ from litestar.enums import MediaType
 from litestar.params import FromPath
 
 from api.state import Services
-from doppel.domain import sharing
+from doppel.domain import sharing, videos
 from doppel.errors import NotFound
 
 #: The token is in the page's URL: keep it out of Referer headers and search indexes; the page
@@ -77,7 +77,7 @@ class WatchController(Controller):
     ) -> Response[str]:
         token = request.query_params.get(sharing.TOKEN_PARAM, "")
         try:
-            item = await sharing.shared_video(services.pool, video_id, token)
+            item = await videos.shared(services.pool, video_id, token)
         except NotFound:
             return _page(
                 "Video not found",

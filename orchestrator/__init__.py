@@ -1,1 +1,3 @@
-"""arq workers on Redis: training, rendering, batches, webhooks (and transcriptions today)."""
+"""arq workers on Redis (`worker`, `recovery`) and the job bodies they run (`jobs`): training,
+rendering, transcriptions, webhooks.
+"""

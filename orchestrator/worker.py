@@ -1,4 +1,5 @@
-"""The arq worker: shared clients in `ctx`, one function per job kind.
+"""The arq worker: shared clients in `ctx`, one function per job kind, each running a job body
+of orchestrator.jobs.
 
 Jobs take ids; their state is in PostgreSQL. A job that finds its backing model service down
 raises `Retry` with a growing delay instead of failing the user's request. Jobs a killed worker
@@ -28,6 +29,7 @@ from doppel.platform.storage import LocalStorage
 from doppel.settings import Settings
 from doppel.triton import TritonClient
 from orchestrator import recovery
+from orchestrator.jobs import replica, transcription, video, webhook
 
 log = logging.getLogger(__name__)
 
@@ -55,18 +57,12 @@ async def _retrying(
 
 
 async def transcribe(ctx: dict[str, Any], transcription_id: str) -> str:
-    tid = uuid.UUID(transcription_id)
-
-    async def give_up(reason: str) -> None:
-        await ctx["pool"].execute(
-            """UPDATE transcriptions SET status = 'failed', error = $2, updated_at = now(),
-                      completed_at = now() WHERE id = $1""",
-            tid,
-            reason,
-        )
-
+    pool, tid = ctx["pool"], uuid.UUID(transcription_id)
     return await _retrying(
-        ctx, transcriptions.process(ctx["pool"], ctx["triton"], tid), give_up, "failed"
+        ctx,
+        transcription.process(pool, ctx["triton"], tid),
+        lambda reason: transcriptions.fail(pool, tid, reason),
+        "failed",
     )
 
 
@@ -74,7 +70,7 @@ async def train_replica(ctx: dict[str, Any], replica_id: str) -> str:
     pool, notify = ctx["pool"], ctx.get("notify")
     return await _retrying(
         ctx,
-        replicas.train(pool, ctx["triton"], ctx["settings"], replica_id, notify),
+        replica.train(pool, ctx["triton"], ctx["settings"], replica_id, notify),
         lambda reason: replicas.fail(pool, replica_id, reason, notify),
         "error",
     )
@@ -84,7 +80,7 @@ async def render_video(ctx: dict[str, Any], video_id: str) -> str:
     pool, notify = ctx["pool"], ctx.get("notify")
     return await _retrying(
         ctx,
-        videos.render(pool, ctx["triton"], ctx["storage"], video_id, notify),
+        video.render(pool, ctx["triton"], ctx["storage"], video_id, notify),
         lambda reason: videos.fail(pool, video_id, reason, notify),
         "error",
     )
@@ -94,7 +90,7 @@ async def deliver_webhook(ctx: dict[str, Any], delivery_id: str) -> str:
     """One attempt at a webhook delivery; a failed one is retried after the settings' backoff
     (the attempts are counted in PostgreSQL, not by arq).
     """
-    outcome = await webhooks.deliver(ctx["pool"], ctx["settings"], uuid.UUID(delivery_id))
+    outcome = await webhook.deliver(ctx["pool"], ctx["settings"], uuid.UUID(delivery_id))
     if outcome.retry_in is not None:
         raise Retry(defer=outcome.retry_in)
     return outcome.status

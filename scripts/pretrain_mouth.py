@@ -34,8 +34,9 @@ DAMAGED = {"sgib8n"}
 
 
 def s1_subset(n: int, seed: int) -> list[Path]:
-    files = sorted(p for p in (SHARED / "talking" / "grid_s1" / "video").glob("*.mp4")
-                   if p.stem not in DAMAGED)
+    files = sorted(
+        p for p in (SHARED / "talking" / "grid_s1" / "video").glob("*.mp4") if p.stem not in DAMAGED
+    )
     order = np.random.default_rng(seed).permutation(len(files))
     return [files[i] for i in sorted(order[:n])]
 
@@ -63,8 +64,10 @@ def load_clips(paths: list[Path], tag: str) -> list[mouth.Clip]:
         with np.load(cached) as d:
             clips.append(mouth.Clip(d["features"].astype(np.float32), d["points"]))
         if (i + 1) % 25 == 0:
-            print(f"{tag}: {i + 1}/{len(paths)} clips, {time.perf_counter() - start:.0f} s",
-                  flush=True)
+            print(
+                f"{tag}: {i + 1}/{len(paths)} clips, {time.perf_counter() - start:.0f} s",
+                flush=True,
+            )
     if tracker is not None:
         tracker.close()
     return clips
@@ -76,8 +79,11 @@ def centred_per_person(groups: list[list[mouth.Clip]]) -> list[mouth.Clip]:
     """
     means = [mouth.person_mean(g) for g in groups]
     pooled = np.mean(means, axis=0)
-    return [mouth.Clip(c.features, c.points - m + pooled)
-            for g, m in zip(groups, means, strict=True) for c in g]
+    return [
+        mouth.Clip(c.features, c.points - m + pooled)
+        for g, m in zip(groups, means, strict=True)
+        for c in g
+    ]
 
 
 def main() -> None:
@@ -86,8 +92,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--lead", type=int, default=2,
-                    help="frames the output is moved earlier at inference (see LEAD)")
+    ap.add_argument(
+        "--lead",
+        type=int,
+        default=2,
+        help="frames the output is moved earlier at inference (see LEAD)",
+    )
     ap.add_argument("--extract-only", action="store_true")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
@@ -106,8 +116,7 @@ def main() -> None:
     clips = centred_per_person([s1] + [[c] for c in multi])
     model = mouth.new_model(clips, mouth.NetConfig(), seed=args.seed)
     t1 = time.perf_counter()
-    mouth.train(model, clips, steps=args.steps, lr=args.lr, batch=32, seed=args.seed,
-                log_every=100)
+    mouth.train(model, clips, steps=args.steps, lr=args.lr, batch=32, seed=args.seed, log_every=100)
     train_s = time.perf_counter() - t1
     # Trained on GRID's own timing, the net trails other speakers' lips by 2 frames (+80 ms
     # on every Obama clip, benchmarks/results/mouth.md): GRID s1's transcode seems to carry an
@@ -116,13 +125,25 @@ def main() -> None:
     model.lead = args.lead
     args.out.parent.mkdir(parents=True, exist_ok=True)
     frames = sum(len(c.features) for c in clips)
-    model.save(args.out, meta={
-        "s1_clips": len(s1), "grid_clips": len(multi), "frames": frames, "steps": args.steps,
-        "lr": args.lr, "seed": args.seed, "lead": args.lead, "train_s": round(train_s),
-        "extract_s": round(extract_s),
-    })
-    print(f"saved {args.out} ({args.out.stat().st_size / 1e6:.2f} MB): {frames} frames, "
-          f"training {train_s:.0f} s", flush=True)
+    model.save(
+        args.out,
+        meta={
+            "s1_clips": len(s1),
+            "grid_clips": len(multi),
+            "frames": frames,
+            "steps": args.steps,
+            "lr": args.lr,
+            "seed": args.seed,
+            "lead": args.lead,
+            "train_s": round(train_s),
+            "extract_s": round(extract_s),
+        },
+    )
+    print(
+        f"saved {args.out} ({args.out.stat().st_size / 1e6:.2f} MB): {frames} frames, "
+        f"training {train_s:.0f} s",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from doppel.domain import personas, replicas
+from doppel.domain import json_patch, personas, replicas
 from doppel.errors import InvalidRequest
 from tests.conftest import Caller, new_caller
 
@@ -57,7 +57,7 @@ async def _replica(pool: Any, caller: Caller) -> str:
 
 def test_json_patch_applies_all_or_nothing() -> None:
     doc = {"context": "a", "layers": {"llm": {"tools": [1, 2]}}}
-    out = personas.apply_patch(
+    out = json_patch.apply(
         doc,
         [
             {"op": "test", "path": "/context", "value": "a"},
@@ -67,6 +67,7 @@ def test_json_patch_applies_all_or_nothing() -> None:
             {"op": "remove", "path": "/layers/llm/tools/1"},
             {"op": "add", "path": "/layers/llm/model", "value": "m"},
         ],
+        personas.EDITABLE,
     )
     assert out == {"context": "b", "layers": {"llm": {"tools": [0, 2, 3], "model": "m"}}}
     assert doc == {"context": "a", "layers": {"llm": {"tools": [1, 2]}}}  # untouched
@@ -82,7 +83,7 @@ def test_json_patch_applies_all_or_nothing() -> None:
         ([], "a list of operations"),
     ]:
         with pytest.raises(InvalidRequest, match=words):
-            personas.apply_patch(doc, ops)
+            json_patch.apply(doc, ops, personas.EDITABLE)
 
 
 def test_tools_are_openai_function_definitions() -> None:

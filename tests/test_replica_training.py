@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from doppel.domain.replicas import percent_of
 from doppel.errors import InvalidVoiceSample, Stopped
 from doppel.face import prepare, regions, renderer
 from doppel.platform.progress import Progress
 from doppel.replica import training, voice_child
 from doppel.replica.concurrent import Concurrent
 from doppel.settings import Settings, default_cache_dir
+from orchestrator.jobs.replica import percent_of
 
 
 def _spin(stop: threading.Event, ended: list[str], name: str) -> None:

@@ -22,13 +22,15 @@ from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from benchmarks.quality import video_metrics as vm
-from doppel.domain import replicas, videos, webhooks
+from doppel.domain import replicas, webhooks
 from doppel.face import video
 from doppel.platform import queue
 from doppel.platform.storage import LocalStorage
 from doppel.replica import layout
 from doppel.settings import REPO_ROOT, Settings
 from doppel.triton import TritonClient
+from orchestrator.jobs import replica as replica_job
+from orchestrator.jobs import video as video_job
 from orchestrator.worker import build_worker
 from tests.conftest import Caller, Receiver, new_caller, shared_file, webhook_receiver
 from tests.test_consent import consent_clip
@@ -363,9 +365,9 @@ async def test_script_video_is_ready_synced_disclosed_and_seekable(
     assert thumb.status_code == 200 and thumb.content[:3] == b"\xff\xd8\xff"
 
     # A re-run of a finished job does nothing.
-    assert await replicas.train(pool, None, settings, trained.replica_id) == "skipped"  # type: ignore[arg-type]
+    assert await replica_job.train(pool, None, settings, trained.replica_id) == "skipped"  # type: ignore[arg-type]
     storage = LocalStorage(settings.data_dir)
-    assert await videos.render(pool, None, storage, vid) == "skipped"  # type: ignore[arg-type]
+    assert await video_job.render(pool, None, storage, vid) == "skipped"  # type: ignore[arg-type]
 
     # A render a dead worker left `generating` is done again from scratch: one output, no parts.
     await pool.execute(
@@ -373,7 +375,7 @@ async def test_script_video_is_ready_synced_disclosed_and_seekable(
     )
     triton = TritonClient(settings.triton_grpc_url, timeout_s=300)
     try:
-        assert await videos.render(pool, triton, storage, vid) == "ready"
+        assert await video_job.render(pool, triton, storage, vid) == "ready"
     finally:
         await triton.close()
     gc.collect()

@@ -27,6 +27,7 @@ from doppel.domain import replicas, videos, webhooks
 from doppel.platform import feeds, queue
 from doppel.settings import Settings
 from orchestrator import recovery
+from orchestrator.jobs import video as video_job
 from tests.conftest import Caller, new_caller, shared_file
 
 
@@ -66,7 +67,7 @@ async def ready_video(pool: Any, settings: Settings, caller: Caller, name: str) 
     vid = videos.new_id()
     mp4 = settings.data_dir / str(caller.tenant.id) / "videos" / f"{vid}.mp4"
     await asyncio.to_thread(make_mp4, mp4)
-    await asyncio.to_thread(videos.thumbnail, mp4, mp4.with_suffix(".jpg"), 1.5)
+    await asyncio.to_thread(video_job.thumbnail, mp4, mp4.with_suffix(".jpg"), 1.5)
     await pool.execute(
         """INSERT INTO videos (video_id, tenant_id, replica_id, video_name, script, status,
                                progress, video_path, thumbnail_path, duration_s)

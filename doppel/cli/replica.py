@@ -129,6 +129,7 @@ async def create(args: argparse.Namespace) -> int:
     """
     from doppel.domain import replicas, tenants
     from doppel.errors import DoppelError
+    from doppel.face import video
     from doppel.platform import db, queue
     from doppel.platform.storage import LocalStorage
 
@@ -150,6 +151,7 @@ async def create(args: argparse.Namespace) -> int:
                 replicas.clean_name(args.name, ""),
                 [(p, replicas.stored_suffix(p.name)) for p in args.videos],
                 replica_type="system",
+                probe=video.probe,
             )
         except DoppelError as exc:
             print(f"error: {exc.message}", file=sys.stderr)

@@ -27,7 +27,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import asyncpg
 import msgspec
@@ -35,11 +34,9 @@ from arq.connections import ArqRedis
 
 from doppel.domain import replicas, templates, videos
 from doppel.domain.batch_rows import PlannedRow, batch_key, plan
+from doppel.domain.notify import Notify
 from doppel.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
 from doppel.platform import db
-
-if TYPE_CHECKING:
-    from doppel.domain.webhooks import Notifier
 
 MAX_NAME = 200
 #: Seconds a submission waits for another one on the same template before a 409.
@@ -151,7 +148,7 @@ async def create(
     batch_name: str | None = None,
     callback_url: str | None = None,
     disclosure_mark: bool = True,
-    notify: Notifier | None = None,
+    notify: Notify | None = None,
 ) -> str:
     """Record the batch and queue a video for each good row; returns the batch id (the
     earlier one for a repeated submission). Rows left `pending` by an earlier outage are made
@@ -223,7 +220,7 @@ async def _make_videos(
     template: templates.TemplateRow,
     batch: asyncpg.Record,
     planned: Sequence[PlannedRow],
-    notify: Notifier | None,
+    notify: Notify | None,
 ) -> None:
     """Give each pending row a video: a live one its key already has, else a new one. Each row
     is linked as soon as its video exists, so an outage part-way loses nothing.

@@ -22,12 +22,12 @@ import json
 import re
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
 
-from doppel.domain import replicas
+from doppel.domain import json_patch, replicas
 from doppel.errors import InvalidRequest, NotFound
 from doppel.platform import db
 
@@ -291,98 +291,6 @@ async def check_document(
     return Checked(name or fallback_name, prompt, context, mode, replica_id, layers, key)
 
 
-# --- JSON Patch (RFC 6902) -----------------------------------------------------------------------
-
-
-def _pointer(path: object, i: int) -> list[str]:
-    if not isinstance(path, str) or not path.startswith("/"):
-        raise InvalidRequest(
-            f"Patch operation {i}: `path` must be a JSON Pointer such as /context."
-        )
-    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
-
-
-def _parent(doc: Any, parts: Sequence[str], i: int) -> Any:
-    node = doc
-    for part in parts[:-1]:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            raise InvalidRequest(
-                f"Patch operation {i}: /{'/'.join(parts)} does not exist in the persona."
-            )
-    return node
-
-
-def apply_patch(doc: dict[str, Any], ops: object) -> dict[str, Any]:
-    """`doc` after the JSON Patch operations `ops` (add, remove, replace, test), all or
-    nothing: the first that cannot apply is named and the document is left as it was.
-    """
-    if not isinstance(ops, list) or not ops:
-        raise InvalidRequest(
-            'Send a JSON Patch: a list of operations such as [{"op": "replace", '
-            '"path": "/context", "value": "..."}].'
-        )
-    out = copy.deepcopy(doc)
-    for i, op in enumerate(ops):
-        if not isinstance(op, dict):
-            raise InvalidRequest(f"Patch operation {i} must be an object with `op` and `path`.")
-        kind = op.get("op")
-        parts = _pointer(op.get("path"), i)
-        if parts[0] not in EDITABLE:
-            raise InvalidRequest(
-                f"Patch operation {i}: /{parts[0]} cannot be changed; the editable fields are "
-                f"{list(EDITABLE)}."
-            )
-        if kind in ("add", "replace", "test") and "value" not in op:
-            raise InvalidRequest(f"Patch operation {i} ({kind}) has no `value`.")
-        parent, last = _parent(out, parts, i), parts[-1]
-        if kind == "test":
-            current = _child(parent, last, i, parts)
-            if current != op["value"]:
-                raise InvalidRequest(f"Patch operation {i}: test failed at {op['path']}.")
-        elif kind == "remove":
-            _child(parent, last, i, parts)
-            if isinstance(parent, list):
-                parent.pop(int(last))
-            else:
-                del parent[last]
-        elif kind == "replace":
-            _child(parent, last, i, parts)
-            parent[int(last) if isinstance(parent, list) else last] = op["value"]
-        elif kind == "add":
-            if isinstance(parent, list):
-                at = len(parent) if last == "-" else _index(parent, last, i, parts, insert=True)
-                parent.insert(at, op["value"])
-            elif isinstance(parent, dict):
-                parent[last] = op["value"]
-            else:
-                raise InvalidRequest(f"Patch operation {i}: {op['path']} is inside a value.")
-        else:
-            raise InvalidRequest(
-                f"Patch operation {i}: `op` {kind!r} is not supported; use add, remove, "
-                "replace or test."
-            )
-    return out
-
-
-def _index(parent: list[Any], last: str, i: int, parts: Sequence[str], insert: bool) -> int:
-    limit = len(parent) + (1 if insert else 0)
-    if not last.isdigit() or int(last) >= limit:
-        raise InvalidRequest(f"Patch operation {i}: /{'/'.join(parts)} is out of range.")
-    return int(last)
-
-
-def _child(parent: Any, last: str, i: int, parts: Sequence[str]) -> Any:
-    if isinstance(parent, list):
-        return parent[_index(parent, last, i, parts, insert=False)]
-    if isinstance(parent, dict) and last in parent:
-        return parent[last]
-    raise InvalidRequest(f"Patch operation {i}: /{'/'.join(parts)} does not exist in the persona.")
-
-
 # --- storage -------------------------------------------------------------------------------------
 
 
@@ -448,7 +356,7 @@ async def patch(
         if row is None:
             raise NotFound(f"No persona {persona_id} exists for this API key.")
         current = _from_row(row)
-        doc = apply_patch(current.document(with_key=True), ops)
+        doc = json_patch.apply(current.document(with_key=True), ops, EDITABLE)
         c = await check_document(pool, tenant_id, doc, check_url, current.persona_name)
         updated = await conn.fetchrow(
             """UPDATE personas SET persona_name = $2, system_prompt = $3, context = $4,

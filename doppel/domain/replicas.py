@@ -1,11 +1,11 @@
-"""Replicas: a person's trained face and voice, made by the `train_replica` job.
+"""Replicas: a person's trained face and voice, made by the `train_replica` job
+(orchestrator.jobs.replica).
 
 The row in `replicas` is the job's state. The API (or the operator CLI) stores the training
-video(s) under the replica's id, inserts the row `started` and enqueues the job; the worker
-first checks a `user` replica's spoken consent (doppel.replica.consent: Whisper must hear the person
-consent, with their name, in the consent video or else the training video), then trains through
-Triton, writes `training_progress` ("37/100") as it goes and ends the row
-`completed` or `error` with a message for the person.
+video(s) under the replica's id, inserts the row `started` and enqueues the job; the job first
+checks a `user` replica's spoken consent (its transcript is recorded here), then trains, writes
+`training_progress` ("37/100") as it goes and ends the row `completed` or `error` with a message
+for the person.
 
 Layout of a replica's folder (`<data>/<tenant>/replicas/<replica_id>/`): `sources/0.mp4, ...`
 (the uploads, renamed), `sources/consent.mp4` (a separate consent video, when sent) and
@@ -23,22 +23,17 @@ import secrets
 import shutil
 import subprocess
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import asyncpg
 from arq.connections import ArqRedis
 
-from doppel.errors import InvalidRequest, NotFound, ServiceUnavailable
+from doppel.domain import sharing
+from doppel.domain.notify import Notify
+from doppel.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
 from doppel.platform import db, queue
-from doppel.platform.progress import Progress, ProgressWriter
 from doppel.platform.storage import LocalStorage
-from doppel.settings import Settings
-from doppel.triton import TritonClient
-
-if TYPE_CHECKING:
-    from doppel.domain.webhooks import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +41,6 @@ log = logging.getLogger(__name__)
 #: (ffmpeg reads by content, the name is only a hint).
 VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi"}
 MAX_NAME = 200
-#: Seconds between progress writes while training (the callback runs in training threads).
-FLUSH_EVERY_S = 1.0
 #: The replica's picture in its folder, from the first upload (see `write_thumbnail`).
 THUMBNAIL = "thumbnail.jpg"
 #: Widest thumbnail, in pixels: a card in a web app, not a poster.
@@ -81,7 +74,7 @@ class ReplicaRow:
         return self.folder / THUMBNAIL
 
 
-def _from_row(row: asyncpg.Record) -> ReplicaRow:
+def from_row(row: asyncpg.Record) -> ReplicaRow:
     return ReplicaRow(
         replica_id=row["replica_id"],
         tenant_id=row["tenant_id"],
@@ -126,13 +119,15 @@ async def create(
     *,
     replica_type: str = "user",
     callback_url: str | None = None,
-    notify: Notifier | None = None,
+    notify: Notify | None = None,
     consent: tuple[bytes | Path, str] | None = None,
+    probe: Callable[[Path], object],
 ) -> ReplicaRow:
     """Store `uploads` ((bytes or a file to copy, suffix) each) and the optional `consent`
-    video under a new id, check each is a readable video (`InvalidMedia` otherwise, nothing
-    kept), record the replica `started` and enqueue its training. A queue that cannot be
-    reached undoes everything (`ServiceUnavailable`).
+    video under a new id, check each stored file with `probe` (the engine's reader, e.g.
+    `doppel.face.video.probe`: `InvalidMedia` when it is no readable video, nothing kept),
+    record the replica `started` and enqueue its training. A queue that cannot be reached undoes
+    everything (`ServiceUnavailable`).
     """
     rid = new_id()
     folder = storage.path_for(tenant_id, "replicas", rid)
@@ -140,11 +135,13 @@ async def create(
     consent_path: Path | None = None
     try:
         for i, (data, suffix) in enumerate(uploads):
-            paths.append(await _store_video(storage, tenant_id, f"{rid}/sources/{i}{suffix}", data))
+            paths.append(
+                await _store_video(storage, tenant_id, f"{rid}/sources/{i}{suffix}", data, probe)
+            )
         if consent is not None:
             data, suffix = consent
             key = f"{rid}/sources/consent{suffix}"
-            consent_path = await _store_video(storage, tenant_id, key, data)
+            consent_path = await _store_video(storage, tenant_id, key, data, probe)
         if paths:
             await asyncio.to_thread(write_thumbnail, paths[0], folder / THUMBNAIL)
         row = await pool.fetchrow(
@@ -171,20 +168,22 @@ async def create(
         raise ServiceUnavailable("The job queue is unavailable; try again shortly.") from exc
     if notify is not None:  # webhook: started
         await notify.changed(pool, "replica", rid)
-    return _from_row(row)
+    return from_row(row)
 
 
 async def _store_video(
-    storage: LocalStorage, tenant_id: uuid.UUID, key: str, data: bytes | Path
+    storage: LocalStorage,
+    tenant_id: uuid.UUID,
+    key: str,
+    data: bytes | Path,
+    probe: Callable[[Path], object],
 ) -> Path:
-    """Store one video under `key` and check ffprobe reads it as a video (`InvalidMedia`)."""
-    from doppel.face import video
-
+    """Store one video under `key` and check `probe` reads it as a video (`InvalidMedia`)."""
     if isinstance(data, Path):
         path = await asyncio.to_thread(storage.put_file, tenant_id, "replicas", key, data)
     else:
         path = await asyncio.to_thread(storage.put, tenant_id, "replicas", key, data)
-    await asyncio.to_thread(video.probe, path)
+    await asyncio.to_thread(probe, path)
     return path
 
 
@@ -231,7 +230,7 @@ async def get(pool: asyncpg.Pool, tenant_id: uuid.UUID, replica_id: str) -> Repl
     )
     if row is None:
         raise NotFound(f"No replica {replica_id} exists for this API key.")
-    return _from_row(row)
+    return from_row(row)
 
 
 async def list_page(
@@ -246,7 +245,7 @@ async def list_page(
         page,
         limit,
     )
-    return [_from_row(r) for r in rows], total
+    return [from_row(r) for r in rows], total
 
 
 async def delete(pool: asyncpg.Pool, tenant_id: uuid.UUID, replica_id: str, hard: bool) -> None:
@@ -260,28 +259,27 @@ async def delete(pool: asyncpg.Pool, tenant_id: uuid.UUID, replica_id: str, hard
         await asyncio.to_thread(shutil.rmtree, item.folder, True)
 
 
-# --- the worker's half -------------------------------------------------------------------------
+async def shared(pool: asyncpg.Pool, replica_id: str, token: str) -> ReplicaRow:
+    """The replica `token` opens; `NotFound` for a wrong token, an unknown or deleted replica."""
+    row = await pool.fetchrow(
+        "SELECT * FROM replicas WHERE replica_id = $1 AND deleted_at IS NULL", replica_id
+    )
+    if row is None or not sharing.matches(row["share_token"], token):
+        raise NotFound(f"No replica {replica_id} is shared with this link: ask for a new link.")
+    return from_row(row)
 
-#: Training's stages reached (doppel.replica.training) and the percent each means:
-#: prepare 0-15, mouth 15-25, voice 25-35.
-_REACHED = {"join": 1, "features": 16, "mouth": 25, "voice": 35, "crop": 35, "ready": 99}
-#: The "prepare" stage's steps done (face checks, normalised, speech found, tracked).
-_PREPARED = (0, 5, 8, 11, 15)
+
+async def model_folder_of(pool: asyncpg.Pool, replica_id: str) -> Path:
+    """The trained replica a video job renders (`Conflict` when it is no longer completed)."""
+    row = await pool.fetchrow(
+        "SELECT folder, status FROM replicas WHERE replica_id = $1", replica_id
+    )
+    if row is None or row["status"] != "completed":
+        raise Conflict(f"Replica {replica_id} is not a completed replica any more.")
+    return Path(row["folder"]) / "model"
 
 
-def percent_of(p: Progress) -> int | None:
-    """Training's progress on a 0-100 scale (None: a stage that says nothing new).
-
-    Renderer steps take most of the time: 40-95; its input preparation 35-40; the bank and the
-    ONNX exports after the last step fill 95-100.
-    """
-    if p.stage == "renderer":
-        return 40 + 55 * p.done // max(1, p.total)
-    if p.stage == "renderer inputs":
-        return 35 + 5 * p.done // max(1, p.total)
-    if p.stage == "prepare":
-        return _PREPARED[p.done] if 0 < p.done < len(_PREPARED) else None
-    return _REACHED.get(p.stage)
+# --- the training job's steps (orchestrator.jobs.replica) ---------------------------------------
 
 
 async def claim(pool: asyncpg.Pool, replica_id: str) -> ReplicaRow | None:
@@ -293,61 +291,28 @@ async def claim(pool: asyncpg.Pool, replica_id: str) -> ReplicaRow | None:
            RETURNING *""",
         replica_id,
     )
-    return None if row is None else _from_row(row)
+    return None if row is None else from_row(row)
 
 
-async def train(
-    pool: asyncpg.Pool,
-    triton: TritonClient,
-    settings: Settings,
-    replica_id: str,
-    notify: Notifier | None = None,
-) -> str:
-    """Train a `started` replica from scratch (a run a dead worker left half done is
-    discarded); returns the final status, or "skipped". `ServiceUnavailable` propagates (the job
-    is retried later); any other failure ends the replica in `error` with its reason.
-    """
-    from doppel.replica import training
-
-    item = await claim(pool, replica_id)
-    if item is None:
-        return "skipped"
-    if item.replica_type == "user" and not await check_consent(pool, triton, item, notify):
-        return "error"
-    out = item.model_folder
-    await asyncio.to_thread(shutil.rmtree, out, True)
-    progress = ProgressWriter(
-        lambda percent: pool.execute(
-            """UPDATE replicas SET training_progress = $2, updated_at = now()
-               WHERE replica_id = $1 AND status = 'started'""",
-            replica_id,
-            f"{percent}/100",
-        ),
-        every_s=FLUSH_EVERY_S,
+async def record_consent(pool: asyncpg.Pool, replica_id: str, transcript: str) -> None:
+    """Keep what was heard in the consent check, whether or not it was consent."""
+    await pool.execute(
+        "UPDATE replicas SET consent_transcript = $2, updated_at = now() WHERE replica_id = $1",
+        replica_id,
+        transcript,
     )
 
-    def on_progress(p: Progress) -> None:  # called from training threads too
-        percent = percent_of(p)
-        if percent is not None:
-            progress.raise_to(min(percent, 99))
 
-    async with progress:
-        try:
-            await training.train(
-                item.train_paths,
-                out,
-                encode=triton.encode_audio,
-                vad=triton.vad,
-                options=training.TrainOptions.from_settings(settings),
-                progress=on_progress,
-            )
-        except ServiceUnavailable:
-            raise
-        except Exception as exc:
-            reason = getattr(exc, "message", None) or f"Training failed: {exc}"
-            log.warning("replica %s failed: %s", replica_id, reason, exc_info=True)
-            await fail(pool, replica_id, reason, notify)
-            return "error"
+async def set_progress(pool: asyncpg.Pool, replica_id: str, percent: int) -> None:
+    await pool.execute(
+        """UPDATE replicas SET training_progress = $2, updated_at = now()
+           WHERE replica_id = $1 AND status = 'started'""",
+        replica_id,
+        f"{percent}/100",
+    )
+
+
+async def finish(pool: asyncpg.Pool, replica_id: str, notify: Notify | None = None) -> None:
     await pool.execute(
         """UPDATE replicas SET status = 'completed', training_progress = '100/100',
                   error_message = NULL, updated_at = now()
@@ -356,40 +321,10 @@ async def train(
     )
     if notify is not None:  # webhook: completed
         await notify.changed(pool, "replica", replica_id)
-    return "completed"
-
-
-async def check_consent(
-    pool: asyncpg.Pool, triton: TritonClient, item: ReplicaRow, notify: Notifier | None = None
-) -> bool:
-    """Listen for the person's consent (the consent video, else the first training video) and
-    record what was heard; a replica without it ends `error` quoting the transcript (False).
-    `ServiceUnavailable` propagates: the job is retried.
-    """
-    from doppel.replica import consent
-
-    source = item.consent_path or item.train_paths[0]
-    try:
-        ok, transcript, message = await consent.verify(triton, source, item.replica_name)
-    except ServiceUnavailable:
-        raise
-    except Exception as exc:  # no audio track, unreadable, a model error: say why
-        reason = getattr(exc, "message", None) or str(exc)
-        message = consent.failure_message("", item.replica_name, reason)
-        ok, transcript = False, ""
-    await pool.execute(
-        "UPDATE replicas SET consent_transcript = $2, updated_at = now() WHERE replica_id = $1",
-        item.replica_id,
-        transcript,
-    )
-    if not ok:
-        log.info("replica %s: %s", item.replica_id, message)
-        await fail(pool, item.replica_id, message, notify)
-    return ok
 
 
 async def fail(
-    pool: asyncpg.Pool, replica_id: str, reason: str, notify: Notifier | None = None
+    pool: asyncpg.Pool, replica_id: str, reason: str, notify: Notify | None = None
 ) -> None:
     await pool.execute(
         """UPDATE replicas SET status = 'error', error_message = $2, updated_at = now()

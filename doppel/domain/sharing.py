@@ -6,6 +6,9 @@ people who have no key at all. So each video and replica row carries a random `s
 an unlisted video's link. A token is checked in constant time and stops working the moment the
 video or replica is deleted; a wrong token answers exactly like an unknown id, so a link can
 not be used to learn which ids exist.
+
+A leaf: the records (doppel.domain.replicas, .videos) check tokens with `matches` and the public
+views (doppel.domain.views) build links with it; it imports none of them.
 """
 
 from __future__ import annotations
@@ -13,16 +16,12 @@ from __future__ import annotations
 import hmac
 from urllib.parse import quote
 
-import asyncpg
-
-from doppel.domain import replicas, videos
-from doppel.errors import NotFound
-
 #: Query parameter that carries the token in every share link.
 TOKEN_PARAM = "t"
 
 
-def _matches(expected: str, given: str) -> bool:
+def matches(expected: str, given: str) -> bool:
+    """True when `given` is the row's token `expected` (a row without one opens nothing)."""
     # Constant time: the comparison's duration says nothing about how much of a guess is right.
     return bool(expected) and hmac.compare_digest(expected.encode(), given.encode())
 
@@ -45,23 +44,3 @@ def video_links(base_url: str, video_id: str, token: str, ready: bool) -> dict[s
 def replica_thumbnail_url(base_url: str, replica_id: str, token: str) -> str:
     t = f"?{TOKEN_PARAM}={quote(token, safe='')}"
     return f"{base_url.rstrip('/')}/v2/replicas/{replica_id}/thumbnail.jpg{t}"
-
-
-async def shared_video(pool: asyncpg.Pool, video_id: str, token: str) -> videos.VideoRow:
-    """The video `token` opens; `NotFound` for a wrong token, an unknown or a deleted video."""
-    row = await pool.fetchrow(
-        "SELECT * FROM videos WHERE video_id = $1 AND status <> 'deleted'", video_id
-    )
-    if row is None or not _matches(row["share_token"], token):
-        raise NotFound(f"No video {video_id} is shared with this link: ask for a new link.")
-    return videos._from_row(row)
-
-
-async def shared_replica(pool: asyncpg.Pool, replica_id: str, token: str) -> replicas.ReplicaRow:
-    """The replica `token` opens; `NotFound` for a wrong token, an unknown or deleted replica."""
-    row = await pool.fetchrow(
-        "SELECT * FROM replicas WHERE replica_id = $1 AND deleted_at IS NULL", replica_id
-    )
-    if row is None or not _matches(row["share_token"], token):
-        raise NotFound(f"No replica {replica_id} is shared with this link: ask for a new link.")
-    return replicas._from_row(row)

@@ -1,11 +1,12 @@
-"""Transcriptions: speech-to-text requests, answered at once or queued for the worker."""
+"""Transcriptions: speech-to-text requests, answered at once (the API transcribes, this records
+the result) or queued for the `transcribe` job (orchestrator.jobs.transcription).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
 import json
-import logging
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,13 +14,9 @@ from typing import Any
 import asyncpg
 from arq.connections import ArqRedis
 
-from doppel.audio import media
-from doppel.errors import InvalidMedia, NotFound, ServiceUnavailable
+from doppel.errors import NotFound, ServiceUnavailable
 from doppel.platform import queue
 from doppel.platform.storage import LocalStorage
-from doppel.triton import TritonClient
-
-log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,25 +49,14 @@ def _from_row(row: asyncpg.Record) -> Transcription:
     )
 
 
-async def decode_upload(data: bytes) -> media.Audio:
-    """Decode an uploaded file and check it is worth transcribing (raises `InvalidMedia`)."""
-    if not data:
-        raise InvalidMedia("The uploaded file is empty.")
-    audio = await media.decode_audio(data)
-    media.require_speech_candidate(audio)
-    return audio
-
-
-async def transcribe_now(
+async def record_completed(
     pool: asyncpg.Pool,
-    triton: TritonClient,
     tenant_id: uuid.UUID,
     filename: str | None,
-    audio: media.Audio,
-    language: str | None = None,
+    duration_s: float,
+    doc: dict[str, Any],
 ) -> Transcription:
-    """Transcribe while the caller waits; the result is recorded like a queued one."""
-    doc = await triton.transcribe(audio, language=language)
+    """Record a transcription made while the caller waited, like a queued one once done."""
     row = await pool.fetchrow(
         """INSERT INTO transcriptions
                (id, tenant_id, status, filename, duration_s, language, result, completed_at)
@@ -79,7 +65,7 @@ async def transcribe_now(
         uuid.uuid4(),
         tenant_id,
         filename,
-        audio.duration_s,
+        duration_s,
         doc.get("language"),
         json.dumps(doc),
     )
@@ -93,10 +79,11 @@ async def enqueue(
     tenant_id: uuid.UUID,
     filename: str | None,
     data: bytes,
-    audio: media.Audio,
+    duration_s: float,
     language: str | None = None,
 ) -> Transcription:
-    """Store the upload, record a queued transcription and hand it to the worker.
+    """Store the upload (`duration_s` long, as decoded), record a queued transcription and hand
+    it to the worker.
 
     If the queue cannot be reached, the row and the file are removed again and the caller gets
     `ServiceUnavailable`: nothing is left half done.
@@ -113,7 +100,7 @@ async def enqueue(
             tenant_id,
             filename,
             str(path),
-            audio.duration_s,
+            duration_s,
             language,
         )
     except BaseException:
@@ -153,42 +140,38 @@ async def claim(pool: asyncpg.Pool, transcription_id: uuid.UUID) -> Transcriptio
     return None if row is None else _from_row(row)
 
 
-async def process(pool: asyncpg.Pool, triton: TritonClient, transcription_id: uuid.UUID) -> str:
-    """The worker's half: transcribe a claimed row and record the outcome; returns the status.
+async def audio_path(pool: asyncpg.Pool, transcription_id: uuid.UUID) -> Path:
+    """Where a queued transcription's upload is stored."""
+    path = await pool.fetchval(
+        "SELECT audio_path FROM transcriptions WHERE id = $1", transcription_id
+    )
+    return Path(path)
 
-    `ServiceUnavailable` propagates (the job is retried later); anything wrong with the input
-    fails the transcription with a reason.
-    """
-    item = await claim(pool, transcription_id)
-    if item is None:
-        return "skipped"
-    row = await pool.fetchrow("SELECT audio_path FROM transcriptions WHERE id = $1", item.id)
-    try:
-        audio = await media.decode_audio(Path(row["audio_path"]))
-        media.require_speech_candidate(audio)
-        doc = await triton.transcribe(audio, language=item.language)
-    except ServiceUnavailable:
-        await pool.execute(
-            "UPDATE transcriptions SET status = 'queued', updated_at = now() WHERE id = $1", item.id
-        )
-        raise
-    except Exception as exc:
-        reason = getattr(exc, "message", None) or f"Transcription failed: {exc}"
-        log.warning("transcription %s failed: %s", item.id, reason)
-        await pool.execute(
-            """UPDATE transcriptions SET status = 'failed', error = $2, updated_at = now(),
-                      completed_at = now() WHERE id = $1""",
-            item.id,
-            reason,
-        )
-        return "failed"
+
+async def requeue(pool: asyncpg.Pool, transcription_id: uuid.UUID) -> None:
+    """Back to `queued`: the model service is down and the job is retried."""
+    await pool.execute(
+        "UPDATE transcriptions SET status = 'queued', updated_at = now() WHERE id = $1",
+        transcription_id,
+    )
+
+
+async def finish(pool: asyncpg.Pool, transcription_id: uuid.UUID, doc: dict[str, Any]) -> None:
     await pool.execute(
         """UPDATE transcriptions
            SET status = 'completed', result = $2, language = $3, updated_at = now(),
                completed_at = now()
            WHERE id = $1""",
-        item.id,
+        transcription_id,
         json.dumps(doc),
         doc.get("language"),
     )
-    return "completed"
+
+
+async def fail(pool: asyncpg.Pool, transcription_id: uuid.UUID, reason: str) -> None:
+    await pool.execute(
+        """UPDATE transcriptions SET status = 'failed', error = $2, updated_at = now(),
+                  completed_at = now() WHERE id = $1""",
+        transcription_id,
+        reason,
+    )

@@ -1,12 +1,10 @@
-"""Videos: a completed replica speaking a script or a recording, made by the `render_video` job.
+"""Videos: a completed replica speaking a script or a recording, made by the `render_video` job
+(orchestrator.jobs.video).
 
 The row in `videos` is the job's state: `queued` -> `generating` (with `progress` 0-100) ->
-`ready` or `error`. A video has a script or an audio input, never both. The job speaks a script
-in the replica's cloned voice through Triton's `voice` model (an audio input, stored at
-`<data>/<tenant>/videos/<video_id>.input<suffix>` when the video is created, is used as it is),
-renders the replica on that speech (doppel.render.video, Triton's models) and stores
-`<data>/<tenant>/videos/<video_id>.mp4` and `<video_id>.jpg` (a middle frame). Outputs are
-written under temporary names and renamed, so a re-run after a dead worker starts clean.
+`ready` or `error`. A video has a script or an audio input, never both; an audio input is
+stored at `<data>/<tenant>/videos/<video_id>.input<suffix>` when the video is created. The job
+stores `<data>/<tenant>/videos/<video_id>.mp4` and `<video_id>.jpg` (a middle frame).
 """
 
 from __future__ import annotations
@@ -17,24 +15,17 @@ import datetime as dt
 import json
 import logging
 import secrets
-import subprocess
-import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import asyncpg
 from arq.connections import ArqRedis
 
-from doppel.domain import replicas
+from doppel.domain import replicas, sharing
+from doppel.domain.notify import Notify
 from doppel.errors import Conflict, InvalidMedia, InvalidRequest, NotFound, ServiceUnavailable
 from doppel.platform import db, queue
-from doppel.platform.progress import Progress, ProgressWriter
 from doppel.platform.storage import LocalStorage
-from doppel.triton import TritonClient
-
-if TYPE_CHECKING:
-    from doppel.domain.webhooks import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +64,7 @@ class VideoRow:
     share_token: str = ""
 
 
-def _from_row(row: asyncpg.Record) -> VideoRow:
+def from_row(row: asyncpg.Record) -> VideoRow:
     return VideoRow(
         video_id=row["video_id"],
         tenant_id=row["tenant_id"],
@@ -117,11 +108,10 @@ def audio_suffix(filename: str | None) -> str:
     return suffix if suffix in AUDIO_SUFFIXES else ".audio"
 
 
-def check_audio(path: Path) -> float:
-    """The duration of an audio input, or `InvalidMedia` saying why it cannot be spoken."""
-    from doppel.audio import media
-
-    duration = media.audio_duration(path)
+def check_audio_duration(duration: float) -> float:
+    """An audio input's duration (measured by the engine, `doppel.audio.media.audio_duration`),
+    or `InvalidMedia` saying why it cannot be spoken.
+    """
     if duration <= MIN_AUDIO_S:
         raise InvalidMedia(
             f"The audio lasts {duration:.2f} s; a video needs more than {MIN_AUDIO_S} s of it."
@@ -157,15 +147,16 @@ async def create(
     video_name: str | None = None,
     disclosure_mark: bool = True,
     callback_url: str | None = None,
-    notify: Notifier | None = None,
+    notify: Notify | None = None,
     *,
     audio: Path | None = None,
     storage: LocalStorage | None = None,
 ) -> VideoRow:
     """Check the request, record the video `queued` and enqueue its rendering.
 
-    The video speaks `script`, or the recording at `audio` (a file on disk, copied into
-    `storage` under the video's id; the caller keeps or removes the original): exactly one.
+    The video speaks `script`, or the recording at `audio` (a file on disk whose duration the
+    caller has checked with `check_audio_duration`, copied into `storage` under the video's id;
+    the caller keeps or removes the original): exactly one.
     """
     if audio is not None and script is not None:
         raise InvalidRequest(
@@ -180,7 +171,6 @@ async def create(
         text: str | None = check_script(script)
     else:
         text = None
-        await asyncio.to_thread(check_audio, audio)
     name = (video_name or "").strip() or None
     if name is not None and len(name) > MAX_NAME:
         raise InvalidRequest(f"video_name is {len(name)} characters long; at most {MAX_NAME}.")
@@ -219,7 +209,7 @@ async def create(
         raise ServiceUnavailable("The job queue is unavailable; try again shortly.") from exc
     if notify is not None:  # webhook: queued
         await notify.changed(pool, "video", vid)
-    return _from_row(row)
+    return from_row(row)
 
 
 async def get(pool: asyncpg.Pool, tenant_id: uuid.UUID, video_id: str) -> VideoRow:
@@ -231,7 +221,7 @@ async def get(pool: asyncpg.Pool, tenant_id: uuid.UUID, video_id: str) -> VideoR
     )
     if row is None:
         raise NotFound(f"No video {video_id} exists for this API key.")
-    return _from_row(row)
+    return from_row(row)
 
 
 async def list_page(
@@ -246,7 +236,7 @@ async def list_page(
         page,
         limit,
     )
-    return [_from_row(r) for r in rows], total
+    return [from_row(r) for r in rows], total
 
 
 async def delete(pool: asyncpg.Pool, tenant_id: uuid.UUID, video_id: str) -> None:
@@ -261,7 +251,17 @@ async def delete(pool: asyncpg.Pool, tenant_id: uuid.UUID, video_id: str) -> Non
             path.unlink(missing_ok=True)
 
 
-# --- the worker's half -------------------------------------------------------------------------
+async def shared(pool: asyncpg.Pool, video_id: str, token: str) -> VideoRow:
+    """The video `token` opens; `NotFound` for a wrong token, an unknown or a deleted video."""
+    row = await pool.fetchrow(
+        "SELECT * FROM videos WHERE video_id = $1 AND status <> 'deleted'", video_id
+    )
+    if row is None or not sharing.matches(row["share_token"], token):
+        raise NotFound(f"No video {video_id} is shared with this link: ask for a new link.")
+    return from_row(row)
+
+
+# --- the render job's steps (orchestrator.jobs.video) -------------------------------------------
 
 
 async def claim(pool: asyncpg.Pool, video_id: str) -> VideoRow | None:
@@ -275,110 +275,38 @@ async def claim(pool: asyncpg.Pool, video_id: str) -> VideoRow | None:
            RETURNING *""",
         video_id,
     )
-    return None if row is None else _from_row(row)
+    return None if row is None else from_row(row)
 
 
-def thumbnail(mp4: Path, jpg: Path, at_s: float) -> None:
-    subprocess.run(
-        [
-            "ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-ss", f"{max(0.0, at_s):.3f}",
-            "-i", str(mp4), "-frames:v", "1", "-q:v", "3", "-f", "image2", str(jpg),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-
-
-async def render(
-    pool: asyncpg.Pool,
-    triton: TritonClient,
-    storage: LocalStorage,
-    video_id: str,
-    notify: Notifier | None = None,
-) -> str:
-    """Render a claimed video; returns the final status or "skipped". `ServiceUnavailable`
-    propagates (the row goes back to `queued`, the job is retried); any other failure ends the
-    video in `error` with its reason.
-    """
-    from doppel.audio import media
-    from doppel.render import video as engine
-    from doppel.replica.artefact import Replica
-
-    item = await claim(pool, video_id)
-    if item is None:
-        return "skipped"
-    if notify is not None:  # webhook: generating (once, even when re-claimed)
-        await notify.changed(pool, "video", video_id)
-    progress = ProgressWriter(
-        lambda percent: pool.execute(
-            """UPDATE videos SET progress = $2, updated_at = now()
-               WHERE video_id = $1 AND status = 'generating'""",
-            video_id,
-            percent,
-        )
+async def set_progress(pool: asyncpg.Pool, video_id: str, percent: int) -> None:
+    await pool.execute(
+        """UPDATE videos SET progress = $2, updated_at = now()
+           WHERE video_id = $1 AND status = 'generating'""",
+        video_id,
+        percent,
     )
 
-    def on_progress(done: Progress) -> None:
-        if done.stage == "frames":
-            progress.raise_to(5 + 90 * done.done // max(1, done.total))
 
-    mp4 = storage.path_for(item.tenant_id, "videos", f"{video_id}.mp4")
-    jpg = mp4.with_suffix(".jpg")
-    mp4.parent.mkdir(parents=True, exist_ok=True)
-    # Parts a killed worker left behind: the claim above makes this the video's only render.
-    for stale in mp4.parent.glob(f".{video_id}.*.part.*"):
-        stale.unlink(missing_ok=True)
-    part = mp4.with_name(f".{video_id}.{uuid.uuid4().hex}.part.mp4")
-    part_jpg = part.with_suffix(".jpg")
-    async with progress:
-        try:
-            rep_row = await pool.fetchrow(
-                "SELECT folder, status FROM replicas WHERE replica_id = $1", item.replica_id
-            )
-            if rep_row is None or rep_row["status"] != "completed":
-                raise Conflict(f"Replica {item.replica_id} is not a completed replica any more.")
-            rep = Replica.load(Path(rep_row["folder"]) / "model")
-            if item.audio_path is None:  # a script: spoken in the replica's cloned voice
-                result = await engine.render_script(
-                    rep,
-                    item.script or "",
-                    part,
-                    engine=triton,
-                    watermark=item.disclosure_mark,
-                    progress=on_progress,
-                )
-            else:
-                result = await engine.render(
-                    rep,
-                    await media.decode_audio(item.audio_path),
-                    part,
-                    engine=triton,
-                    soundtrack=item.audio_path,
-                    watermark=item.disclosure_mark,
-                    progress=on_progress,
-                )
-            stages = dict(result.timings)
-            clock = time.perf_counter()
-            await asyncio.to_thread(thumbnail, part, part_jpg, result.duration_s / 2)
-            stages["thumbnail_s"] = round(time.perf_counter() - clock, 3)
-            part.rename(mp4)
-            part_jpg.rename(jpg)
-        except ServiceUnavailable:
-            await pool.execute(
-                "UPDATE videos SET status = 'queued', updated_at = now() WHERE video_id = $1",
-                video_id,
-            )
-            if notify is not None:  # webhook: queued again (the job is retried)
-                await notify.changed(pool, "video", video_id)
-            raise
-        except Exception as exc:
-            reason = getattr(exc, "message", None) or f"Rendering failed: {exc}"
-            log.warning("video %s failed: %s", video_id, reason, exc_info=True)
-            await fail(pool, video_id, reason, notify)
-            return "error"
-        finally:
-            part.unlink(missing_ok=True)
-            part_jpg.unlink(missing_ok=True)
+async def requeue(pool: asyncpg.Pool, video_id: str, notify: Notify | None = None) -> None:
+    """Back to `queued`: the model services are down and the job is retried."""
+    await pool.execute(
+        "UPDATE videos SET status = 'queued', updated_at = now() WHERE video_id = $1",
+        video_id,
+    )
+    if notify is not None:  # webhook: queued again (the job is retried)
+        await notify.changed(pool, "video", video_id)
+
+
+async def finish(
+    pool: asyncpg.Pool,
+    video_id: str,
+    mp4: Path,
+    jpg: Path,
+    duration_s: float,
+    timings: dict[str, float],
+    notify: Notify | None = None,
+) -> None:
+    """`ready`, with its files, duration and the render's stage times (`timings`)."""
     await pool.execute(
         """UPDATE videos SET status = 'ready', progress = 100, error_message = NULL,
                   video_path = $2, thumbnail_path = $3, duration_s = $4, timings = $5::jsonb,
@@ -387,16 +315,15 @@ async def render(
         video_id,
         str(mp4),
         str(jpg),
-        result.duration_s,
-        json.dumps(stages),
+        duration_s,
+        json.dumps(timings),
     )
     if notify is not None:  # webhook: ready
         await notify.changed(pool, "video", video_id)
-    return "ready"
 
 
 async def fail(
-    pool: asyncpg.Pool, video_id: str, reason: str, notify: Notifier | None = None
+    pool: asyncpg.Pool, video_id: str, reason: str, notify: Notify | None = None
 ) -> None:
     await pool.execute(
         """UPDATE videos SET status = 'error', error_message = $2, updated_at = now()

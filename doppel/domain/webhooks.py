@@ -1,15 +1,16 @@
 """Signed webhooks (issue 6, item 4): every status change of a replica or video that has a
 `callback_url` is POSTed there as JSON, retried with backoff, and every delivery recorded.
 
-- A status change calls `Notifier.changed(pool, kind, object_id)`: it records a row in
-  `webhook_deliveries` (the body is frozen then: the object as `GET /v2/<kind>s/{id}` returns
-  it, plus `event`, the status reached) and enqueues the arq job `deliver_webhook(delivery_id)`
+- A status change calls `Notifier.changed(pool, kind, object_id)` (a
+  `doppel.domain.notify.Notify`): it records a row in `webhook_deliveries` (the body is frozen
+  then: the object's public view, doppel.domain.views, as `GET /v2/<kind>s/{id}` returns it,
+  plus `event`, the status reached) and enqueues the arq job `deliver_webhook(delivery_id)`
   (job id `deliver_webhook:<delivery_id>`, so enqueueing twice sends once). A status written
   twice in a row (a video re-claimed after a dead worker) makes one delivery.
-- The job (`deliver`) POSTs the body with `x-doppel-signature: t=<unix>,v1=<hex>`, the hex
-  HMAC-SHA256 of `f"{t}.{body}"` keyed with the tenant's webhook secret (`GET
-  /v2/webhook-secret`). A 2xx answer marks it delivered; anything else (connection error,
-  timeout, redirect, non-2xx) is recorded and retried after `Settings.webhook_backoff_s`
+- The job (orchestrator.jobs.webhook) POSTs the body with `x-doppel-signature:
+  t=<unix>,v1=<hex>`, the hex HMAC-SHA256 of `f"{t}.{body}"` keyed with the tenant's webhook
+  secret (`GET /v2/webhook-secret`). A 2xx answer marks it delivered; anything else (connection
+  error, timeout, redirect, non-2xx) is recorded and retried after `Settings.webhook_backoff_s`
   delays; after the last one it is given up (`next_attempt_at` NULL, `delivered_at` NULL).
 - Deliveries left pending when the queue was unreachable are enqueued again when a worker
   starts (`resend_pending`).
@@ -26,23 +27,19 @@ import hmac
 import logging
 import time
 import uuid
-from pathlib import Path
-from typing import Any, Literal
 
 import asyncpg
-import httpx
 import msgspec
 from arq.connections import ArqRedis
 
-from doppel.domain import replicas, sharing
-from doppel.errors import InvalidRequest, NotFound
-from doppel.platform import queue, urls
-from doppel.settings import Settings
+from doppel.domain import replicas, videos, views
+from doppel.domain.notify import Kind
+from doppel.errors import NotFound
+from doppel.platform import queue
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "x-doppel-signature"
-Kind = Literal["replica", "video"]
 _TABLE = {"replica": ("replicas", "replica_id"), "video": ("videos", "video_id")}
 
 
@@ -88,49 +85,6 @@ def verify_signature(
     return any(hmac.compare_digest(expected, c) for c in candidates)
 
 
-# --- bodies ------------------------------------------------------------------------------------
-
-
-def replica_payload(row: asyncpg.Record, public_url: str) -> dict[str, Any]:
-    """What `GET /v2/replicas/{id}` returns for `row`, links based at `public_url`."""
-    thumbnail_url = None
-    if (Path(row["folder"]) / replicas.THUMBNAIL).exists():
-        thumbnail_url = sharing.replica_thumbnail_url(
-            public_url, row["replica_id"], row["share_token"]
-        )
-    return {
-        "replica_id": row["replica_id"],
-        "replica_name": row["replica_name"],
-        "replica_type": row["replica_type"],
-        "status": row["status"],
-        "training_progress": row["training_progress"],
-        "error_message": row["error_message"],
-        "thumbnail_url": thumbnail_url,
-        "created_at": row["created_at"],
-        "updated_at": row["updated_at"],
-    }
-
-
-def video_payload(row: asyncpg.Record, public_url: str) -> dict[str, Any]:
-    """What `GET /v2/videos/{id}` returns for `row`, links based at `public_url`."""
-    links = sharing.video_links(
-        public_url, row["video_id"], row["share_token"], row["status"] == "ready"
-    )
-    return {
-        "video_id": row["video_id"],
-        "replica_id": row["replica_id"],
-        "video_name": row["video_name"],
-        "status": row["status"],
-        "progress": row["progress"],
-        "error_message": row["error_message"],
-        "disclosure_mark": row["disclosure_mark"],
-        "duration_s": row["duration_s"],
-        **links,
-        "created_at": row["created_at"],
-        "updated_at": row["updated_at"],
-    }
-
-
 # --- recording and enqueueing ------------------------------------------------------------------
 
 
@@ -145,9 +99,10 @@ async def record(
     if row is None or not row["callback_url"]:
         return None
     if kind == "replica":
-        body = replica_payload(row, public_url)
+        view: views.ReplicaOut | views.VideoOut = views.replica(replicas.from_row(row), public_url)
     else:
-        body = video_payload(row, public_url)
+        view = views.video(videos.from_row(row), public_url)
+    body = msgspec.structs.asdict(view)
     event = f"{kind}.{row['status']}"
     body["event"] = event
     encoded = msgspec.json.encode(body).decode()
@@ -177,9 +132,8 @@ async def enqueue(redis: ArqRedis, delivery_id: uuid.UUID) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class Notifier:
-    """Passed to the status-changing functions of doppel.domain.replicas and doppel.domain.videos;
-    `None`
-    there means no webhooks (the operator CLI, tests that do not care).
+    """The `Notify` the API and the worker pass to the status-changing functions of
+    doppel.domain.replicas, .videos and .batches.
     """
 
     redis: ArqRedis | None
@@ -214,67 +168,45 @@ async def resend_pending(pool: asyncpg.Pool, redis: ArqRedis) -> int:
     return len(rows)
 
 
-# --- delivering (the worker's half) ------------------------------------------------------------
+# --- the delivery job's records (orchestrator.jobs.webhook) --------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    #: "delivered", "retry", "failed" (given up), or "skipped" (nothing to do).
-    status: str
-    #: Seconds until the next attempt, for "retry".
-    retry_in: float | None = None
-
-
-async def deliver(
-    pool: asyncpg.Pool, settings: Settings, delivery_id: uuid.UUID, *, transport: Any = None
-) -> Outcome:
-    """Make one attempt at delivery `delivery_id` and record its outcome."""
+async def due(pool: asyncpg.Pool, delivery_id: uuid.UUID) -> asyncpg.Record | None:
+    """The delivery with its tenant's `webhook_secret`; None when it was delivered, given up or
+    is gone (nothing to do).
+    """
     row = await pool.fetchrow(
         """SELECT d.*, t.webhook_secret FROM webhook_deliveries d
            JOIN tenants t ON t.id = d.tenant_id WHERE d.id = $1""",
         delivery_id,
     )
     if row is None or row["delivered_at"] is not None or row["next_attempt_at"] is None:
-        return Outcome("skipped")
-    attempt = row["attempts"] + 1
-    body = row["request_body"].encode()
-    code: int | None = None
-    error: str | None = None
-    try:
-        # Checked again at each attempt: the name may resolve elsewhere than when accepted.
-        await urls.check_url(
-            row["url"], allow_private=settings.allow_private_urls, field="callback_url"
-        )
-        headers = {
-            "content-type": "application/json",
-            "user-agent": "Doppel-Webhooks/1",
-            "x-doppel-delivery": str(delivery_id),
-            "x-doppel-event": row["event"],
-            SIGNATURE_HEADER: sign(row["webhook_secret"], body),
-        }
-        async with httpx.AsyncClient(
-            timeout=settings.webhook_timeout_s, follow_redirects=False, transport=transport
-        ) as client:
-            response = await client.post(row["url"], content=body, headers=headers)
-        code = response.status_code
-        if not 200 <= code < 300:
-            error = f"HTTP {code}: {response.text[:200]}"
-    except InvalidRequest as exc:
-        error = exc.message
-    except httpx.HTTPError as exc:
-        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    if error is None:
-        await pool.execute(
-            """UPDATE webhook_deliveries SET attempts = $2, last_status_code = $3,
-                      last_error = NULL, delivered_at = now(), next_attempt_at = NULL
-               WHERE id = $1""",
-            delivery_id,
-            attempt,
-            code,
-        )
-        return Outcome("delivered")
-    backoff = settings.webhook_backoff_s
-    delay = backoff[attempt - 1] if attempt <= len(backoff) else None
+        return None
+    return row
+
+
+async def delivered(
+    pool: asyncpg.Pool, delivery_id: uuid.UUID, attempt: int, code: int | None
+) -> None:
+    await pool.execute(
+        """UPDATE webhook_deliveries SET attempts = $2, last_status_code = $3,
+                  last_error = NULL, delivered_at = now(), next_attempt_at = NULL
+           WHERE id = $1""",
+        delivery_id,
+        attempt,
+        code,
+    )
+
+
+async def attempt_failed(
+    pool: asyncpg.Pool,
+    delivery_id: uuid.UUID,
+    attempt: int,
+    code: int | None,
+    error: str,
+    delay: float | None,
+) -> None:
+    """Record a failed attempt; the next one comes after `delay` seconds (None: given up)."""
     await pool.execute(
         """UPDATE webhook_deliveries SET attempts = $2, last_status_code = $3, last_error = $4,
                   next_attempt_at = CASE WHEN $5::float8 IS NULL THEN NULL
@@ -286,8 +218,6 @@ async def deliver(
         error,
         delay,
     )
-    log.info("webhook %s attempt %d failed: %s", delivery_id, attempt, error)
-    return Outcome("failed") if delay is None else Outcome("retry", delay)
 
 
 # --- the API's reads ---------------------------------------------------------------------------
