@@ -16,7 +16,7 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from doppel.audio.media import Audio
+from doppel.audio.media import SPEECH_RATE, Audio
 from doppel.audio.vad import StreamState
 from doppel.errors import InferenceFailed, ServiceUnavailable
 from doppel.face.regions import SIZE
@@ -334,3 +334,28 @@ def _scales(
     given = {"NOISE_SCALE": noise_scale, "LENGTH_SCALE": length_scale, "NOISE_W": noise_w}
     shape = (1, 1) if batched else (1,)
     return {k: np.full(shape, v, dtype=np.float32) for k, v in given.items() if v is not None}
+
+
+class TritonTranscriber:
+    """Whisper through Triton's `stt` model, synchronously: the `doppel.voice.enrol.Transcriber`
+    that voice training uses on the platform (it runs in a worker thread or process, with no event
+    loop of its own). Here, not in `doppel.voice`, so the voice logic that Triton's own models
+    run never imports a Triton client.
+    """
+
+    def __init__(self, url: str, timeout_s: float = 300.0) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+
+    def transcribe(
+        self, samples: np.ndarray, *, language: str | None = None, beam_size: int | None = None
+    ) -> dict[str, Any]:
+        async def run() -> dict[str, Any]:
+            client = TritonClient(self.url, timeout_s=self.timeout_s)
+            try:
+                audio = Audio(np.asarray(samples, dtype=np.float32), SPEECH_RATE)
+                return await client.transcribe(audio, language=language, beam_size=beam_size)
+            finally:
+                await client.close()
+
+        return asyncio.run(run())

@@ -23,7 +23,7 @@ import torch
 from doppel.audio.media import decode_audio
 from doppel.errors import InferenceFailed
 from doppel.settings import Settings
-from doppel.triton import TritonClient
+from doppel.triton import TritonClient, TritonTranscriber
 from doppel.voice import conversion, world
 from doppel.voice.clone import ClonedVoice
 from doppel.voice.profile import VOICE_ONNX, train
@@ -227,7 +227,7 @@ def test_enrolment_transcribes_through_tritons_stt(settings: Settings) -> None:
     clip = asyncio.run(
         decode_audio(shared_file("speech", "ljspeech", "wavs", "LJ001-0005.wav"))
     ).samples
-    served = enrol.TritonTranscriber(settings.triton_grpc_url)
+    served = TritonTranscriber(settings.triton_grpc_url)
     remote = served.transcribe(clip, language="en", beam_size=5)
     local = enrol.local_transcriber(settings.models_dir).transcribe(
         clip, language="en", beam_size=5

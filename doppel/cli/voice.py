@@ -95,11 +95,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _triton_transcriber(given: str | None) -> Any:
-    """An `enrol.TritonTranscriber` for the platform's (or `given`) Triton when its `stt` model
-    answers ready; None otherwise.
+    """A `doppel.triton.TritonTranscriber` for the platform's (or `given`) Triton when its `stt`
+    model answers ready; None otherwise.
     """
-    from doppel.triton import TritonClient
-    from doppel.voice.enrol import TritonTranscriber
+    from doppel.triton import TritonClient, TritonTranscriber
 
     url, _ = find_triton(given)
     if not url:

@@ -56,10 +56,11 @@ def learn(
     """The replica's voice profile from its training speech, saved in `folder`; Whisper is
     Triton's `stt` at `stt_url` (else in this process).
     """
-    from doppel.voice import enrol, profile
+    from doppel.triton import TritonTranscriber
+    from doppel.voice import profile
 
     say("learning the voice")
-    stt = enrol.TritonTranscriber(stt_url) if stt_url else None
+    stt = TritonTranscriber(stt_url) if stt_url else None
     learned = profile.train([samples], models_dir, options=options, progress=say, stt=stt)
     learned.save(folder)
     say(f"voice learned from {learned.speech_s:.1f} s of speech (base voice {learned.base_voice})")

@@ -40,31 +40,6 @@ class Transcriber(Protocol):
     ) -> dict[str, Any]: ...
 
 
-class TritonTranscriber:
-    """`Transcriber` through Triton's `stt` model (what the platform runs). Synchronous: voice
-    training runs in a worker thread or process, with no event loop of its own.
-    """
-
-    def __init__(self, url: str, timeout_s: float = 300.0) -> None:
-        self.url = url
-        self.timeout_s = timeout_s
-
-    def transcribe(
-        self, samples: np.ndarray, *, language: str | None = None, beam_size: int | None = None
-    ) -> dict[str, Any]:
-        from doppel.triton import TritonClient
-
-        async def run() -> dict[str, Any]:
-            client = TritonClient(self.url, timeout_s=self.timeout_s)
-            try:
-                audio = Audio(np.asarray(samples, dtype=np.float32), SPEECH_RATE)
-                return await client.transcribe(audio, language=language, beam_size=beam_size)
-            finally:
-                await client.close()
-
-        return asyncio.run(run())
-
-
 def local_transcriber(models_dir: Path) -> Transcriber:
     """Whisper base in this process (CTranslate2, one thread): where no Triton runs."""
     from doppel.audio.stt import SpeechToText, SttOptions

@@ -131,8 +131,8 @@ def train(
     """Learn a voice from speech files (audio or video) or 16 kHz sample arrays.
 
     `stt` transcribes (the training speech when no transcripts are given, and the validation
-    reading): Triton's `stt` model on the platform (`enrol.TritonTranscriber`); None: Whisper
-    in this process.
+    reading): Triton's `stt` model on the platform (`doppel.triton.TritonTranscriber`); None:
+    Whisper in this process.
 
     Raises `InvalidVoiceSample` for training audio with no speech, too little, or music only.
     """
