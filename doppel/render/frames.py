@@ -26,7 +26,7 @@ CHUNK = 16
 
 
 class Engine(Protocol):
-    """The model calls a render makes: `TritonClient`'s, or `video.LocalEngine`'s in-process."""
+    """The model calls a render makes (`TritonClient` has them)."""
 
     async def encode_audio(self, samples: np.ndarray) -> np.ndarray: ...
     async def mouth_points(self, replica: Path, features: np.ndarray) -> np.ndarray: ...

@@ -13,8 +13,7 @@ warped to the target -> the replica's renderer (`talking_head`) -> composited in
 marked AI-generated, and encoded to H.264 + AAC at 25 fps with the audio (`mp4.Mp4Sink`).
 
 `engine` is anything with the three async methods of `TritonClient` used here
-(`encode_audio`, `mouth_points`, `render_faces`; `say` too for a script); `LocalEngine` runs
-the same graphs in-process for scripts and tests that have no platform.
+(`encode_audio`, `mouth_points`, `render_faces`; `say` too for a script).
 """
 
 from __future__ import annotations
@@ -175,46 +174,3 @@ def _fit(features: np.ndarray, count: int) -> np.ndarray:
     if len(features) >= count:
         return features[:count]
     return np.concatenate([features, np.repeat(features[-1:], count - len(features), 0)])
-
-
-class LocalEngine:
-    """The Triton models' graphs in-process (ONNX Runtime): for scripts and tests without a
-    platform. Same methods as `TritonClient`.
-    """
-
-    def __init__(self, models_dir: Path, threads: int = 1, precision: str = "int8") -> None:
-        from doppel.audio.features import local_encoder
-
-        self._encode = local_encoder(models_dir)
-        self.threads = threads
-        self.precision = precision
-        self._sessions: dict[Path, Any] = {}
-
-    def _session(self, path: Path) -> Any:
-        if path not in self._sessions:
-            self._sessions[path] = _onnx_session(path, self.threads)
-        return self._sessions[path]
-
-    async def encode_audio(self, samples: np.ndarray) -> np.ndarray:
-        return await self._encode(samples)
-
-    async def mouth_points(self, replica: Path, features: np.ndarray) -> np.ndarray:
-        s = self._session(replica / "mouth.onnx")
-        out = await asyncio.to_thread(s.run, None, {"FEATURES": features[None].astype(np.float32)})
-        return out[0][0]  # type: ignore[no-any-return]
-
-    async def render_faces(self, replica: Path, inputs: np.ndarray) -> np.ndarray:
-        from doppel.replica.serving import renderer_file
-
-        s = self._session(renderer_file(replica, self.precision))
-        out = await asyncio.to_thread(s.run, None, {"INPUT": inputs})
-        return out[0]  # type: ignore[no-any-return]
-
-
-def _onnx_session(path: Path, threads: int) -> Any:
-    """An ONNX Runtime session on the CPU (`doppel.platform.sessions` takes this over)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
