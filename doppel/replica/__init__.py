@@ -7,6 +7,6 @@ the per-replica graphs; `voice_child` runs the voice enrolment in its own proces
 hears a person's spoken consent; `serving` is the logic behind Triton's per-replica models
 (never imports Triton).
 
-May import: `doppel.voice`, `doppel.triton`, `doppel.face`, `doppel.audio`, `doppel.platform`
+May import: `doppel.triton`, `doppel.voice`, `doppel.face`, `doppel.audio`, `doppel.platform`
 (not `db` or `queue`), `doppel.settings`, `doppel.errors`. Never records (`doppel.domain`).
 """

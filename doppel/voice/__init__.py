@@ -7,6 +7,7 @@ Modules: `tts` (Piper on ONNX Runtime, with word timings), `phonemes` (espeak-ng
 (vocoder), `conversion` (the learned mapping), `loudness` (BS.1770), `profile` (the stored
 profile), `clone` (text -> speech), `serving` (the logic behind Triton's `voice` models).
 
-May import: `doppel.triton`, `doppel.face`, `doppel.audio`, `doppel.platform`, `doppel.settings`,
-`doppel.errors`. Never records (`doppel.domain`), never replica, render or live.
+May import: `doppel.face`, `doppel.audio`, `doppel.platform`, `doppel.settings`, `doppel.errors`.
+Never Triton's client (`serving` runs inside Triton; on the platform enrolment is handed a
+`doppel.triton.TritonTranscriber` from above), never records, never replica, render or live.
 """
