@@ -19,6 +19,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from benchmarks.quality import ridge_mouth  # noqa: E402
 from doppel.face import mouth  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,7 +89,9 @@ def ridge_alpha(clips: list[mouth.Clip]) -> float:
     for alpha in (1e2, 1e3, 1e4, 1e5):
         corrs = []
         for i, held in enumerate(clips):
-            fit = mouth.RidgeMouth.fit([c for j, c in enumerate(clips) if j != i], alpha=alpha)
+            fit = ridge_mouth.RidgeMouth.fit(
+                [c for j, c in enumerate(clips) if j != i], alpha=alpha
+            )
             corrs.append(
                 pearson(mouth.opening(fit.predict(held.features)), mouth.opening(held.points))
             )
@@ -110,7 +113,7 @@ def leave_one_out(generic: mouth.MouthModel, alpha: float) -> dict[str, list[flo
         test = clips[held]
         as_is = dataclasses.replace(generic, mean_shape=mouth.person_mean(rest))
         preds = {
-            "ridge": mouth.RidgeMouth.fit(rest, alpha=alpha).predict(test.features),
+            "ridge": ridge_mouth.RidgeMouth.fit(rest, alpha=alpha).predict(test.features),
             "generic": as_is.predict(test.features),
             "adapted": mouth.adapt(generic, rest, folds=0).predict(test.features),
         }
@@ -139,7 +142,7 @@ def main() -> None:
 
     t = time.perf_counter()
     alpha = ridge_alpha(train)
-    ridge = mouth.RidgeMouth.fit(train, alpha=alpha)
+    ridge = ridge_mouth.RidgeMouth.fit(train, alpha=alpha)
     rows.append(
         (
             f"ridge on Obama only (+-4 frames, 12 PCA, alpha {alpha:g})",
