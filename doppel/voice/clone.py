@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from doppel.errors import InvalidRequest
-from doppel.voice import base_voices, conversion, loudness, world
+from doppel.voice import base_voices, conversion, loudness, mapping, world
 from doppel.voice.profile import VoiceProfile, onnx_session
 from doppel.voice.tts import MAX_TEXT_CHARS, SentenceAudio, Speech, Timing
 
@@ -64,7 +64,7 @@ class ClonedVoice:
         """
         profile = VoiceProfile.load(folder)
         session = onnx_session(folder)
-        mapper = None if session is None else conversion.onnx_mapper(session)
+        mapper = None if session is None else mapping.onnx_mapper(session)
         return cls(profile, models_dir, settings, map_coded=mapper)
 
     @property

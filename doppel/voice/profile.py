@@ -3,7 +3,7 @@
 `profile.json` (base voice, speaker embedding, pitch statistics, transcripts, training figures),
 `conversion.npz` (the spectral mapping and the kNN pool of real target frames, ~1 MB per
 minute of speech) and `voice.onnx` (the mapping's MLP, which Triton's `voice` models run; see
-`conversion.export_mapping`). In-process inference needs numpy and pyworld only (ONNX Runtime
+`mapping.export_mapping`). In-process inference needs numpy and pyworld only (ONNX Runtime
 when `voice.onnx` is there; a profile saved before it existed falls back to numpy).
 
 Every file is written to a temporary name and renamed over the old one, `profile.json` last,
@@ -24,12 +24,12 @@ import numpy as np
 
 from doppel.platform.sessions import open_session
 from doppel.settings import CPU_PROVIDERS
-from doppel.voice import base_voices, conversion, enrol, validate, world
+from doppel.voice import base_voices, conversion, enrol, mapping, validate, world
 from doppel.voice.tts import SentenceAudio
 
 PROFILE_JSON = "profile.json"
 CONVERSION_NPZ = "conversion.npz"
-#: The MLP of the conversion as ONNX (`conversion.export_mapping`): what Triton runs.
+#: The MLP of the conversion as ONNX (`mapping.export_mapping`): what Triton runs.
 VOICE_ONNX = "voice.onnx"
 FORMAT_VERSION = 1
 #: Utterances each base voice speaks when enrolment picks the nearest one.
@@ -56,7 +56,7 @@ class VoiceProfile:
         tmp = folder / f".{CONVERSION_NPZ}.tmp.npz"
         self.conversion.save(tmp)
         os.replace(tmp, folder / CONVERSION_NPZ)
-        parity = conversion.export_mapping(self.conversion, folder / VOICE_ONNX)
+        parity = mapping.export_mapping(self.conversion, folder / VOICE_ONNX)
         meta: dict[str, Any] = {
             "format": FORMAT_VERSION,
             "base_voice": self.base_voice,
@@ -105,7 +105,7 @@ def export_onnx(folder: Path) -> float:
     """(Re)write `voice.onnx` of a saved profile (one saved before the graph existed);
     returns ONNX Runtime's max difference from PyTorch.
     """
-    return conversion.export_mapping(VoiceProfile.load(folder).conversion, folder / VOICE_ONNX)
+    return mapping.export_mapping(VoiceProfile.load(folder).conversion, folder / VOICE_ONNX)
 
 
 def onnx_session(

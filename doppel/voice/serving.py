@@ -25,7 +25,7 @@ import numpy as np
 
 from doppel.errors import InvalidRequest
 from doppel.platform.sessions import SessionCache, file_stamp
-from doppel.voice import base_voices, conversion
+from doppel.voice import base_voices, mapping
 from doppel.voice.clone import ClonedVoice, CloneSettings
 from doppel.voice.profile import CONVERSION_NPZ, PROFILE_JSON, VOICE_ONNX, VoiceProfile
 from doppel.voice.tts import SentenceAudio, Speech
@@ -190,7 +190,7 @@ class VoiceServer:
             self.models_dir,
             self.settings,
             base=self.base(profile.base_voice),
-            map_coded=conversion.onnx_mapper(session),
+            map_coded=mapping.onnx_mapper(session),
         )
 
     def say(self, voice: Any, text: Any) -> Speech:
