@@ -21,7 +21,7 @@ import torch
 from doppel.audio.media import decode_audio
 from doppel.errors import InvalidRequest, InvalidVoiceSample
 from doppel.settings import default_cache_dir
-from doppel.voice import base_voices, conversion, enrol, loudness, validate, world
+from doppel.voice import base_voices, conversion, enrol, learning, loudness, validate, world
 from doppel.voice.clone import ClonedVoice, CloneSettings
 from doppel.voice.profile import VoiceProfile, train
 from doppel.voice.tts import Timing
@@ -52,7 +52,7 @@ def lj_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [_lj(r[0]) for r in rows],
         _models_dir(),
         transcripts=[r[2] for r in rows],
-        options=conversion.TrainOptions(epochs=8, align_passes=1),
+        options=learning.TrainOptions(epochs=8, align_passes=1),
     )
     folder = tmp_path_factory.mktemp("voice") / "lj"
     learned.save(folder)

@@ -24,7 +24,7 @@ from doppel.audio.media import decode_audio
 from doppel.errors import InferenceFailed
 from doppel.settings import Settings
 from doppel.triton import TritonClient, TritonTranscriber
-from doppel.voice import conversion, world
+from doppel.voice import learning, world
 from doppel.voice.clone import ClonedVoice
 from doppel.voice.profile import VOICE_ONNX, train
 from doppel.voice.serving import speech_timings
@@ -48,7 +48,7 @@ def _train(models_dir: Path, folder: Path, seed: int) -> Path:
         clips,
         models_dir,
         transcripts=[r[2] for r in rows],
-        options=conversion.TrainOptions(epochs=4, align_passes=1, seed=seed, validate=False),
+        options=learning.TrainOptions(epochs=4, align_passes=1, seed=seed, validate=False),
         base_voice="festival-slt",
     )
     learned.save(folder)

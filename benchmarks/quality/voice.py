@@ -36,7 +36,7 @@ import numpy as np
 from doppel.audio.stt import SpeechToText, SttOptions
 from doppel.platform import weights
 from doppel.settings import REPO_ROOT, default_cache_dir
-from doppel.voice import conversion, enrol, validate, world
+from doppel.voice import enrol, learning, validate, world
 from doppel.voice.clone import ClonedVoice
 from doppel.voice.profile import train
 
@@ -163,7 +163,7 @@ def evaluate(target: Target, models_dir: Path, stt: SpeechToText, work: Path) ->
         clips,
         models_dir,
         transcripts=target.transcripts,
-        options=conversion.TrainOptions(),
+        options=learning.TrainOptions(),
         progress=lambda m: print("  " + m, flush=True),
     )
     train_time = time.perf_counter() - started

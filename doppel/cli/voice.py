@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     models_dir = models_dir_from_env(os.environ)
     try:
         if args.command == "voice" and args.voice_command == "export":
-            from doppel.voice import profile
+            from doppel.voice import learning, profile
 
             diff = profile.export_onnx(args.folder)
             print(
@@ -37,14 +37,14 @@ def run(args: argparse.Namespace) -> int:
             )
             return 0
         if args.command == "voice":
-            from doppel.voice import conversion, profile
+            from doppel.voice import profile
 
             transcripts = None
             if args.transcripts:
                 transcripts = args.transcripts.read_text(encoding="utf-8").splitlines()
-            options = conversion.TrainOptions()
+            options = learning.TrainOptions()
             if args.epochs:
-                options = conversion.TrainOptions(epochs=args.epochs)
+                options = learning.TrainOptions(epochs=args.epochs)
             stt = _triton_transcriber(args.triton)
             if stt is None and args.triton:
                 print(f"error: Triton at {args.triton} is not ready (--triton)", file=sys.stderr)

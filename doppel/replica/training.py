@@ -71,7 +71,7 @@ class TrainOptions:
     #: Learn the person's voice too (doppel.voice; needs `models_dir` for Whisper and the base
     #: voices). A replica is a face and a voice; tests of the face alone turn it off.
     voice: bool = True
-    voice_options: Any = None  # doppel.voice.conversion.TrainOptions; None: its defaults
+    voice_options: Any = None  # doppel.voice.learning.TrainOptions; None: its defaults
     models_dir: Path | None = None
     #: Triton gRPC address whose `stt` model the voice hears its speech with (the platform's
     #: Whisper); None: Whisper in the voice's own process.
@@ -97,7 +97,7 @@ class TrainOptions:
         if mouth_steps:
             options.mouth_steps = mouth_steps
         if voice_epochs:
-            from doppel.voice.conversion import TrainOptions as VoiceOptions
+            from doppel.voice.learning import TrainOptions as VoiceOptions
 
             options.voice_options = VoiceOptions(epochs=voice_epochs, align_passes=1)
         return options

@@ -24,7 +24,7 @@ import numpy as np
 
 from doppel.platform.sessions import open_session
 from doppel.settings import CPU_PROVIDERS
-from doppel.voice import base_voices, conversion, enrol, mapping, validate, world
+from doppel.voice import base_voices, conversion, enrol, learning, mapping, validate, world
 from doppel.voice.tts import SentenceAudio
 
 PROFILE_JSON = "profile.json"
@@ -123,7 +123,7 @@ def train(
     models_dir: Path,
     *,
     transcripts: Sequence[str | None] | None = None,
-    options: conversion.TrainOptions | None = None,
+    options: learning.TrainOptions | None = None,
     base_voice: str | None = None,
     progress: Callable[[str], None] = lambda _: None,
     stt: enrol.Transcriber | None = None,
@@ -140,7 +140,7 @@ def train(
     clips = enrol.load(sources)
     speech_s = enrol.check_speech(clips, models_dir)
     progress(f"{speech_s:.1f} s of speech in {len(clips)} clip(s)")
-    options = options or conversion.TrainOptions()
+    options = options or learning.TrainOptions()
     if stt is None and (options.validate or not transcripts or not all(transcripts)):
         stt = enrol.local_transcriber(models_dir)  # one Whisper for both uses
     utts = enrol.utterances(clips, transcripts, models_dir, progress, stt)
@@ -168,7 +168,7 @@ def train(
     base_frames = [world.analyse(s.audio) for s in base_speech]
     target_frames = [world.analyse(u.samples) for u in utts]
     progress("WORLD analysis done; learning the mapping")
-    conv = conversion.train(
+    conv = learning.train(
         base_frames,
         target_frames,
         options,
