@@ -17,6 +17,7 @@ from litestar.types import ControllerRouterHandler
 import doppel
 from api.auth import HEADER, ApiKeyMiddleware
 from api.batches import BatchController
+from api.conversations import ConversationController
 from api.errors import HANDLERS
 from api.health import HealthController
 from api.personas import PersonaController
@@ -70,6 +71,7 @@ def create_app(settings: Settings) -> Litestar:
             TemplateController,
             BatchController,
             PersonaController,
+            ConversationController,
         ],
         middleware=[ApiKeyMiddleware],
         security=[{"apiKey": []}],

@@ -92,6 +92,62 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v2/conversations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** This tenant's conversations, newest first */
+        get: operations["list_conversations"];
+        put?: never;
+        /**
+         * A conversation: a live call with a replica speaking for a persona
+         * @description JSON `{persona_id, replica_id?, conversation_name?, conversational_context?, custom_greeting?, callback_url?, audio_only?, test_mode?, properties?: {max_call_duration: 3600, participant_left_timeout: 0, participant_absent_timeout: 300, language: "english"}}`. The replica defaults to the persona's `default_replica_id` and must be completed. `test_mode` creates it ended. A field or property Doppel does not run is a 422 naming it.
+         */
+        post: operations["create_conversation"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v2/conversations/{conversation_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One conversation */
+        get: operations["get_conversation"];
+        put?: never;
+        post?: never;
+        /** Delete a conversation (`hard=true` also removes its record for good) */
+        delete: operations["delete_conversation"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v2/conversations/{conversation_id}/end": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** End a conversation (an ended one is left as it is) */
+        post: operations["end_conversation"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v2/personas": {
         parameters: {
             query?: never;
@@ -544,6 +600,57 @@ export interface components {
         ConsentStatement: {
             statement: string;
         };
+        /** ConversationCreated */
+        ConversationCreated: {
+            callback_url: string | null;
+            conversation_id: string;
+            conversation_name: string;
+            conversation_url: string;
+            /** Format: date-time */
+            created_at: string;
+            persona_id: string;
+            replica_id: string;
+            status: string;
+        };
+        /** ConversationList */
+        ConversationList: {
+            data: components["schemas"]["ConversationOut"][];
+            limit: number;
+            page: number;
+            total_count: number;
+        };
+        /** ConversationOut */
+        ConversationOut: {
+            audio_only: boolean;
+            callback_url: string | null;
+            conversation_id: string;
+            conversation_name: string;
+            conversation_url: string;
+            conversational_context: string;
+            /** Format: date-time */
+            created_at: string;
+            custom_greeting: string;
+            ended_at: string | null;
+            events?: {
+                [key: string]: unknown;
+            }[] | null;
+            persona_id: string;
+            properties: {
+                [key: string]: unknown;
+            };
+            replica_id: string;
+            shutdown_reason: string | null;
+            status: string;
+            test_mode: boolean;
+            transcript?: {
+                [key: string]: unknown;
+            }[] | null;
+            turns?: {
+                [key: string]: unknown;
+            }[] | null;
+            /** Format: date-time */
+            updated_at: string;
+        };
         /** DeliveryList */
         DeliveryList: {
             data: components["schemas"]["DeliveryOut"][];
@@ -915,6 +1022,208 @@ export interface operations {
                 };
                 content: {
                     "application/json": string;
+                };
+            };
+            /** @description Bad request syntax or unsupported method */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        detail: string;
+                        extra?: null | {
+                            [key: string]: unknown;
+                        } | unknown[];
+                        status_code: number;
+                    };
+                };
+            };
+        };
+    };
+    list_conversations: {
+        parameters: {
+            query?: {
+                /** @description 1-based page number */
+                page?: number;
+                /** @description items a page (at most 100) */
+                limit?: number;
+                /** @description `active` or `ended` only */
+                status?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ConversationList"];
+                };
+            };
+            /** @description Bad request syntax or unsupported method */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        detail: string;
+                        extra?: null | {
+                            [key: string]: unknown;
+                        } | unknown[];
+                        status_code: number;
+                    };
+                };
+            };
+        };
+    };
+    create_conversation: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    [key: string]: unknown;
+                };
+            };
+        };
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ConversationCreated"];
+                };
+            };
+            /** @description Bad request syntax or unsupported method */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        detail: string;
+                        extra?: null | {
+                            [key: string]: unknown;
+                        } | unknown[];
+                        status_code: number;
+                    };
+                };
+            };
+        };
+    };
+    get_conversation: {
+        parameters: {
+            query?: {
+                /** @description also its events, turn timings and transcript */
+                verbose?: boolean;
+            };
+            header?: never;
+            path: {
+                conversation_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ConversationOut"];
+                };
+            };
+            /** @description Bad request syntax or unsupported method */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        detail: string;
+                        extra?: null | {
+                            [key: string]: unknown;
+                        } | unknown[];
+                        status_code: number;
+                    };
+                };
+            };
+        };
+    };
+    delete_conversation: {
+        parameters: {
+            query?: {
+                /** @description remove the record, its transcript and events */
+                hard?: boolean;
+            };
+            header?: never;
+            path: {
+                conversation_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        [key: string]: string;
+                    };
+                };
+            };
+            /** @description Bad request syntax or unsupported method */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        detail: string;
+                        extra?: null | {
+                            [key: string]: unknown;
+                        } | unknown[];
+                        status_code: number;
+                    };
+                };
+            };
+        };
+    };
+    end_conversation: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                conversation_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ConversationOut"];
                 };
             };
             /** @description Bad request syntax or unsupported method */

@@ -1,0 +1,206 @@
+"""`/v2/conversations`: the records of live calls (Tavus v2 field names, so a Tavus client
+switches by base URL). See doppel.domain.conversations.
+
+Records only here; the call itself (`/offer`, `/interactions`) joins the live session to these
+records elsewhere in `api/`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import uuid
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from api.paging import Limit, Page
+from api.state import Services
+from doppel.domain import conversations
+from doppel.domain.conversations import ConversationRow
+from doppel.domain.tenants import Tenant
+from doppel.platform import urls
+
+
+class ConversationCreated(msgspec.Struct):
+    conversation_id: str
+    conversation_name: str
+    #: The call page, opened without the API key (its `t` token is the permission).
+    conversation_url: str
+    status: str
+    callback_url: str | None
+    replica_id: str
+    persona_id: str
+    created_at: dt.datetime
+
+
+class ConversationOut(msgspec.Struct, omit_defaults=True):
+    conversation_id: str
+    conversation_name: str
+    conversation_url: str
+    status: str
+    callback_url: str | None
+    replica_id: str
+    persona_id: str
+    conversational_context: str
+    custom_greeting: str
+    audio_only: bool
+    test_mode: bool
+    #: max_call_duration, participant_left_timeout, participant_absent_timeout, language.
+    properties: dict[str, Any]
+    #: Why it ended (Tavus's words, e.g. `end_conversation_endpoint_hit`); None while active.
+    shutdown_reason: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    ended_at: dt.datetime | None
+    #: With `?verbose=true` only: the interaction events, per-turn stage timings and the
+    #: transcript (`{role, content, at}`), in order.
+    events: list[dict[str, Any]] | None = None
+    turns: list[dict[str, Any]] | None = None
+    transcript: list[dict[str, Any]] | None = None
+
+
+class ConversationList(msgspec.Struct):
+    data: list[ConversationOut]
+    total_count: int
+    page: int
+    limit: int
+
+
+def _url(item: ConversationRow, request: Request[Any, Any, Any]) -> str:
+    return conversations.call_url(str(request.base_url), item.conversation_id, item.join_token)
+
+
+def _out(item: ConversationRow, request: Request[Any, Any, Any]) -> ConversationOut:
+    return ConversationOut(
+        conversation_id=item.conversation_id,
+        conversation_name=item.conversation_name,
+        conversation_url=_url(item, request),
+        status=item.status,
+        callback_url=item.callback_url,
+        replica_id=item.replica_id,
+        persona_id=item.persona_id,
+        conversational_context=item.conversational_context,
+        custom_greeting=item.custom_greeting,
+        audio_only=item.audio_only,
+        test_mode=item.test_mode,
+        properties=item.properties,
+        shutdown_reason=item.shutdown_reason,
+        created_at=item.created_at,
+        updated_at=item.updated_at,
+        ended_at=item.ended_at,
+        events=item.events,
+        turns=item.turns,
+        transcript=item.transcript,
+    )
+
+
+class ConversationController(Controller):
+    path = "/conversations"
+    tags = ["conversations"]
+
+    @post(
+        "/",
+        operation_id="create_conversation",
+        summary="A conversation: a live call with a replica speaking for a persona",
+        description="JSON `{persona_id, replica_id?, conversation_name?, "
+        "conversational_context?, custom_greeting?, callback_url?, audio_only?, test_mode?, "
+        "properties?: {max_call_duration: 3600, participant_left_timeout: 0, "
+        'participant_absent_timeout: 300, language: "english"}}`. The replica defaults to the '
+        "persona's `default_replica_id` and must be completed. `test_mode` creates it ended. "
+        "A field or property Doppel does not run is a 422 naming it.",
+        status_code=200,
+    )
+    async def create(
+        self,
+        request: Request[Tenant, uuid.UUID, Any],
+        services: NamedDependency[Services],
+        data: JSONBody[dict[str, Any]],
+    ) -> ConversationCreated:
+        check_url = functools.partial(
+            urls.check_url,
+            allow_private=services.settings.allow_private_urls,
+            field="callback_url",
+        )
+        item = await conversations.create(services.pool, request.user.id, data, check_url)
+        return ConversationCreated(
+            conversation_id=item.conversation_id,
+            conversation_name=item.conversation_name,
+            conversation_url=_url(item, request),
+            status=item.status,
+            callback_url=item.callback_url,
+            replica_id=item.replica_id,
+            persona_id=item.persona_id,
+            created_at=item.created_at,
+        )
+
+    @get(
+        "/",
+        operation_id="list_conversations",
+        summary="This tenant's conversations, newest first",
+    )
+    async def list_(
+        self,
+        request: Request[Tenant, uuid.UUID, Any],
+        services: NamedDependency[Services],
+        page: Page = 1,
+        limit: Limit = 20,
+        status: Annotated[
+            str | None, QueryParameter(description="`active` or `ended` only")
+        ] = None,
+    ) -> ConversationList:
+        items, total = await conversations.list_page(
+            services.pool, request.user.id, page, limit, status
+        )
+        return ConversationList([_out(i, request) for i in items], total, page, limit)
+
+    @get("/{conversation_id:str}", operation_id="get_conversation", summary="One conversation")
+    async def fetch(
+        self,
+        request: Request[Tenant, uuid.UUID, Any],
+        services: NamedDependency[Services],
+        conversation_id: FromPath[str],
+        verbose: Annotated[
+            bool, QueryParameter(description="also its events, turn timings and transcript")
+        ] = False,
+    ) -> ConversationOut:
+        item = await conversations.get(
+            services.pool, request.user.id, conversation_id, verbose=verbose
+        )
+        return _out(item, request)
+
+    @post(
+        "/{conversation_id:str}/end",
+        operation_id="end_conversation",
+        summary="End a conversation (an ended one is left as it is)",
+        status_code=200,
+    )
+    async def end(
+        self,
+        request: Request[Tenant, uuid.UUID, Any],
+        services: NamedDependency[Services],
+        conversation_id: FromPath[str],
+    ) -> ConversationOut:
+        item = await conversations.end(services.pool, request.user.id, conversation_id)
+        return _out(item, request)
+
+    @delete(
+        "/{conversation_id:str}",
+        operation_id="delete_conversation",
+        summary="Delete a conversation (`hard=true` also removes its record for good)",
+        status_code=200,
+    )
+    async def remove(
+        self,
+        request: Request[Tenant, uuid.UUID, Any],
+        services: NamedDependency[Services],
+        conversation_id: FromPath[str],
+        hard: Annotated[
+            bool, QueryParameter(description="remove the record, its transcript and events")
+        ] = False,
+    ) -> Response[dict[str, str]]:
+        await conversations.delete(services.pool, request.user.id, conversation_id, hard)
+        return Response({"conversation_id": conversation_id, "status": "deleted"}, status_code=200)
