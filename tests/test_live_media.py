@@ -47,7 +47,7 @@ class Client:
         self.channel = self.pc.createDataChannel("events")
         self.channel.on("message", lambda text: self.messages.put_nowait(json.loads(text)))
         self.pc.addTransceiver("video", direction="recvonly")
-        self.pc.addTransceiver("audio", direction="sendrecv")
+        self.pc.addTransceiver("audio", direction="recvonly")
         self._tasks: list[asyncio.Task[None]] = []
         self.pc.on("track", self._track)
 

@@ -23,8 +23,8 @@ from doppel.render.plan import Base, pingpong
 from doppel.render.video import render_into
 from doppel.replica.artefact import Replica
 
-#: Longest listening loop kept decoded (frames): 10 s forward, then back.
-MAX_LISTENING = 250
+#: Longest listening loop kept decoded (frames): 4 s forward, then back (~280 MB at 720p).
+MAX_LISTENING = 100
 
 
 def stream_size(width: int, height: int, stream_height: int | None) -> tuple[int, int]:

@@ -19,6 +19,7 @@ from fractions import Fraction
 from typing import Any
 
 import aioice.ice
+import numpy as np
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -27,7 +28,6 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
-from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.sdp import SessionDescription
 from av import AudioFrame, VideoFrame
 
@@ -70,10 +70,7 @@ def loopback_gathering(on: bool = True) -> Iterator[None]:
 def new_peer(ice_servers: Sequence[str] = ()) -> RTCPeerConnection:
     """A peer connection with these STUN/TURN URLs (never aiortc's default public STUN)."""
     return RTCPeerConnection(
-        RTCConfiguration(
-            iceServers=[RTCIceServer(urls=url) for url in ice_servers],
-            bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
-        )
+        RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in ice_servers])
     )
 
 
@@ -108,7 +105,10 @@ class VideoTrack(MediaStreamTrack):
 
 
 class AudioTrack(MediaStreamTrack):
-    """The replica's voice: slot i's 40 ms, s16 mono at 48 kHz, pts i * 1920."""
+    """The replica's voice: slot i's 40 ms, s16 mono at 48 kHz, as two 20 ms frames (pts
+    i * 1920 and i * 1920 + 960): aiortc's Opus encoder stamps each RTP packet with its
+    input frame's time, so a 40 ms frame would send two 20 ms packets under one timestamp.
+    """
 
     kind = "audio"
 
@@ -116,16 +116,27 @@ class AudioTrack(MediaStreamTrack):
         super().__init__()
         self.clock = clock
         self._index: int | None = None
+        self._second: AudioFrame | None = None
 
     async def recv(self) -> AudioFrame:
+        if self._second is not None:
+            frame, self._second = self._second, None
+            return frame
         index = self.clock.now() if self._index is None else self._index
         self._index = index + 1
         slot = await self.clock.slot(index)
-        frame = AudioFrame.from_ndarray(slot.audio[None, :], format="s16", layout="mono")
-        frame.sample_rate = AUDIO_RATE
-        frame.pts = index * len(slot.audio)
-        frame.time_base = AUDIO_TIME_BASE
-        return frame
+        half = len(slot.audio) // 2
+        first = _audio_frame(slot.audio[:half], index * len(slot.audio))
+        self._second = _audio_frame(slot.audio[half:], index * len(slot.audio) + half)
+        return first
+
+
+def _audio_frame(pcm: np.ndarray, pts: int) -> AudioFrame:
+    frame = AudioFrame.from_ndarray(np.ascontiguousarray(pcm[None, :]), format="s16", layout="mono")
+    frame.sample_rate = AUDIO_RATE
+    frame.pts = pts
+    frame.time_base = AUDIO_TIME_BASE
+    return frame
 
 
 def parse_offer(sdp: str, kind: str) -> SessionDescription:
