@@ -239,3 +239,21 @@ async def test_speaking_raises_audio_energy_and_renders_the_mouth_then_interrupt
     assert len(during) > 40
     assert np.median(during) > np.median(before) + 2
     assert np.abs(np.diff(mouths.astype(np.float32), axis=0)).mean() > 1
+
+
+async def test_a_lower_stream_height_scales_the_listening_video(
+    replica: Replica, engine: TritonClient
+) -> None:
+    # VP8 in aiortc on this machine: ~11 ms of CPU a 720p frame, ~3.4 at 360p.
+    avatar = await Avatar.load(replica, engine, stream_height=360)
+    width, height = avatar.size
+    prepared = replica.prepared
+    assert height == 360 and abs(width / height - prepared.width / prepared.height) < 0.01
+    async with connected(avatar.clock) as (_call, client):
+        await until(lambda: client.video, 10, "video")
+        t0 = time.monotonic()
+        await asyncio.sleep(2.0)
+        video = since(client.video, t0, t0 + 2.0)
+    assert len(video) >= 48 and all(f.shape == (height, width, 3) for _, _, f in video)
+    rows, cols = mouth_box(replica, avatar.size)
+    assert np.stack([f[rows, cols] for _, _, f in video]).std() > 10
