@@ -21,7 +21,7 @@ from aiortc.mediastreams import MediaStreamError
 from doppel.audio.media import Audio, decode_audio
 from doppel.errors import InvalidRequest
 from doppel.face import mouth
-from doppel.live.avatar import Avatar, fit
+from doppel.live.avatar import Avatar
 from doppel.live.clock import MediaClock
 from doppel.live.webrtc import Call, new_peer, set_local
 from doppel.replica.artefact import Replica
@@ -129,16 +129,27 @@ def mouth_box(replica: Replica, size: tuple[int, int]) -> tuple[slice, slice]:
 
 
 async def test_malformed_offers_are_refused_with_what_to_fix() -> None:
-    call = Call(MediaClock(lambda i: np.zeros((8, 8, 3), np.uint8)), loopback=True)
-    try:
-        with pytest.raises(InvalidRequest, match="no media section"):
-            await call.answer("this is not sdp", "offer")
-        with pytest.raises(InvalidRequest, match="could not be read"):
-            await call.answer("v=0\r\nm=audio x UDP/TLS/RTP/SAVPF 111\r\n", "offer")
-        with pytest.raises(InvalidRequest, match="type must be 'offer'"):
-            await call.answer("v=0\r\n", "answer")
-    finally:
-        await call.close()
+    client = Client()
+    offer = (await set_local(client.pc, loopback=True)).sdp
+    await client.close()
+    lines = offer.splitlines(keepends=True)
+    unencrypted = "".join(x for x in lines if not x.startswith("a=fingerprint"))
+    foreign = offer.replace("VP8/90000", "XYZ/90000").replace("H264/90000", "XYZ/90000")
+    foreign = foreign.replace("opus/48000", "xyz/48000").replace("PCMU/8000", "xyz/8000")
+    foreign = foreign.replace("PCMA/8000", "xyz/8000").replace("G722/8000", "xyz/8000")
+    for sdp, kind, what in [
+        ("this is not sdp", "offer", "no media section"),
+        ("v=0\r\nm=audio x UDP/TLS/RTP/SAVPF 111\r\n", "offer", "could not be read"),
+        (offer, "answer", "type must be 'offer'"),
+        (unencrypted, "offer", "no DTLS fingerprint"),
+        (foreign, "offer", "cannot be answered"),
+    ]:
+        call = Call(MediaClock(lambda i: np.zeros((8, 8, 3), np.uint8)), loopback=True)
+        try:
+            with pytest.raises(InvalidRequest, match=what):
+                await call.answer(sdp, kind)
+        finally:
+            await call.close()
 
 
 async def test_listening_replica_streams_at_25_fps_with_audio_on_the_same_clock(
@@ -188,7 +199,7 @@ async def test_speaking_raises_audio_energy_and_renders_the_mouth_then_interrupt
     speech = Audio(jfk.samples[: 3 * jfk.rate], jfk.rate)
     avatar = await Avatar.load(replica, engine)
     rows, cols = mouth_box(replica, avatar.size)
-    listening = np.stack([fit(f, avatar.size)[rows, cols] for f in avatar._listening])
+    listening = np.stack([f[rows, cols] for f in avatar.loop])
     listening = listening.astype(np.float32)
 
     def off_loop(frame: np.ndarray) -> float:

@@ -145,6 +145,11 @@ class Avatar:
         frames, size = await asyncio.to_thread(listening_frames, replica, stream_height, watermark)
         return cls(replica, engine, frames, size, watermark=watermark)
 
+    @property
+    def loop(self) -> list[np.ndarray]:
+        """The listening frames, decoded and marked, at the stream size (played ping-pong)."""
+        return self._listening
+
     def listening(self, index: int) -> np.ndarray:
         """The listening frame of slot `index`."""
         return self._listening[int(self._order[index % len(self._order)])]

@@ -28,6 +28,7 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
+from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
 from aiortc.sdp import SessionDescription
 from av import AudioFrame, VideoFrame
 
@@ -149,7 +150,16 @@ def parse_offer(sdp: str, kind: str) -> SessionDescription:
         raise InvalidRequest(f"The SDP offer could not be read ({exc!r}).") from exc
     if not parsed.media:
         raise InvalidRequest("The SDP offer has no media section (no audio, video or data).")
+    if any(m.dtls is None or not m.dtls.fingerprints for m in parsed.media):
+        raise InvalidRequest(
+            "The SDP offer has no DTLS fingerprint and role (a=fingerprint, a=setup): WebRTC "
+            "media is encrypted; send the offer the browser made."
+        )
     return parsed
+
+
+#: What aiortc raises on an offer it cannot take (no common codec, no rtcp-mux, ...).
+_AIORTC_ERRORS = (InternalError, InvalidAccessError, InvalidStateError, OperationError)
 
 
 class Call:
@@ -176,7 +186,7 @@ class Call:
         parsed = parse_offer(offer_sdp, type)
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, type))
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
+        except (ValueError, KeyError, IndexError, TypeError, *_AIORTC_ERRORS) as exc:
             raise InvalidRequest(f"The SDP offer cannot be answered ({exc}).") from exc
         kinds = {m.kind for m in parsed.media}
         if "video" in kinds:
