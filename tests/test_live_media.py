@@ -74,8 +74,15 @@ class Client:
 
 
 @contextlib.asynccontextmanager
-async def connected(clock: MediaClock) -> AsyncIterator[tuple[Call, Client]]:
-    call, client = Call(clock, loopback=True), Client()
+async def connected(
+    clock: MediaClock, settings: Settings | None = None
+) -> AsyncIterator[tuple[Call, Client]]:
+    call = (
+        Call(clock, loopback=True)
+        if settings is None
+        else Call.configured(clock, settings, loopback=True)
+    )
+    client = Client()
     try:
         offer = await set_local(client.pc, loopback=True)
         sdp, kind, call_id = await call.answer(offer.sdp, offer.type)
@@ -153,13 +160,14 @@ async def test_malformed_offers_are_refused_with_what_to_fix() -> None:
 
 
 async def test_listening_replica_streams_at_25_fps_with_audio_on_the_same_clock(
-    replica: Replica, engine: TritonClient
+    replica: Replica, engine: TritonClient, settings: Settings
 ) -> None:
     avatar = await Avatar.load(replica, engine)
     width, height = avatar.size
     prepared = replica.prepared
     assert (width, height) == (prepared.width, prepared.height)
-    async with connected(avatar.clock) as (call, client):
+    assert settings.ice_servers == ()  # no public STUN: host candidates only
+    async with connected(avatar.clock, settings) as (call, client):
         call.send({"event_type": "system.replica_joined"})
         assert await asyncio.wait_for(client.messages.get(), 10) == {
             "event_type": "system.replica_joined"

@@ -34,6 +34,7 @@ from av import AudioFrame, VideoFrame
 
 from doppel.errors import InvalidRequest
 from doppel.live.clock import AUDIO_RATE, SLOT_RATE, MediaClock
+from doppel.settings import Settings
 
 VIDEO_CLOCK = 90000
 VIDEO_TIME_BASE = Fraction(1, VIDEO_CLOCK)
@@ -180,6 +181,11 @@ class Call:
         self.received: asyncio.Queue[Any] = asyncio.Queue()
         self._outbox: list[str] = []
         self.pc.on("datachannel", self._channel)
+
+    @classmethod
+    def configured(cls, clock: MediaClock, settings: Settings, *, loopback: bool = False) -> Call:
+        """A call peer with the ICE servers of `settings` (DOPPEL_ICE_SERVERS)."""
+        return cls(clock, ice_servers=settings.ice_servers, loopback=loopback)
 
     async def answer(self, offer_sdp: str, type: str) -> tuple[str, str, str]:  # noqa: A002
         """Answer the client's offer: (sdp, type, call id). The answer holds our candidates."""
