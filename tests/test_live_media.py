@@ -225,9 +225,13 @@ async def test_speaking_raises_audio_energy_and_renders_the_mouth_then_interrupt
         await until(lambda: not avatar.clock.queued, 10, "end of playback")
         played_at = time.monotonic()
         await asyncio.sleep(0.5)
-        # A second utterance, played after 10 frames are rendered, cut one second in.
-        talking = asyncio.create_task(avatar.speak(speech, lead=10))
+        # A second utterance, played once enough is rendered that playback cannot catch up
+        # (the first one measured the render rate), cut one second in.
+        assert avatar.render_fps is not None and avatar.render_fps > 5
+        lead = avatar.lead_for(said.frames)
+        talking = asyncio.create_task(avatar.speak(speech))
         await until(lambda: avatar.clock.queued or talking.done(), 60, "second utterance")
+        early = not talking.done()
         await asyncio.sleep(1.0)
         rendering = not talking.done()
         dropped = avatar.interrupt()
@@ -235,7 +239,12 @@ async def test_speaking_raises_audio_energy_and_renders_the_mouth_then_interrupt
         # A render still in flight is cancelled; what was queued is dropped.
         assert (await talking).interrupted is rendering
         assert avatar.clock.queued == 0 and (dropped > 0 or rendering)
-        print(f"interrupt: rendering={rendering}, dropped {dropped} slots")
+        if lead < said.frames:
+            assert early, f"playback waits for {lead} of {said.frames} frames, not all"
+        print(
+            f"render {avatar.render_fps:.1f} fps, lead {lead}; interrupt: rendering={rendering}, "
+            f"dropped {dropped} slots"
+        )
         await asyncio.sleep(1.0)
 
     def rms(rows_: Rows) -> float:

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 from collections.abc import Callable
 
 import numpy as np
 
 from doppel.audio.media import Audio
 from doppel.face import composite, video
-from doppel.live.clock import MediaClock, audio_slots
-from doppel.render.frames import Engine
+from doppel.live.clock import SLOT_RATE, MediaClock, audio_slots
+from doppel.render.frames import CHUNK, Engine
 from doppel.render.plan import Base, pingpong
 from doppel.render.video import render_into
 from doppel.replica.artefact import Replica
@@ -131,6 +132,8 @@ class Avatar:
         self._lock = asyncio.Lock()
         self._generation = 0
         self._render: asyncio.Task[tuple[int, dict[str, float]]] | None = None
+        #: Frames a second the last whole utterance rendered at (None: none rendered yet).
+        self.render_fps: float | None = None
 
     @classmethod
     async def load(
@@ -157,7 +160,8 @@ class Avatar:
     async def speak(self, audio: Audio, *, lead: int | None = None) -> Utterance:
         """Render `audio` spoken by the replica and queue it on the clock, after what is queued.
         Returns once every frame is queued (playback goes on), or when `interrupt` cut it.
-        `lead`: frames rendered before playback starts (None: all of them).
+        `lead`: frames rendered before playback starts; None: enough that playback cannot
+        catch up with the render (`lead_for`).
         """
         generation = self._generation
         async with self._lock:
@@ -166,7 +170,8 @@ class Avatar:
 
             def sink(base: Base) -> SlotSink:
                 slots = audio_slots(audio.samples, audio.rate, len(base.schedule))
-                return SlotSink(self.clock, slots, self.size, lead=lead)
+                ahead = self.lead_for(len(slots)) if lead is None else lead
+                return SlotSink(self.clock, slots, self.size, lead=ahead)
 
             self._render = asyncio.create_task(
                 render_into(self.replica, audio, sink, engine=self.engine, watermark=self.watermark)
@@ -179,7 +184,19 @@ class Avatar:
                 return Utterance(0, audio.duration_s, {}, interrupted=True)
             finally:
                 self._render = None
+        self.render_fps = frames / max(timings.get("frames_s", 0.0), 1e-3)
         return Utterance(frames, audio.duration_s, timings)
+
+    def lead_for(self, count: int) -> int:
+        """Frames of a `count`-frame utterance to render before it plays: frame k is ready
+        (k - lead) / r s after playback starts at render rate r, and due k / 25 s after, so
+        lead >= count * (1 - r / 25), plus a chunk (frames arrive CHUNK at a time). All of
+        them until a render rate is known.
+        """
+        if self.render_fps is None:
+            return count
+        ahead = count * max(0.0, 1.0 - self.render_fps / SLOT_RATE)
+        return min(count, math.ceil(ahead) + CHUNK)
 
     def interrupt(self) -> int:
         """Barge-in: drop the queued speech (the next slot is a listening one) and cancel the
