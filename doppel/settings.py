@@ -95,6 +95,11 @@ class Settings:
     #: "TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider". Triton's Python
     #: models (talking_head, mouth_motion) read the same variable.
     onnx_providers: tuple[str, ...] = CPU_PROVIDERS
+    #: STUN/TURN URLs for live calls' WebRTC peers (DOPPEL_ICE_SERVERS, a comma list). Empty:
+    #: host candidates only (the same machine or LAN), never a public default.
+    ice_servers: tuple[str, ...] = ()
+    #: Height of a live call's video (DOPPEL_STREAM_HEIGHT); None: the replica's own size.
+    stream_height: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -139,6 +144,10 @@ class Settings:
             llm_url=env.get("DOPPEL_LLM_URL") or endpoints.get("llm", ""),
             llm_model=env.get("DOPPEL_LLM_MODEL") or endpoints.get("llm_model", ""),
             onnx_providers=onnx_providers_from_env(env),
+            ice_servers=tuple(
+                u.strip() for u in env.get("DOPPEL_ICE_SERVERS", "").split(",") if u.strip()
+            ),
+            stream_height=_opt_int(env, "DOPPEL_STREAM_HEIGHT"),
         )
 
 

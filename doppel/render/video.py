@@ -22,6 +22,7 @@ import asyncio
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,7 +32,7 @@ from doppel.audio.media import Audio
 from doppel.errors import InvalidMedia, InvalidRequest
 from doppel.face import video
 from doppel.platform.progress import Progress, Report, ignore
-from doppel.render.frames import Engine, NeuralPainter, Painter, render_frames
+from doppel.render.frames import Engine, FrameSink, NeuralPainter, Painter, render_frames
 from doppel.render.mp4 import Mp4Sink
 from doppel.render.plan import Base, Planner, make_base, silent_frames
 from doppel.replica.artefact import Bank, Replica
@@ -110,10 +111,37 @@ async def render(
     `painter`: what paints the mouth (the replica's renderer unless an evaluation baseline).
     `progress` gets `Progress("frames", done, total)`, 0 done first.
     """
-    paint = painter or NeuralPainter()
     start = time.perf_counter()
+    count, timings = await render_into(
+        replica,
+        audio,
+        lambda base: Mp4Sink(out, base.width, base.height, soundtrack or audio),
+        engine=engine,
+        base_video=base_video,
+        watermark=watermark,
+        painter=painter,
+        progress=progress,
+    )
+    return RenderResult(out, count, audio.duration_s, time.perf_counter() - start, timings)
+
+
+async def render_into(
+    replica: Replica,
+    audio: Audio,
+    sink: Callable[[Base], FrameSink],
+    *,
+    engine: Engine,
+    base_video: Path | None = None,
+    watermark: bool = True,
+    painter: Painter | None = None,
+    progress: Report = ignore,
+) -> tuple[int, dict[str, float]]:
+    """Render `replica` speaking `audio` into the `FrameSink` that `sink` makes for the base
+    (an MP4 file, a live call's slots); returns the frame count and the stages' seconds.
+    """
+    paint = painter or NeuralPainter()
     timings: dict[str, float] = {}
-    clock = start
+    clock = time.perf_counter()
 
     def lap(name: str) -> None:
         nonlocal clock
@@ -150,13 +178,12 @@ async def render(
         references = paint.references(aligned, bank, features)
         plans = Planner(base, aligned, references, anchored=base_video is not None)
         lap("plan_s")
-        sink = Mp4Sink(out, base.width, base.height, soundtrack or audio)
         spent = await render_frames(
             replica.folder,
             base,
             plans,
             bank,
-            sink,
+            sink(base),
             engine=engine,
             painter=paint,
             watermark=watermark,
@@ -167,7 +194,7 @@ async def render(
         if base.live is not None:
             await asyncio.to_thread(base.live.close)
     lap("frames_s")
-    return RenderResult(out, count, audio.duration_s, time.perf_counter() - start, timings)
+    return count, timings
 
 
 def _fit(features: np.ndarray, count: int) -> np.ndarray:

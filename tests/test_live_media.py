@@ -1,0 +1,287 @@
+"""Live media (issue 17): the replica's avatar on one 40 ms clock, sent over real aiortc peers on
+127.0.0.1. A client peer in the test offers (audio, video, an events channel), receives the
+replica's listening loop at 25 fps with audio on the same clock, then hears it speak a real
+recording (energy rises, the mouth region is rendered), and is cut off by an interrupt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from doppel.audio.media import Audio, decode_audio
+from doppel.errors import InvalidRequest
+from doppel.face import mouth
+from doppel.live.avatar import Avatar
+from doppel.live.clock import MediaClock
+from doppel.live.webrtc import Call, new_peer, set_local
+from doppel.replica.artefact import Replica
+from doppel.settings import Settings
+from doppel.triton import TritonClient
+from tests.conftest import shared_file
+from tests.test_talking_head import trained
+
+__all__ = ["trained"]  # the trained replica fixture, shared with the talking-head tests
+
+pytestmark = pytest.mark.data
+
+
+class Client:
+    """The far end: an aiortc peer on loopback recording what arrives, with arrival times."""
+
+    def __init__(self) -> None:
+        self.pc: RTCPeerConnection = new_peer()
+        self.video: list[tuple[float, int, np.ndarray]] = []  # (arrival, pts, rgb)
+        self.audio: list[tuple[float, int, np.ndarray]] = []  # (arrival, pts, float mono)
+        self.rates: set[int] = set()
+        self.messages: asyncio.Queue[object] = asyncio.Queue()
+        self.channel = self.pc.createDataChannel("events")
+        self.channel.on("message", lambda text: self.messages.put_nowait(json.loads(text)))
+        self.pc.addTransceiver("video", direction="recvonly")
+        self.pc.addTransceiver("audio", direction="recvonly")
+        self._tasks: list[asyncio.Task[None]] = []
+        self.pc.on("track", self._track)
+
+    def _track(self, track: object) -> None:
+        self._tasks.append(asyncio.create_task(self._read(track)))
+
+    async def _read(self, track: object) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()  # type: ignore[attr-defined]
+                now = time.monotonic()
+                if track.kind == "video":  # type: ignore[attr-defined]
+                    self.video.append((now, frame.pts, frame.to_ndarray(format="rgb24")))
+                else:
+                    pcm = frame.to_ndarray().astype(np.float32) / 32768.0
+                    channels = len(frame.layout.channels)
+                    self.audio.append((now, frame.pts, pcm.reshape(-1, channels).mean(axis=1)))
+                    self.rates.add(frame.sample_rate)
+
+    async def close(self) -> None:
+        await self.pc.close()
+        for task in self._tasks:
+            task.cancel()
+
+
+@contextlib.asynccontextmanager
+async def connected(
+    clock: MediaClock, settings: Settings | None = None
+) -> AsyncIterator[tuple[Call, Client]]:
+    call = (
+        Call(clock, loopback=True)
+        if settings is None
+        else Call.configured(clock, settings, loopback=True)
+    )
+    client = Client()
+    try:
+        offer = await set_local(client.pc, loopback=True)
+        sdp, kind, call_id = await call.answer(offer.sdp, offer.type)
+        assert kind == "answer" and call_id == call.id
+        for side in (offer.sdp, sdp):  # every candidate on loopback, no public STUN
+            candidates = [line for line in side.splitlines() if line.startswith("a=candidate")]
+            assert candidates and all(" 127.0.0.1 " in c for c in candidates), candidates
+        await client.pc.setRemoteDescription(RTCSessionDescription(sdp, kind))
+        yield call, client
+    finally:
+        await client.close()
+        await call.close()
+
+
+async def until(done: Callable[[], object], timeout_s: float, what: str) -> None:
+    """Poll `done` (media state has no event to wait on) until true, or fail saying `what`."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, f"no {what} within {timeout_s} s"
+        await asyncio.sleep(0.02)
+
+
+Rows = list[tuple[float, int, np.ndarray]]
+
+
+def since(rows: Rows, t0: float, t1: float = np.inf) -> Rows:
+    return [r for r in rows if t0 <= r[0] < t1]
+
+
+@pytest.fixture(scope="module")
+def replica(trained: Path) -> Replica:
+    return Replica.load(trained)
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[TritonClient]:
+    client = TritonClient(settings.triton_grpc_url)
+    yield client
+    await client.close()
+
+
+def mouth_box(replica: Replica, size: tuple[int, int]) -> tuple[slice, slice]:
+    """Rows and columns of the streamed frames holding the mouth in the listening stretch."""
+    prepared = replica.prepared
+    a, b = replica.idle_range or replica.base_range
+    pts = prepared.landmarks[a:b][:, list(mouth.POINTS)]
+    sx, sy = size[0] / prepared.width, size[1] / prepared.height
+    x0, y0 = pts.min(axis=(0, 1)) * (sx, sy)
+    x1, y1 = pts.max(axis=(0, 1)) * (sx, sy)
+    return slice(int(y0), int(y1) + 1), slice(int(x0), int(x1) + 1)
+
+
+async def test_malformed_offers_are_refused_with_what_to_fix() -> None:
+    client = Client()
+    offer = (await set_local(client.pc, loopback=True)).sdp
+    await client.close()
+    lines = offer.splitlines(keepends=True)
+    unencrypted = "".join(x for x in lines if not x.startswith("a=fingerprint"))
+    foreign = offer.replace("VP8/90000", "XYZ/90000").replace("H264/90000", "XYZ/90000")
+    foreign = foreign.replace("opus/48000", "xyz/48000").replace("PCMU/8000", "xyz/8000")
+    foreign = foreign.replace("PCMA/8000", "xyz/8000").replace("G722/8000", "xyz/8000")
+    for sdp, kind, what in [
+        ("this is not sdp", "offer", "no media section"),
+        ("v=0\r\nm=audio x UDP/TLS/RTP/SAVPF 111\r\n", "offer", "could not be read"),
+        (offer, "answer", "type must be 'offer'"),
+        (unencrypted, "offer", "no DTLS fingerprint"),
+        (foreign, "offer", "cannot be answered"),
+    ]:
+        call = Call(MediaClock(lambda i: np.zeros((8, 8, 3), np.uint8)), loopback=True)
+        try:
+            with pytest.raises(InvalidRequest, match=what):
+                await call.answer(sdp, kind)
+        finally:
+            await call.close()
+
+
+async def test_listening_replica_streams_at_25_fps_with_audio_on_the_same_clock(
+    replica: Replica, engine: TritonClient, settings: Settings
+) -> None:
+    avatar = await Avatar.load(replica, engine)
+    width, height = avatar.size
+    prepared = replica.prepared
+    assert (width, height) == (prepared.width, prepared.height)
+    assert settings.ice_servers == ()  # no public STUN: host candidates only
+    async with connected(avatar.clock, settings) as (call, client):
+        call.send({"event_type": "system.replica_joined"})
+        assert await asyncio.wait_for(client.messages.get(), 10) == {
+            "event_type": "system.replica_joined"
+        }
+        client.channel.send(json.dumps({"event_type": "conversation.echo"}))
+        assert await asyncio.wait_for(call.received.get(), 5) == {"event_type": "conversation.echo"}
+        await until(lambda: client.video and client.audio, 10, "media")
+        t0 = time.monotonic() + 0.5
+        await asyncio.sleep(3.5)
+        video = since(client.video, t0, t0 + 3.0)
+        audio = since(client.audio, t0, t0 + 3.0)
+
+    fps = len(video) / 3.0
+    print(f"received {fps:.1f} fps video, {len(audio)} audio frames in 3 s")
+    assert fps >= 24, f"{fps:.1f} fps"
+    steps = np.diff([pts for _, pts, _ in video])
+    assert np.all(steps % 3600 == 0) and np.median(steps) == 3600, steps  # 25 fps at 90 kHz
+    frames = [f for _, _, f in video]
+    assert all(f.shape == (height, width, 3) for f in frames)
+    rows, cols = mouth_box(replica, (width, height))
+    face = np.stack([f[rows, cols].astype(np.float32) for f in frames])
+    assert face.std() > 10, "the face region is not blank"
+    assert np.abs(face[1:] - face[:-1]).mean(axis=(1, 2, 3)).max() > 1, "the face moves"
+    # Audio: silence while listening, and as much of it as the video covers (one clock).
+    assert client.rates == {48000}
+    samples = np.concatenate([a for _, _, a in audio])
+    assert np.sqrt(np.mean(samples**2)) < 1e-3
+    audio_s = (audio[-1][1] - audio[0][1]) / 48000
+    video_s = (video[-1][1] - video[0][1]) / 90000
+    assert abs(audio_s - video_s) < 0.2, (audio_s, video_s)
+
+
+async def test_speaking_raises_audio_energy_and_renders_the_mouth_then_interrupt_stops_it(
+    replica: Replica, engine: TritonClient
+) -> None:
+    jfk = await decode_audio(shared_file("speech", "jfk.flac"))
+    speech = Audio(jfk.samples[: 3 * jfk.rate], jfk.rate)
+    avatar = await Avatar.load(replica, engine)
+    rows, cols = mouth_box(replica, avatar.size)
+    listening = np.stack([f[rows, cols] for f in avatar.loop])
+    listening = listening.astype(np.float32)
+
+    def off_loop(frame: np.ndarray) -> float:
+        """How far a received frame's mouth is from every listening frame's (8-bit levels)."""
+        crop = frame[rows, cols].astype(np.float32)
+        return float(np.abs(listening - crop).mean(axis=(1, 2, 3)).min())
+
+    async with connected(avatar.clock) as (_call, client):
+        await until(lambda: client.audio, 10, "audio")
+        quiet_from = time.monotonic()
+        said = await avatar.speak(speech)
+        queued_at = time.monotonic()
+        assert not said.interrupted and said.frames == 75
+        print("speak:", said.timings)
+        await until(lambda: not avatar.clock.queued, 10, "end of playback")
+        played_at = time.monotonic()
+        await asyncio.sleep(0.5)
+        # A second utterance, played once enough is rendered that playback cannot catch up
+        # (the first one measured the render rate), cut one second in.
+        assert avatar.render_fps is not None and avatar.render_fps > 5
+        lead = avatar.lead_for(said.frames)
+        talking = asyncio.create_task(avatar.speak(speech))
+        await until(lambda: avatar.clock.queued or talking.done(), 60, "second utterance")
+        early = not talking.done()
+        await asyncio.sleep(1.0)
+        rendering = not talking.done()
+        dropped = avatar.interrupt()
+        cut_at = time.monotonic()
+        # A render still in flight is cancelled; what was queued is dropped.
+        assert (await talking).interrupted is rendering
+        assert avatar.clock.queued == 0 and (dropped > 0 or rendering)
+        if lead < said.frames:
+            assert early, f"playback waits for {lead} of {said.frames} frames, not all"
+        print(
+            f"render {avatar.render_fps:.1f} fps, lead {lead}; interrupt: rendering={rendering}, "
+            f"dropped {dropped} slots"
+        )
+        await asyncio.sleep(1.0)
+
+    def rms(rows_: Rows) -> float:
+        return float(np.sqrt(np.mean(np.concatenate([a for _, _, a in rows_]) ** 2)))
+
+    quiet = rms(since(client.audio, quiet_from, queued_at))
+    spoken = rms(since(client.audio, queued_at + 0.3, played_at))
+    after = rms(since(client.audio, cut_at + 0.3))
+    print(f"rms listening {quiet:.5f}, speaking {spoken:.4f}, after interrupt {after:.5f}")
+    assert spoken > 0.02 and spoken > 20 * quiet
+    assert after < 0.1 * spoken, "audio stops within a few slots of the interrupt"
+    # The mouth: listening frames are the loop's own; speaking ones are rendered, and move.
+    before = [off_loop(f) for _, _, f in since(client.video, quiet_from, queued_at)]
+    during = [off_loop(f) for _, _, f in since(client.video, queued_at + 0.3, played_at)]
+    mouths = np.stack([f[rows, cols] for _, _, f in since(client.video, queued_at, played_at)])
+    print(
+        f"mouth off the listening loop: before {np.median(before):.2f}, "
+        f"speaking {np.median(during):.2f}"
+    )
+    assert len(during) > 40
+    assert np.median(during) > np.median(before) + 2
+    assert np.abs(np.diff(mouths.astype(np.float32), axis=0)).mean() > 1
+
+
+async def test_a_lower_stream_height_scales_the_listening_video(
+    replica: Replica, engine: TritonClient
+) -> None:
+    # VP8 in aiortc on this machine: ~11 ms of CPU a 720p frame, ~3.4 at 360p.
+    avatar = await Avatar.load(replica, engine, stream_height=360)
+    width, height = avatar.size
+    prepared = replica.prepared
+    assert height == 360 and abs(width / height - prepared.width / prepared.height) < 0.01
+    async with connected(avatar.clock) as (_call, client):
+        await until(lambda: client.video, 10, "video")
+        t0 = time.monotonic()
+        await asyncio.sleep(2.0)
+        video = since(client.video, t0, t0 + 2.0)
+    assert len(video) >= 48 and all(f.shape == (height, width, 3) for _, _, f in video)
+    rows, cols = mouth_box(replica, avatar.size)
+    assert np.stack([f[rows, cols] for _, _, f in video]).std() > 10
