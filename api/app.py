@@ -17,6 +17,7 @@ from litestar.types import ControllerRouterHandler
 import doppel
 from api.auth import HEADER, ApiKeyMiddleware
 from api.batches import BatchController
+from api.calls import LiveCalls
 from api.conversations import ConversationController
 from api.errors import HANDLERS
 from api.health import HealthController
@@ -50,10 +51,12 @@ def create_app(settings: Settings) -> Litestar:
             redis=redis,
             triton=triton,
             storage=LocalStorage(settings.data_dir),
+            calls=LiveCalls(settings, pool, triton),
         )
         try:
             yield
         finally:
+            await app.state.services.calls.close()
             await triton.close()
             await redis.aclose(close_connection_pool=True)
             await pool.close()

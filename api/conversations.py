@@ -63,6 +63,21 @@ class ConversationOut(msgspec.Struct, omit_defaults=True):
     transcript: list[dict[str, Any]] | None = None
 
 
+class Offer(msgspec.Struct, forbid_unknown_fields=True):
+    sdp: str
+    type: str
+    #: The connection being replaced (with `restart_pc`); informational here.
+    pc_id: str | None = None
+    #: Replace the conversation's current connection (a reconnecting client).
+    restart_pc: bool = False
+
+
+class Answer(msgspec.Struct):
+    sdp: str
+    type: str
+    pc_id: str
+
+
 class ConversationList(msgspec.Struct):
     data: list[ConversationOut]
     total_count: int
@@ -126,6 +141,7 @@ class ConversationController(Controller):
             field="callback_url",
         )
         item = await conversations.create(services.pool, request.user.id, data, check_url)
+        services.calls.expect(item)
         return ConversationCreated(
             conversation_id=item.conversation_id,
             conversation_name=item.conversation_name,
@@ -184,7 +200,9 @@ class ConversationController(Controller):
         services: NamedDependency[Services],
         conversation_id: FromPath[str],
     ) -> ConversationOut:
-        item = await conversations.end(services.pool, request.user.id, conversation_id)
+        await conversations.get(services.pool, request.user.id, conversation_id)
+        await services.calls.end(conversation_id, conversations.ENDPOINT_HIT)
+        item = await conversations.get(services.pool, request.user.id, conversation_id)
         return _out(item, request)
 
     @delete(
@@ -202,5 +220,31 @@ class ConversationController(Controller):
             bool, QueryParameter(description="remove the record, its transcript and events")
         ] = False,
     ) -> Response[dict[str, str]]:
+        await conversations.get(services.pool, request.user.id, conversation_id)
+        if conversation_id in services.calls:
+            await services.calls.end(conversation_id, conversations.DELETED)
         await conversations.delete(services.pool, request.user.id, conversation_id, hard)
         return Response({"conversation_id": conversation_id, "status": "deleted"}, status_code=200)
+
+    @post(
+        "/{conversation_id:str}/offer",
+        operation_id="offer_conversation",
+        summary="Join the call: the client's WebRTC offer in, the replica's answer out",
+        description='JSON `{sdp, type: "offer", pc_id?, restart_pc?}` (non-trickle: the offer '
+        "holds the client's candidates, the answer holds ours). The client sends its microphone "
+        "and receives the replica's audio and video plus an `events` data channel it opens. "
+        "An ended conversation is a 409; a malformed offer a 422 naming what is wrong.",
+        status_code=200,
+    )
+    async def offer(
+        self,
+        request: Request[Tenant, uuid.UUID, Any],
+        services: NamedDependency[Services],
+        conversation_id: FromPath[str],
+        data: JSONBody[Offer],
+    ) -> Answer:
+        item = await conversations.get(services.pool, request.user.id, conversation_id)
+        sdp, kind, pc_id = await services.calls.connect(
+            item, data.sdp, data.type, restart=data.restart_pc
+        )
+        return Answer(sdp=sdp, type=kind, pc_id=pc_id)

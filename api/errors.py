@@ -18,6 +18,7 @@ from doppel.errors import (
     InferenceFailed,
     InvalidMedia,
     InvalidRequest,
+    Malformed,
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 #: First match wins: a subclass comes before its base (PayloadTooLarge is an InvalidRequest).
 STATUS = {
     PayloadTooLarge: 413,
+    Malformed: 400,
     InvalidMedia: 422,
     InvalidRequest: 422,
     NotFound: 404,

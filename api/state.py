@@ -7,6 +7,7 @@ import dataclasses
 import asyncpg
 from arq.connections import ArqRedis
 
+from api.calls import LiveCalls
 from doppel.domain import webhooks
 from doppel.platform.storage import LocalStorage
 from doppel.settings import Settings
@@ -20,6 +21,8 @@ class Services:
     redis: ArqRedis
     triton: TritonClient
     storage: LocalStorage
+    #: The live calls this process holds (api/calls.py).
+    calls: LiveCalls
 
     def notifier(self) -> webhooks.Notifier:
         """Webhooks for the status changes a request makes, their links at the public URL."""

@@ -29,6 +29,12 @@ class InvalidRequest(DoppelError):
     """A request is well-formed HTTP but its content cannot be acted on."""
 
 
+class Malformed(InvalidRequest):
+    """The request's content cannot be read at all (a malformed WebRTC offer): a 400, where
+    content that reads but cannot be acted on is a 422.
+    """
+
+
 class PayloadTooLarge(InvalidRequest):
     """A file (uploaded or fetched from a URL) is over the size the operator allows; the
     message names the limit.

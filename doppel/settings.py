@@ -100,6 +100,10 @@ class Settings:
     ice_servers: tuple[str, ...] = ()
     #: Height of a live call's video (DOPPEL_STREAM_HEIGHT); None: the replica's own size.
     stream_height: int | None = None
+    #: Live calls gather ICE candidates on 127.0.0.1 only (DOPPEL_ICE_LOOPBACK=1): tests and a
+    #: browser on this machine (Chromium needs --allow-loopback-in-peer-connection), so no packet
+    #: leaves the machine. Off: aioice's host addresses, as a deployment needs.
+    ice_loopback: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -148,6 +152,8 @@ class Settings:
                 u.strip() for u in env.get("DOPPEL_ICE_SERVERS", "").split(",") if u.strip()
             ),
             stream_height=_opt_int(env, "DOPPEL_STREAM_HEIGHT"),
+            ice_loopback=env.get("DOPPEL_ICE_LOOPBACK", "").strip().lower()
+            in ("1", "true", "yes", "on"),
         )
 
 

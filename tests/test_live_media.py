@@ -8,26 +8,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
+from litestar.testing import AsyncTestClient
 
+from api.app import create_app
 from doppel.audio.media import Audio, decode_audio
+from doppel.domain import replicas
 from doppel.errors import InvalidRequest
 from doppel.face import mouth
 from doppel.live.avatar import Avatar
 from doppel.live.clock import MediaClock
 from doppel.live.webrtc import Call, new_peer, set_local
+from doppel.replica import layout
 from doppel.replica.artefact import Replica
 from doppel.settings import Settings
 from doppel.triton import TritonClient
-from tests.conftest import shared_file
+from tests.conftest import Caller, new_caller, shared_file
 from tests.test_talking_head import trained
 
 __all__ = ["trained"]  # the trained replica fixture, shared with the talking-head tests
@@ -285,3 +291,173 @@ async def test_a_lower_stream_height_scales_the_listening_video(
     assert len(video) >= 48 and all(f.shape == (height, width, 3) for _, _, f in video)
     rows, cols = mouth_box(replica, avatar.size)
     assert np.stack([f[rows, cols] for _, _, f in video]).std() > 10
+
+
+# --- calls through the API: /v2/conversations/{id}/offer and the call's lifecycle -----------------
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[AsyncTestClient]:
+    """The API with live calls gathering on loopback (as tests and local mode run it)."""
+    live = dataclasses.replace(settings, ice_loopback=True)
+    async with AsyncTestClient(app=create_app(live), timeout=300) as c:
+        yield c
+
+
+async def conversation(
+    api: AsyncTestClient, pool: Any, caller: Caller, trained: Path, tmp: Path, **properties: Any
+) -> str:
+    """An active conversation of `caller` with the trained replica (recorded as completed)."""
+    folder = tmp / replicas.new_id()
+    folder.mkdir()
+    (folder / layout.MODEL_FOLDER).symlink_to(trained)
+    rid = replicas.new_id()
+    await pool.execute(
+        """INSERT INTO replicas (replica_id, tenant_id, replica_name, folder, train_paths, status)
+           VALUES ($1, $2, 'obama', $3, '{}', 'completed')""",
+        rid,
+        caller.tenant.id,
+        str(folder),
+    )
+    persona = await api.post(
+        "/v2/personas",
+        json={"system_prompt": "You are a museum guide.", "default_replica_id": rid},
+        headers=caller.headers,
+    )
+    assert persona.status_code == 200, persona.text
+    made = await api.post(
+        "/v2/conversations",
+        json={"persona_id": persona.json()["persona_id"], "properties": properties},
+        headers=caller.headers,
+    )
+    assert made.status_code == 200, made.text
+    assert made.json()["status"] == "active"
+    return str(made.json()["conversation_id"])
+
+
+async def join(api: AsyncTestClient, caller: Caller, cid: str) -> Client:
+    """The client peer's offer through the API, answered; every candidate on loopback."""
+    peer = Client()
+    offer = await set_local(peer.pc, loopback=True)
+    answered = await api.post(
+        f"/v2/conversations/{cid}/offer",
+        json={"sdp": offer.sdp, "type": offer.type},
+        headers=caller.headers,
+    )
+    assert answered.status_code == 200, answered.text
+    body = answered.json()
+    assert body["type"] == "answer" and body["pc_id"]
+    candidates = [x for x in body["sdp"].splitlines() if x.startswith("a=candidate")]
+    assert candidates and all(" 127.0.0.1 " in c for c in candidates), candidates
+    await peer.pc.setRemoteDescription(RTCSessionDescription(body["sdp"], body["type"]))
+    return peer
+
+
+async def event(peer: Client, event_type: str, timeout_s: float) -> dict[str, Any]:
+    """The next data-channel event of `event_type` (earlier ones of other types skipped)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {event_type} within {timeout_s} s"
+        got = await asyncio.wait_for(peer.messages.get(), left)
+        assert isinstance(got, dict)
+        if got["event_type"] == event_type:
+            return got
+
+
+async def settled(
+    api: AsyncTestClient,
+    caller: Caller,
+    path: str,
+    ok: Callable[[dict[str, Any]], bool],
+    timeout_s: float = 15.0,
+) -> dict[str, Any]:
+    """GET `path` until `ok` holds for its body (or fail after `timeout_s`)."""
+    for _ in range(int(timeout_s / 0.2)):
+        read = await api.get(path, headers=caller.headers)
+        assert read.status_code == 200, read.text
+        body: dict[str, Any] = read.json()
+        if ok(body):
+            return body
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{path} did not settle within {timeout_s} s: {body}")
+
+
+async def test_a_call_joined_through_the_api_streams_and_ends_at_its_max_duration(
+    api: AsyncTestClient, pool: Any, trained: Path, tmp_path: Path
+) -> None:
+    caller = await new_caller(pool)
+    cid = await conversation(api, pool, caller, trained, tmp_path, max_call_duration=6)
+    peer = await join(api, caller, cid)
+    try:
+        joined = await event(peer, "system.replica_joined", 30)
+        assert joined["message_type"] == "conversation" and joined["conversation_id"] == cid
+        assert joined["seq"] == 1 and joined["properties"]["replica_id"]
+        await until(lambda: len(peer.video) >= 10 and len(peer.audio) >= 10, 20, "media")
+        t0 = peer.video[0][0]
+        await until(lambda: peer.video[-1][0] >= t0 + 2.0, 10, "2 s of video")
+        assert len(since(peer.video, t0, t0 + 2.0)) >= 48  # >= 24 fps through the API's call
+        again = await api.post(
+            f"/v2/conversations/{cid}/offer",
+            json={"sdp": "v=0", "type": "offer"},
+            headers=caller.headers,
+        )
+        assert again.status_code == 409 and "restart_pc" in again.json()["detail"]
+        shutdown = await event(peer, "system.shutdown", 20)
+        assert shutdown["properties"]["shutdown_reason"] == "max_call_duration reached"
+        assert shutdown["seq"] > joined["seq"]
+    finally:
+        await peer.close()
+    # The record writes run beside the call: the shutdown event reaches the row shortly after.
+    body = await settled(
+        api,
+        caller,
+        f"/v2/conversations/{cid}?verbose=true",
+        lambda b: (
+            "system.shutdown" in [e["event_type"] for e in b["events"]] and b["status"] == "ended"
+        ),
+    )
+    assert body["status"] == "ended" and body["shutdown_reason"] == "max_call_duration reached"
+    assert body["events"][0]["event_type"] == "system.replica_joined"
+    late = await api.post(
+        f"/v2/conversations/{cid}/offer",
+        json={"sdp": "v=0", "type": "offer"},
+        headers=caller.headers,
+    )
+    assert late.status_code == 409 and "ended" in late.json()["detail"]
+
+
+async def test_a_call_ends_at_the_end_endpoint_nobody_joining_times_out_and_bad_offers_refused(
+    api: AsyncTestClient, pool: Any, trained: Path, tmp_path: Path
+) -> None:
+    caller = await new_caller(pool)
+    cid = await conversation(api, pool, caller, trained, tmp_path)
+    bad = await api.post(
+        f"/v2/conversations/{cid}/offer",
+        json={"sdp": "this is not SDP", "type": "offer"},
+        headers=caller.headers,
+    )
+    assert bad.status_code == 400 and "SDP" in bad.json()["detail"]
+    stranger = await new_caller(pool)
+    foreign = await api.post(
+        f"/v2/conversations/{cid}/offer",
+        json={"sdp": "v=0", "type": "offer"},
+        headers=stranger.headers,
+    )
+    assert foreign.status_code == 404
+    peer = await join(api, caller, cid)
+    try:
+        await event(peer, "system.replica_joined", 30)
+        ended = await api.post(f"/v2/conversations/{cid}/end", headers=caller.headers)
+        assert ended.status_code == 200 and ended.json()["status"] == "ended"
+        shutdown = await event(peer, "system.shutdown", 10)
+        assert shutdown["properties"]["shutdown_reason"] == "end_conversation_endpoint_hit"
+    finally:
+        await peer.close()
+
+    absent = await conversation(api, pool, caller, trained, tmp_path, participant_absent_timeout=1)
+
+    body = await settled(
+        api, caller, f"/v2/conversations/{absent}", lambda b: b["status"] == "ended"
+    )
+    assert body["shutdown_reason"] == "participant_absent_timeout reached"

@@ -359,15 +359,6 @@ async def set_ended(pool: asyncpg.Pool, conversation_id: str, reason: str) -> bo
     return ended is not None
 
 
-async def end(
-    pool: asyncpg.Pool, tenant_id: uuid.UUID, conversation_id: str, reason: str = ENDPOINT_HIT
-) -> ConversationRow:
-    """`POST /end`: the tenant's conversation, ended (an ended one is returned unchanged)."""
-    await get(pool, tenant_id, conversation_id)
-    await set_ended(pool, conversation_id, reason)
-    return await get(pool, tenant_id, conversation_id)
-
-
 async def delete(
     pool: asyncpg.Pool, tenant_id: uuid.UUID, conversation_id: str, hard: bool
 ) -> None:

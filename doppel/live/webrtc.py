@@ -32,7 +32,7 @@ from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateErr
 from aiortc.sdp import SessionDescription
 from av import AudioFrame, VideoFrame
 
-from doppel.errors import InvalidRequest
+from doppel.errors import Malformed
 from doppel.live.clock import AUDIO_RATE, SLOT_RATE, MediaClock
 from doppel.settings import Settings
 
@@ -142,17 +142,17 @@ def _audio_frame(pcm: np.ndarray, pts: int) -> AudioFrame:
 
 
 def parse_offer(sdp: str, kind: str) -> SessionDescription:
-    """The offer, or `InvalidRequest` saying what is wrong with it."""
+    """The offer, or `Malformed` saying what is wrong with it."""
     if kind != "offer":
-        raise InvalidRequest(f"type must be 'offer' (got {kind!r}): send the browser's offer.")
+        raise Malformed(f"type must be 'offer' (got {kind!r}): send the browser's offer.")
     try:
         parsed = SessionDescription.parse(sdp)
     except Exception as exc:  # noqa: BLE001 - aiortc's parser raises anything on garbage
-        raise InvalidRequest(f"The SDP offer could not be read ({exc!r}).") from exc
+        raise Malformed(f"The SDP offer could not be read ({exc!r}).") from exc
     if not parsed.media:
-        raise InvalidRequest("The SDP offer has no media section (no audio, video or data).")
+        raise Malformed("The SDP offer has no media section (no audio, video or data).")
     if any(m.dtls is None or not m.dtls.fingerprints for m in parsed.media):
-        raise InvalidRequest(
+        raise Malformed(
             "The SDP offer has no DTLS fingerprint and role (a=fingerprint, a=setup): WebRTC "
             "media is encrypted; send the offer the browser made."
         )
@@ -193,7 +193,7 @@ class Call:
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, type))
         except (ValueError, KeyError, IndexError, TypeError, *_AIORTC_ERRORS) as exc:
-            raise InvalidRequest(f"The SDP offer cannot be answered ({exc}).") from exc
+            raise Malformed(f"The SDP offer cannot be answered ({exc}).") from exc
         kinds = {m.kind for m in parsed.media}
         if "video" in kinds:
             self.pc.addTrack(VideoTrack(self.clock))

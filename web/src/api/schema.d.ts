@@ -148,6 +148,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v2/conversations/{conversation_id}/offer": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Join the call: the client's WebRTC offer in, the replica's answer out
+         * @description JSON `{sdp, type: "offer", pc_id?, restart_pc?}` (non-trickle: the offer holds the client's candidates, the answer holds ours). The client sends its microphone and receives the replica's audio and video plus an `events` data channel it opens. An ended conversation is a 409; a malformed offer a 422 naming what is wrong.
+         */
+        post: operations["offer_conversation"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v2/personas": {
         parameters: {
             query?: never;
@@ -568,6 +588,12 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** Answer */
+        Answer: {
+            pc_id: string;
+            sdp: string;
+            type: string;
+        };
         /** BatchList */
         BatchList: {
             data: components["schemas"]["BatchOut"][];
@@ -674,6 +700,14 @@ export interface components {
             object_type: string;
             request_body: string;
             url: string;
+        };
+        /** Offer */
+        Offer: {
+            pc_id?: string | null;
+            /** @default false */
+            restart_pc: boolean;
+            sdp: string;
+            type: string;
         };
         /** PersonaList */
         PersonaList: {
@@ -1224,6 +1258,47 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ConversationOut"];
+                };
+            };
+            /** @description Bad request syntax or unsupported method */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        detail: string;
+                        extra?: null | {
+                            [key: string]: unknown;
+                        } | unknown[];
+                        status_code: number;
+                    };
+                };
+            };
+        };
+    };
+    offer_conversation: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                conversation_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Offer"];
+            };
+        };
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Answer"];
                 };
             };
             /** @description Bad request syntax or unsupported method */

@@ -1,0 +1,188 @@
+"""Live calls held by this API process: a conversation's WebRTC session joined to its record.
+
+Records and engine meet here, for calls, as they meet in `orchestrator/jobs/` for batch work:
+`doppel.live` (the replica's avatar on one media clock, the aiortc peer, the events envelope)
+knows no tables, and this module writes what happens on a call to the conversation's row.
+
+Where a call runs: in the API process that answered its offer, on its event loop (aiortc is
+asyncio, and the avatar renders through the same Triton client the API already holds). Past one
+machine, the API processes of each machine hold the calls they answered; a load balancer sends a
+conversation's offer, interactions and end to the machine holding it (the conversation row is
+the place to record which), and the capacity check refuses a call a machine cannot serve.
+
+Lifecycle: the offer starts the call (`system.replica_joined` on the data channel); it ends with
+`system.shutdown` and a reason (Tavus's words) when the end endpoint is hit, the conversation is
+deleted, `max_call_duration` passes, nobody connected within `participant_absent_timeout` of
+its creation, or the API shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import asyncpg
+
+from doppel.domain import conversations, replicas
+from doppel.domain.conversations import ConversationRow
+from doppel.errors import Conflict
+from doppel.live.avatar import Avatar
+from doppel.live.events import REPLICA_JOINED, SHUTDOWN, Outbox
+from doppel.live.webrtc import Call
+from doppel.replica.artefact import Replica
+from doppel.settings import Settings
+from doppel.triton import TritonClient
+
+log = logging.getLogger(__name__)
+
+MAX_DURATION = "max_call_duration reached"
+ABSENT = "participant_absent_timeout reached"
+SERVER_SHUTDOWN = "server_shutdown"
+#: Longest wait for the data channel to hand `system.shutdown` over before the peer closes.
+DRAIN_S = 1.0
+
+
+@dataclasses.dataclass(eq=False)
+class LiveCall:
+    conversation_id: str
+    avatar: Avatar
+    call: Call
+    outbox: Outbox
+    started: float
+    tasks: set[asyncio.Task[Any]] = dataclasses.field(default_factory=set)
+
+
+class LiveCalls:
+    """The calls of one API process, by conversation id."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, triton: TritonClient) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.triton = triton
+        self._calls: dict[str, LiveCall] = {}
+        self._waiting: dict[str, asyncio.Task[None]] = {}
+        self._writes: set[asyncio.Task[Any]] = set()
+
+    def __contains__(self, conversation_id: str) -> bool:
+        return conversation_id in self._calls
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run a record write beside the call; a failed write is logged, never the call's end."""
+        task = asyncio.create_task(work)
+        self._writes.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._writes.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.warning("conversation record write failed: %s", t.exception())
+
+        task.add_done_callback(done)
+
+    def expect(self, item: ConversationRow) -> None:
+        """A new active conversation: ended if nobody connects within its absent timeout."""
+        if item.status != "active":
+            return
+        wait = float(item.properties["participant_absent_timeout"])
+
+        async def absent() -> None:
+            await asyncio.sleep(wait)
+            if item.conversation_id not in self._calls:
+                await self.end(item.conversation_id, ABSENT)
+
+        self._waiting[item.conversation_id] = asyncio.create_task(absent())
+
+    async def connect(
+        self, item: ConversationRow, sdp: str, kind: str, *, restart: bool = False
+    ) -> tuple[str, str, str]:
+        """Answer the client's offer for an active conversation: (sdp, type, pc_id)."""
+        cid = item.conversation_id
+        if item.status != "active":
+            raise Conflict(
+                f"Conversation {cid} has ended ({item.shutdown_reason}); start a new one."
+            )
+        live = self._calls.get(cid)
+        if live is not None and not restart:
+            raise Conflict(
+                f"Conversation {cid} is already connected; send restart_pc: true to replace its "
+                "connection."
+            )
+        if live is not None:
+            avatar = live.avatar
+            await live.call.close()
+        else:
+            replica = Replica.load(await replicas.model_folder_of(self.pool, item.replica_id))
+            avatar = await Avatar.load(
+                replica, self.triton, stream_height=self.settings.stream_height
+            )
+        call = Call.configured(avatar.clock, self.settings, loopback=self.settings.ice_loopback)
+        try:
+            answer = await call.answer(sdp, kind)
+        except BaseException:
+            await call.close()
+            raise
+        if live is not None:
+            live.call = call
+            live.outbox = Outbox(cid, call.send, self._keeper(cid))
+            return answer
+        waiting = self._waiting.pop(cid, None)
+        if waiting is not None:
+            waiting.cancel()
+        live = LiveCall(cid, avatar, call, Outbox(cid, call.send, self._keeper(cid)), time.time())
+        self._calls[cid] = live
+        live.outbox.emit(REPLICA_JOINED, {"replica_id": item.replica_id})
+        limit = float(item.properties["max_call_duration"])
+        live.tasks.add(asyncio.create_task(self._end_after(cid, limit, MAX_DURATION)))
+        return answer
+
+    def _keeper(self, cid: str) -> Any:
+        return lambda event: self._spawn(conversations.record_event(self.pool, cid, event))
+
+    async def _end_after(self, cid: str, seconds: float, reason: str) -> None:
+        await asyncio.sleep(seconds)
+        await self.end(cid, reason)
+
+    async def end(self, conversation_id: str, reason: str) -> bool:
+        """End the conversation's call (if this process holds one) and its record; True when
+        this ended the record (False: it had ended already, its first reason stays).
+        """
+        waiting = self._waiting.pop(conversation_id, None)
+        if waiting is not None and waiting is not asyncio.current_task():
+            waiting.cancel()
+        live = self._calls.pop(conversation_id, None)
+        # The record first: once the client hears `system.shutdown`, the conversation reads ended.
+        ended = await conversations.set_ended(self.pool, conversation_id, reason)
+        if live is not None:
+            live.outbox.emit(SHUTDOWN, {"shutdown_reason": reason, "reason": reason})
+            await _drain(live.call)
+            live.avatar.interrupt()
+            for task in live.tasks:
+                if task is not asyncio.current_task():
+                    task.cancel()
+            await live.call.close()
+        return ended
+
+    async def close(self) -> None:
+        """The API is stopping: every call ends, and every record write finishes."""
+        for cid in list(self._calls):
+            with contextlib.suppress(Exception):
+                await self.end(cid, SERVER_SHUTDOWN)
+        for task in self._waiting.values():
+            task.cancel()
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
+
+async def _drain(call: Call) -> None:
+    """Wait (at most DRAIN_S) until the data channel has handed its queued messages over."""
+    channel = call.channel
+    deadline = time.monotonic() + DRAIN_S
+    while channel is not None and channel.readyState == "open" and time.monotonic() < deadline:
+        if channel.bufferedAmount == 0:
+            await asyncio.sleep(0.05)  # the last message leaves the SCTP queue
+            return
+        await asyncio.sleep(0.02)
