@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import logging
 import time
 from collections.abc import Coroutine
@@ -28,11 +29,14 @@ from typing import Any
 
 import asyncpg
 
-from doppel.domain import conversations, replicas
+from doppel.domain import conversations, personas, replicas
 from doppel.domain.conversations import ConversationRow
 from doppel.errors import Conflict
+from doppel.live import llm
 from doppel.live.avatar import Avatar
+from doppel.live.dialogue import Dialogue
 from doppel.live.events import REPLICA_JOINED, SHUTDOWN, Outbox
+from doppel.live.session import REPLICA, Conversation
 from doppel.live.webrtc import Call
 from doppel.replica.artefact import Replica
 from doppel.settings import Settings
@@ -53,6 +57,7 @@ class LiveCall:
     avatar: Avatar
     call: Call
     outbox: Outbox
+    talk: Conversation
     started: float
     tasks: set[asyncio.Task[Any]] = dataclasses.field(default_factory=set)
 
@@ -116,28 +121,79 @@ class LiveCalls:
             await live.call.close()
         else:
             replica = Replica.load(await replicas.model_folder_of(self.pool, item.replica_id))
+            if replica.voice_folder is None:
+                raise Conflict(
+                    f"Replica {item.replica_id} was trained without a voice: it cannot hold a "
+                    "conversation. Train it with its voice."
+                )
             avatar = await Avatar.load(
                 replica, self.triton, stream_height=self.settings.stream_height
             )
         call = Call.configured(avatar.clock, self.settings, loopback=self.settings.ice_loopback)
+        outbox = Outbox(cid, call.send, self._keeper(cid))
+        talk = live.talk if live is not None else await self._conversation(item, avatar, outbox)
+        tasks: set[asyncio.Task[Any]] = set()
+
+        def track(received: Any) -> None:  # the client's microphone
+            if received.kind == "audio":
+                tasks.add(_logged(asyncio.create_task(talk.listen(received)), cid, "listening"))
+
+        call.pc.on("track", track)
         try:
             answer = await call.answer(sdp, kind)
         except BaseException:
             await call.close()
             raise
+        tasks.add(_logged(asyncio.create_task(self._inbound(cid, call, talk)), cid, "messages"))
         if live is not None:
-            live.call = call
-            live.outbox = Outbox(cid, call.send, self._keeper(cid))
+            live.call, live.outbox, talk.outbox = call, outbox, outbox
+            live.tasks |= tasks
             return answer
         waiting = self._waiting.pop(cid, None)
         if waiting is not None:
             waiting.cancel()
-        live = LiveCall(cid, avatar, call, Outbox(cid, call.send, self._keeper(cid)), time.time())
+        live = LiveCall(cid, avatar, call, outbox, talk, time.time(), tasks)
         self._calls[cid] = live
-        live.outbox.emit(REPLICA_JOINED, {"replica_id": item.replica_id})
+        outbox.emit(REPLICA_JOINED, {"replica_id": item.replica_id})
         limit = float(item.properties["max_call_duration"])
         live.tasks.add(asyncio.create_task(self._end_after(cid, limit, MAX_DURATION)))
         return answer
+
+    async def _conversation(
+        self, item: ConversationRow, avatar: Avatar, outbox: Outbox
+    ) -> Conversation:
+        """The persona's side of the call: its prompt, context (with the conversation's own),
+        tools and LLM, speaking in the replica's voice.
+        """
+        persona = await personas.get(self.pool, item.tenant_id, item.persona_id)
+        layers = persona.document(with_key=True)["layers"]
+        config = llm.config_for(layers, persona.llm_api_key, self.settings)
+        context = "\n\n".join(c for c in (persona.context, item.conversational_context) if c)
+        assert avatar.replica.voice_folder is not None
+        dialogue = Dialogue(
+            self.triton,
+            llm.ChatClient(config),
+            avatar.replica.voice_folder,
+            system_prompt=persona.system_prompt,
+            context=context,
+            tools=(layers.get("llm") or {}).get("tools") or (),
+            language=str(item.properties.get("language", "en")),
+        )
+        cid = item.conversation_id
+
+        def keep(role: str, text: str) -> None:
+            when = dt.datetime.now(dt.UTC)
+            spoken = "assistant" if role == REPLICA else "user"
+            self._spawn(conversations.append_transcript(self.pool, cid, spoken, text, when))
+
+        return Conversation(avatar, dialogue, self.triton, outbox, keep=keep)
+
+    async def _inbound(self, cid: str, call: Call, talk: Conversation) -> None:
+        """Messages the client sends on the data channel: Tavus's interactions."""
+        while True:
+            message = await call.received.get()
+            if not isinstance(message, dict) or not talk.handle(message):
+                log.info("conversation %s: ignored an unknown interaction %.200r", cid, message)
 
     def _keeper(self, cid: str) -> Any:
         return lambda event: self._spawn(conversations.record_event(self.pool, cid, event))
@@ -159,6 +215,7 @@ class LiveCalls:
         if live is not None:
             live.outbox.emit(SHUTDOWN, {"shutdown_reason": reason, "reason": reason})
             await _drain(live.call)
+            await live.talk.close()
             live.avatar.interrupt()
             for task in live.tasks:
                 if task is not asyncio.current_task():
@@ -175,6 +232,17 @@ class LiveCalls:
             task.cancel()
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
+
+
+def _logged(task: asyncio.Task[Any], cid: str, what: str) -> asyncio.Task[Any]:
+    """`task`, whose failure is logged (a call's side task must not die unseen)."""
+
+    def done(t: asyncio.Task[Any]) -> None:
+        if not t.cancelled() and t.exception() is not None:
+            log.error("conversation %s: %s failed", cid, what, exc_info=t.exception())
+
+    task.add_done_callback(done)
+    return task
 
 
 async def _drain(call: Call) -> None:

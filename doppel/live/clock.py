@@ -103,6 +103,11 @@ class MediaClock:
         self._queue.extend(slots)
 
     @property
+    def made(self) -> int:
+        """Slots made (played or being sent) so far: the index of the next one."""
+        return self._next
+
+    @property
     def queued(self) -> int:
         """Speaking slots not yet played."""
         return len(self._queue)

@@ -89,6 +89,15 @@ class Dialogue:
             self.history.append({"role": "user", "content": text})
         return text
 
+    def cut_reply(self, played: str) -> None:
+        """The last reply was cut off after `played` (the words the person heard, perhaps
+        fewer than were written): the history keeps those, marked as cut off.
+        """
+        for message in reversed(self.history):
+            if message["role"] == "assistant":
+                message["content"] = played + INTERRUPTED
+                return
+
     async def reply(self) -> AsyncGenerator[Spoken, None]:
         """The persona's answer to the history so far, sentence by sentence in the replica's
         voice. Close the generator to interrupt it (`contextlib.aclosing`).
