@@ -131,18 +131,24 @@ class LiveCalls:
             )
         call = Call.configured(avatar.clock, self.settings, loopback=self.settings.ice_loopback)
         outbox = Outbox(cid, call.send, self._keeper(cid))
-        talk = live.talk if live is not None else await self._conversation(item, avatar, outbox)
         tasks: set[asyncio.Task[Any]] = set()
-
-        def track(received: Any) -> None:  # the client's microphone
-            if received.kind == "audio":
-                tasks.add(_logged(asyncio.create_task(talk.listen(received)), cid, "listening"))
-
-        call.pc.on("track", track)
+        talk: Conversation | None = live.talk if live is not None else None
         try:
+            if talk is None:
+                talk = await self._conversation(item, avatar, outbox)
+            listener = talk
+
+            def track(received: Any) -> None:  # the client's microphone
+                if received.kind == "audio":
+                    listening = asyncio.create_task(listener.listen(received))
+                    tasks.add(_logged(listening, cid, "listening"))
+
+            call.pc.on("track", track)
             answer = await call.answer(sdp, kind)
         except BaseException:
             await call.close()
+            if talk is not None and live is None:
+                await talk.close()
             raise
         tasks.add(_logged(asyncio.create_task(self._inbound(cid, call, talk)), cid, "messages"))
         if live is not None:
