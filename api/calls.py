@@ -10,10 +10,17 @@ machine, the API processes of each machine hold the calls they answered; a load 
 conversation's offer, interactions and end to the machine holding it (the conversation row is
 the place to record which), and the capacity check refuses a call a machine cannot serve.
 
-Lifecycle: the offer starts the call (`system.replica_joined` on the data channel); it ends with
-`system.shutdown` and a reason (Tavus's words) when the end endpoint is hit, the conversation is
-deleted, `max_call_duration` passes, nobody connected within `participant_absent_timeout` of
-its creation, or the API shuts down.
+Lifecycle: the offer starts the call (`system.replica_joined` on the data channel, then the
+`custom_greeting` spoken); it ends with `system.shutdown` and a reason (Tavus's words) when the
+end endpoint is hit, the conversation is deleted, `max_call_duration` passes, nobody connected
+within `participant_absent_timeout` of its creation, the person left (their peer closed or
+failed, or their microphone ended) and did not come back within `participant_left_timeout`,
+or the API shuts down.
+
+Capacity: a machine serves `max_calls` video calls at once (DOPPEL_MAX_CALLS; by default one
+per two CPU cores: on 2 cores one call's render, VP8 encoding, VAD, Whisper and LLM already fill
+the machine). A conversation holds its seat from its creation until it ends; one more is a 503
+with Retry-After rather than every call on the machine falling behind real time.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import asyncpg
 
 from doppel.domain import conversations, personas, replicas
 from doppel.domain.conversations import ConversationRow
-from doppel.errors import Conflict
+from doppel.errors import AtCapacity, Conflict, NotFound
 from doppel.live import llm
 from doppel.live.avatar import Avatar
 from doppel.live.dialogue import Dialogue
@@ -46,6 +53,9 @@ log = logging.getLogger(__name__)
 
 MAX_DURATION = "max_call_duration reached"
 ABSENT = "participant_absent_timeout reached"
+LEFT = "participant_left_timeout reached"
+#: Spoken nowhere: rendered as a call starts, to load the replica's models and time its render.
+WARM_UP = "Hello, it is good to see you. How can I help you today?"
 SERVER_SHUTDOWN = "server_shutdown"
 #: Longest wait for the data channel to hand `system.shutdown` over before the peer closes.
 DRAIN_S = 1.0
@@ -59,6 +69,7 @@ class LiveCall:
     outbox: Outbox
     talk: Conversation
     started: float
+    properties: dict[str, Any]
     tasks: set[asyncio.Task[Any]] = dataclasses.field(default_factory=set)
 
 
@@ -71,10 +82,25 @@ class LiveCalls:
         self.triton = triton
         self._calls: dict[str, LiveCall] = {}
         self._waiting: dict[str, asyncio.Task[None]] = {}
+        self._leaving: dict[str, asyncio.Task[None]] = {}
         self._writes: set[asyncio.Task[Any]] = set()
 
     def __contains__(self, conversation_id: str) -> bool:
         return conversation_id in self._calls
+
+    @property
+    def seats_taken(self) -> int:
+        """Calls held and conversations waiting for their person."""
+        return len(self._calls) + len(set(self._waiting) - set(self._calls))
+
+    def check_capacity(self) -> None:
+        """Refuse a new conversation when this machine's seats are all taken."""
+        if self.seats_taken >= self.settings.max_calls:
+            raise AtCapacity(
+                f"This Doppel server is holding {self.seats_taken} live call(s), as many as it "
+                f"serves in real time (DOPPEL_MAX_CALLS={self.settings.max_calls}). Try again "
+                "when a call has ended, or end one (POST /v2/conversations/{id}/end)."
+            )
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run a record write beside the call; a failed write is logged, never the call's end."""
@@ -142,8 +168,14 @@ class LiveCalls:
                 if received.kind == "audio":
                     listening = asyncio.create_task(listener.listen(received))
                     tasks.add(_logged(listening, cid, "listening"))
+                    listening.add_done_callback(lambda _: self._left(cid, call))
+
+            def state() -> None:
+                if call.pc.connectionState in ("failed", "closed"):
+                    self._left(cid, call)
 
             call.pc.on("track", track)
+            call.pc.on("connectionstatechange", state)
             answer = await call.answer(sdp, kind)
         except BaseException:
             await call.close()
@@ -154,16 +186,62 @@ class LiveCalls:
         if live is not None:
             live.call, live.outbox, talk.outbox = call, outbox, outbox
             live.tasks |= tasks
+            left = self._leaving.pop(cid, None)
+            if left is not None:  # the person came back in time
+                left.cancel()
             return answer
         waiting = self._waiting.pop(cid, None)
         if waiting is not None:
             waiting.cancel()
-        live = LiveCall(cid, avatar, call, outbox, talk, time.time(), tasks)
+        live = LiveCall(cid, avatar, call, outbox, talk, time.time(), dict(item.properties), tasks)
         self._calls[cid] = live
         outbox.emit(REPLICA_JOINED, {"replica_id": item.replica_id})
         limit = float(item.properties["max_call_duration"])
         live.tasks.add(asyncio.create_task(self._end_after(cid, limit, MAX_DURATION)))
+        if item.custom_greeting:
+            # Rendered whole while the person's peer connects; it also measures the render rate.
+            talk.say(item.custom_greeting, "greeting")
+        else:
+            live.tasks.add(_logged(asyncio.create_task(self._warm_up(talk)), cid, "warm-up"))
         return answer
+
+    async def _warm_up(self, talk: Conversation) -> None:
+        """A sentence rendered where nobody sees it, as the call starts (Avatar.warm_up)."""
+        audio, _ = await self.triton.say(talk.dialogue.voice, WARM_UP)
+        await talk.avatar.warm_up(audio)
+
+    def _left(self, cid: str, call: Call) -> None:
+        """The person's peer closed or failed, or their microphone ended: the call ends after
+        `participant_left_timeout` unless they reconnect (`restart_pc`) before.
+        """
+        live = self._calls.get(cid)
+        if live is None or live.call is not call or cid in self._leaving:
+            return
+        wait = float(live.properties.get("participant_left_timeout", 0))
+
+        async def gone() -> None:
+            await asyncio.sleep(wait)
+            if self._leaving.get(cid) is asyncio.current_task():
+                del self._leaving[cid]
+                await self.end(cid, LEFT)
+
+        self._leaving[cid] = _logged(asyncio.create_task(gone()), cid, "leaving")
+
+    async def interact(self, conversation_id: str, message: dict[str, Any]) -> None:
+        """An inbound interaction posted by a server (`POST /interactions`): as if sent on the
+        call's data channel.
+        """
+        live = self._calls.get(conversation_id)
+        if live is None:
+            raise Conflict(
+                f"Conversation {conversation_id} has no call in progress on this server: "
+                "interactions reach a conversation while its person is connected."
+            )
+        if not live.talk.handle(message):
+            raise NotFound(
+                f"Unknown interaction {message.get('event_type')!r} (or its properties are "
+                "missing): see the interactions protocol in the API documentation."
+            )
 
     async def _conversation(
         self, item: ConversationRow, avatar: Avatar, outbox: Outbox
@@ -184,6 +262,10 @@ class LiveCalls:
             context=context,
             tools=(layers.get("llm") or {}).get("tools") or (),
             language=str(item.properties.get("language", "en")),
+            timezone=(layers.get("llm") or {}).get("timezone"),
+            first_clause=self.settings.first_clause_chars,
+            built_in_tools=bool((layers.get("llm") or {}).get("base_url"))
+            or self.settings.llm_tools,
         )
         cid = item.conversation_id
 
@@ -192,7 +274,19 @@ class LiveCalls:
             spoken = "assistant" if role == REPLICA else "user"
             self._spawn(conversations.append_transcript(self.pool, cid, spoken, text, when))
 
-        return Conversation(avatar, dialogue, self.triton, outbox, keep=keep)
+        def keep_turn(turn: Any) -> None:
+            self._spawn(conversations.record_turn(self.pool, cid, turn))
+
+        talk = Conversation(
+            avatar,
+            dialogue,
+            outbox,
+            keep=keep,
+            keep_turn=keep_turn,
+            early_transcript_s=self.settings.early_transcript_s,
+        )
+        talk.sensitivity(layers.get("stt") or {})
+        return talk
 
     async def _inbound(self, cid: str, call: Call, talk: Conversation) -> None:
         """Messages the client sends on the data channel: Tavus's interactions."""
@@ -212,9 +306,10 @@ class LiveCalls:
         """End the conversation's call (if this process holds one) and its record; True when
         this ended the record (False: it had ended already, its first reason stays).
         """
-        waiting = self._waiting.pop(conversation_id, None)
-        if waiting is not None and waiting is not asyncio.current_task():
-            waiting.cancel()
+        for timers in (self._waiting, self._leaving):
+            timer = timers.pop(conversation_id, None)
+            if timer is not None and timer is not asyncio.current_task():
+                timer.cancel()
         live = self._calls.pop(conversation_id, None)
         # The record first: once the client hears `system.shutdown`, the conversation reads ended.
         ended = await conversations.set_ended(self.pool, conversation_id, reason)
@@ -234,7 +329,7 @@ class LiveCalls:
         for cid in list(self._calls):
             with contextlib.suppress(Exception):
                 await self.end(cid, SERVER_SHUTDOWN)
-        for task in self._waiting.values():
+        for task in [*self._waiting.values(), *self._leaving.values()]:
             task.cancel()
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)

@@ -22,6 +22,7 @@ from api.state import Services
 from doppel.domain import conversations
 from doppel.domain.conversations import ConversationRow
 from doppel.domain.tenants import Tenant
+from doppel.errors import InvalidRequest
 from doppel.platform import urls
 
 
@@ -70,6 +71,15 @@ class Offer(msgspec.Struct, forbid_unknown_fields=True):
     pc_id: str | None = None
     #: Replace the conversation's current connection (a reconnecting client).
     restart_pc: bool = False
+
+
+class Interaction(msgspec.Struct):
+    """An inbound interaction in Tavus's envelope (`message_type`, `conversation_id` optional)."""
+
+    event_type: str
+    properties: dict[str, Any] = msgspec.field(default_factory=dict)
+    message_type: str = "conversation"
+    conversation_id: str | None = None
 
 
 class Answer(msgspec.Struct):
@@ -126,7 +136,8 @@ class ConversationController(Controller):
         "properties?: {max_call_duration: 3600, participant_left_timeout: 0, "
         'participant_absent_timeout: 300, language: "english"}}`. The replica defaults to the '
         "persona's `default_replica_id` and must be completed. `test_mode` creates it ended. "
-        "A field or property Doppel does not run is a 422 naming it.",
+        "A field or property Doppel does not run is a 422 naming it. When the server already "
+        "holds as many live calls as it serves in real time: 503 with Retry-After.",
         status_code=200,
     )
     async def create(
@@ -140,6 +151,8 @@ class ConversationController(Controller):
             allow_private=services.settings.allow_private_urls,
             field="callback_url",
         )
+        if not (isinstance(data, dict) and data.get("test_mode") is True):
+            services.calls.check_capacity()
         item = await conversations.create(services.pool, request.user.id, data, check_url)
         services.calls.expect(item)
         return ConversationCreated(
@@ -248,3 +261,33 @@ class ConversationController(Controller):
             item, data.sdp, data.type, restart=data.restart_pc
         )
         return Answer(sdp=sdp, type=kind, pc_id=pc_id)
+
+    @post(
+        "/{conversation_id:str}/interactions",
+        operation_id="interact_conversation",
+        summary="Send an interaction to a call in progress, from a server not in the call",
+        description="The data channel's inbound messages, posted: `{event_type, properties}` "
+        "with `conversation.echo` `{text}`, `conversation.respond` `{text}`, "
+        "`conversation.interrupt`, `conversation.append_llm_context` / "
+        "`conversation.overwrite_llm_context` `{context}`, `conversation.sensitivity` "
+        "`{participant_pause_sensitivity?, participant_interrupt_sensitivity?}` (low, medium, "
+        "high). 409 when nobody is connected to the conversation; 404 for an unknown "
+        "`event_type` or missing properties.",
+        status_code=200,
+    )
+    async def interact(
+        self,
+        request: Request[Tenant, uuid.UUID, Any],
+        services: NamedDependency[Services],
+        conversation_id: FromPath[str],
+        data: JSONBody[Interaction],
+    ) -> dict[str, str]:
+        await conversations.get(services.pool, request.user.id, conversation_id)
+        if data.conversation_id not in (None, conversation_id):
+            raise InvalidRequest(
+                f"`conversation_id` {data.conversation_id!r} is not this conversation "
+                f"({conversation_id}): leave it out or send the same id."
+            )
+        message = {"event_type": data.event_type, "properties": data.properties}
+        await services.calls.interact(conversation_id, message)
+        return {"conversation_id": conversation_id, "event_type": data.event_type, "status": "sent"}

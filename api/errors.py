@@ -39,15 +39,15 @@ STATUS = {
 }
 
 
-def _body(status: int, detail: str) -> Response[dict[str, object]]:
-    headers = {"Retry-After": "5"} if status == 503 else None
+def _body(status: int, detail: str, retry_after: int = 5) -> Response[dict[str, object]]:
+    headers = {"Retry-After": str(retry_after)} if status == 503 else None
     return Response({"status_code": status, "detail": detail}, status_code=status, headers=headers)
 
 
 def domain_error(_: Request, exc: Exception) -> Response[dict[str, object]]:
     assert isinstance(exc, DoppelError)
     status = next((s for t, s in STATUS.items() if isinstance(exc, t)), 400)
-    return _body(status, exc.message)
+    return _body(status, exc.message, int(getattr(exc, "retry_after", 5)))
 
 
 def backing_service_down(_: Request, exc: Exception) -> Response[dict[str, object]]:

@@ -53,6 +53,14 @@ class ServiceUnavailable(DoppelError):
     """A backing service (Triton, Redis, PostgreSQL) does not answer; retrying later may work."""
 
 
+class AtCapacity(ServiceUnavailable):
+    """The machine already serves as much as it can in real time (live calls); a seat frees
+    when a call ends.
+    """
+
+    retry_after = 30
+
+
 class InferenceFailed(DoppelError):
     """A model answered with an error for this input."""
 

@@ -104,6 +104,18 @@ class Settings:
     #: browser on this machine (Chromium needs --allow-loopback-in-peer-connection), so no packet
     #: leaves the machine. Off: aioice's host addresses, as a deployment needs.
     ice_loopback: bool = False
+    #: Live video calls one API process holds at once (DOPPEL_MAX_CALLS); past it a new
+    #: conversation is a 503. Default: one per two CPU cores.
+    max_calls: int = dataclasses.field(default_factory=lambda: default_max_calls())
+    #: Latency levers of live calls, each measured by benchmarks/live: the first piece of a
+    #: reply spoken at a clause this long (DOPPEL_FIRST_CLAUSE_CHARS; 0: whole sentences), and
+    #: the person's turn transcribed after this much silence, while the end-of-turn silence
+    #: runs on (DOPPEL_EARLY_TRANSCRIPT_S; empty or "off": at the turn's end).
+    first_clause_chars: int = 24
+    #: The platform's own LLM handles tool calls (DOPPEL_LLM_TOOLS=1): the built-in
+    #: `get_current_time` is offered to it. Off for the bundled 0.5B model (doppel.live.tools).
+    llm_tools: bool = False
+    early_transcript_s: float | None = 0.25
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -152,6 +164,12 @@ class Settings:
                 u.strip() for u in env.get("DOPPEL_ICE_SERVERS", "").split(",") if u.strip()
             ),
             stream_height=_opt_int(env, "DOPPEL_STREAM_HEIGHT"),
+            max_calls=_opt_int(env, "DOPPEL_MAX_CALLS") or default_max_calls(),
+            first_clause_chars=_opt_int(env, "DOPPEL_FIRST_CLAUSE_CHARS") or 0
+            if "DOPPEL_FIRST_CLAUSE_CHARS" in env
+            else 24,
+            early_transcript_s=_opt_seconds(env, "DOPPEL_EARLY_TRANSCRIPT_S", 0.25),
+            llm_tools=env.get("DOPPEL_LLM_TOOLS", "").strip().lower() in ("1", "true", "yes"),
             ice_loopback=env.get("DOPPEL_ICE_LOOPBACK", "").strip().lower()
             in ("1", "true", "yes", "on"),
         )
@@ -162,6 +180,14 @@ def _opt_int(env: Mapping[str, str], var: str) -> int | None:
     return int(value) if value else None
 
 
+def _opt_seconds(env: Mapping[str, str], var: str, default: float) -> float | None:
+    """Seconds from `var`; `default` when unset; None when empty or "off"."""
+    if var not in env:
+        return default
+    value = env[var].strip().lower()
+    return None if value in ("", "off") else float(value)
+
+
 def _read_endpoints(path: Path) -> dict[str, str]:
     import json
 
@@ -169,3 +195,10 @@ def _read_endpoints(path: Path) -> dict[str, str]:
         return dict(json.loads(path.read_text()))
     except (FileNotFoundError, ValueError):
         return {}
+
+
+def default_max_calls() -> int:
+    """Live video calls a machine serves in real time: one per two CPU cores (measured on 2
+    cores: one call's render, VP8 encoding, VAD, Whisper and LLM fill them).
+    """
+    return max(1, (os.cpu_count() or 2) // 2)

@@ -95,6 +95,8 @@ def settings(platform: LocalPlatform) -> Settings:
         models_dir=platform.models_dir,
         llm_url=ep["llm"],
         llm_model=ep["llm_model"],
+        # Tests create many conversations nobody joins; the seat limit is tested on its own.
+        max_calls=64,
     )
 
 

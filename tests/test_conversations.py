@@ -5,6 +5,7 @@ joins a call here (the live session is another module's)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -12,8 +13,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from litestar.testing import AsyncTestClient
 
+from api.app import create_app
 from doppel.domain import conversations, replicas
 from doppel.errors import InvalidRequest, NotFound
+from doppel.settings import Settings
 from tests.conftest import Caller, new_caller
 
 #: A public address as an IP literal: checked without a DNS lookup (no internet here).
@@ -380,3 +383,46 @@ async def test_conversations_that_cannot_be_made_are_refused_and_nothing_stored(
         )
     ).json()
     assert got["test_mode"] is True and got["shutdown_reason"] == "test_mode" and got["ended_at"]
+
+
+async def test_a_full_server_refuses_a_new_conversation_until_a_seat_frees(
+    settings: Settings, pool: Any
+) -> None:
+    one_seat = dataclasses.replace(settings, max_calls=1)
+    async with AsyncTestClient(app=create_app(one_seat), timeout=60) as api:
+        owner = await new_caller(pool, "conv")
+        pid = await _persona(api, owner, await _replica(pool, owner))
+        first = await api.post("/v2/conversations", json={"persona_id": pid}, headers=owner.headers)
+        assert first.status_code == 200, first.text
+        full = await api.post("/v2/conversations", json={"persona_id": pid}, headers=owner.headers)
+        assert full.status_code == 503, full.text
+        assert "DOPPEL_MAX_CALLS=1" in full.json()["detail"]
+        assert full.headers["retry-after"] == "30"
+        assert await _count(pool, owner) == 1  # nothing stored for the refused one
+        # A test_mode conversation takes no seat (nobody joins it).
+        tried = {"persona_id": pid, "test_mode": True}
+        assert (await api.post("/v2/conversations", json=tried, headers=owner.headers)).is_success
+        cid = first.json()["conversation_id"]
+        assert (await api.post(f"/v2/conversations/{cid}/end", headers=owner.headers)).is_success
+        again = await api.post("/v2/conversations", json={"persona_id": pid}, headers=owner.headers)
+        assert again.status_code == 200, again.text
+
+
+async def test_interactions_posted_by_a_server_are_refused_with_a_reason_without_a_call(
+    client: AsyncTestClient, pool: Any
+) -> None:
+    owner = await new_caller(pool, "conv")
+    pid = await _persona(client, owner, await _replica(pool, owner))
+    made = await client.post("/v2/conversations", json={"persona_id": pid}, headers=owner.headers)
+    cid = made.json()["conversation_id"]
+    path = f"/v2/conversations/{cid}/interactions"
+    echo = {"event_type": "conversation.echo", "properties": {"text": "Hello"}}
+    idle = await client.post(path, json=echo, headers=owner.headers)
+    assert idle.status_code == 409 and "no call in progress" in idle.json()["detail"], idle.text
+    other = await new_caller(pool, "conv")
+    assert (await client.post(path, json=echo, headers=other.headers)).status_code == 404
+    wrong = {**echo, "conversation_id": "c000000000000"}
+    refused = await client.post(path, json=wrong, headers=owner.headers)
+    assert refused.status_code == 422 and "not this conversation" in refused.json()["detail"]
+    bad = await client.post(path, json={"properties": {}}, headers=owner.headers)
+    assert 400 <= bad.status_code < 500 and "event_type" in bad.text, bad.text

@@ -207,6 +207,74 @@ async def test_streamed_text_is_cut_into_sentences_for_the_voice() -> None:
     ]
 
 
+async def test_a_tool_call_written_as_text_is_read_as_one_and_other_text_is_not(
+    stub: Stub,
+) -> None:
+    """llama.cpp's generic chat formats leave a model's tool call in the text (Qwen writes
+    `{"name": ..., "arguments": ...}`, Hermes-style models wrap it in <tool_call> tags)."""
+    tools = [{"type": "function", "function": {"name": "get_current_time", "parameters": {}}}]
+    call = '{"name": "get_current_time", "arguments": {}}\n{"name": "get current time"}'
+    tagged = '<tool_call>\n{"name": "get_current_time", "arguments": "{}"}\n</tool_call>'
+    for text in (call, tagged):
+        stub.script.append((200, [text_chunk(text[:9]), text_chunk(text[9:]), "[DONE]"]))
+    stub.script.append((200, [text_chunk("{not a call} at all."), "[DONE]"]))
+    stub.script.append((200, [text_chunk('{"name": "get_weather"}'), "[DONE]"]))
+    async with llm.ChatClient(llm.LlmConfig(stub.url, "m")) as chat:
+        for expected in (2, 1):
+            reply = llm.Reply()
+            assert [t async for t in chat.stream([], tools, reply)] == []  # nothing to speak
+            assert reply.calls_in_text and reply.text == ""
+            assert [c.name for c in reply.tool_calls] == ["get_current_time"] * expected
+            assert reply.tool_calls[0].arguments_json() == {}
+        reply = llm.Reply()
+        assert "".join([t async for t in chat.stream([], tools, reply)]) == "{not a call} at all."
+        assert not reply.tool_calls
+        # A tool the model was not offered is text, not a call.
+        reply = llm.Reply()
+        assert [t async for t in chat.stream([], tools, reply)] == ['{"name": "get_weather"}']
+        assert not reply.tool_calls
+    assert llm.text_tool_calls('{"name": "x"} and more', {"x"}) == []
+
+
+def test_the_current_time_is_said_in_the_personas_time_zone() -> None:
+    import datetime as dt
+
+    from doppel.live import tools
+
+    now = dt.datetime(2026, 12, 5, 14, 7, tzinfo=dt.UTC)
+    assert tools.current_time(None, now) == "It is 2:07 PM on Saturday, December 5, 2026 (UTC)."
+    paris = tools.current_time("Europe/Paris", now)
+    assert paris == "It is 3:07 PM on Saturday, December 5, 2026 (Europe/Paris)."
+    names = [t["function"]["name"] for t in tools.offered([])]
+    assert names == ["get_current_time"]
+    own = {"type": "function", "function": {"name": "get_current_time", "parameters": {}}}
+    assert tools.offered([own]) == [own]  # the persona's own definition is kept
+
+
+async def test_the_first_piece_may_end_at_a_clause_to_speak_sooner() -> None:
+    text = "The museum opens at nine in the morning, every day, of the week. Tickets, please."
+    chunks = [text[i : i + 4] for i in range(0, len(text), 4)]  # as an LLM streams it
+    got = [s async for s in llm.sentences(pieces(*chunks), first_clause=24)]
+    assert got == [
+        "The museum opens at nine in the morning,",
+        "every day, of the week.",
+        "Tickets, please.",
+    ], got
+    # A first sentence already whole goes whole.
+    whole = [s async for s in llm.sentences(pieces(text), first_clause=24)]
+    assert whole == [
+        "The museum opens at nine in the morning, every day, of the week.",
+        "Tickets, please.",
+    ]
+    # A clause shorter than asked waits for the sentence's end; off by default.
+    short = "Yes, of course. The garden is open."
+    assert [s async for s in llm.sentences(pieces(short), first_clause=24)] == [
+        "Yes, of course.",
+        "The garden is open.",
+    ]
+    assert [s async for s in llm.sentences(pieces(text))][0].endswith("of the week.")
+
+
 def test_a_persona_talks_through_its_own_endpoint_or_the_platforms_model() -> None:
     from doppel.settings import Settings
 

@@ -186,6 +186,12 @@ async def test_bad_personas_are_refused_with_what_to_change_and_nothing_stored(
         (persona_body(persona_name="n" * 201), "at most 200"),
         (persona_body(default_replica_id="r000000000000"), "r000000000000"),
         (persona_body(voice="joe"), "Unknown persona field(s) ['voice']"),
+        (persona_body(layers={"llm": {"timezone": "Mars/Olympus"}}), "'Mars/Olympus' is not"),
+        (persona_body(layers={"stt": {"stt_engine": "tavus-advanced"}}), "['stt_engine']"),
+        (
+            persona_body(layers={"stt": {"participant_pause_sensitivity": "max"}}),
+            "must be one of ['low', 'medium', 'high']",
+        ),
     ]
     for body, words in cases:
         response = await client.post("/v2/personas", json=body, headers=owner.headers)
@@ -198,6 +204,25 @@ async def test_bad_personas_are_refused_with_what_to_change_and_nothing_stored(
     )
     assert not_json.status_code == 400
     assert (await client.get("/v2/personas", headers=owner.headers)).json()["total_count"] == 0
+
+
+async def test_turn_taking_and_the_time_zone_are_kept_with_the_persona(
+    client: AsyncTestClient, pool: Any
+) -> None:
+    owner = await new_caller(pool, "persona")
+    layers = {
+        "llm": {"timezone": "Europe/Paris"},
+        "stt": {
+            "participant_pause_sensitivity": "high",
+            "participant_interrupt_sensitivity": "low",
+        },
+    }
+    made = await client.post(
+        "/v2/personas", json=persona_body(layers=layers), headers=owner.headers
+    )
+    assert made.status_code == 200, made.text
+    read = await client.get(f"/v2/personas/{made.json()['persona_id']}", headers=owner.headers)
+    assert read.json()["layers"] == layers
 
 
 async def test_a_persona_is_edited_by_json_patch_and_deleted(

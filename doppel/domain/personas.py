@@ -2,10 +2,12 @@
 conversation.
 
 A persona is a system prompt, a context, an optional default replica and its layers. Doppel
-reads one layer, `llm`: any OpenAI-compatible chat endpoint (`model`, `base_url`, `api_key`)
-and the `tools` (OpenAI function definitions) the model may call. A layer Doppel does not run
-(Tavus's `perception`, `stt`, `tts`, `conversational_flow`) is refused by name rather than
-stored and silently ignored.
+reads two layers: `llm`, any OpenAI-compatible chat endpoint (`model`, `base_url`, `api_key`),
+the `tools` (OpenAI function definitions) the model may call and, a Doppel addition, the
+`timezone` its built-in `get_current_time` answers in; and `stt`'s turn-taking settings
+(`participant_pause_sensitivity`, `participant_interrupt_sensitivity`: low, medium or high). A
+layer or field Doppel does not run (Tavus's `perception`, `tts`, `conversational_flow`, the
+`stt` engine) is refused by name rather than stored and silently ignored.
 
 The LLM's API key is stored apart from the layers and never read back: a persona answers with
 the key masked to its last four characters. Edits are JSON Patch (RFC 6902) operations on the
@@ -22,6 +24,7 @@ import json
 import re
 import secrets
 import uuid
+import zoneinfo
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -41,7 +44,9 @@ TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_MODEL = 200
 #: The pipeline Doppel runs: speech in, speech and face out.
 PIPELINE_MODES = ("full",)
-LLM_FIELDS = ("model", "base_url", "api_key", "tools")
+LLM_FIELDS = ("model", "base_url", "api_key", "tools", "timezone")
+STT_FIELDS = ("participant_pause_sensitivity", "participant_interrupt_sensitivity")
+SENSITIVITIES = ("low", "medium", "high")
 #: Fields of the document a JSON Patch may change (the rest is the server's).
 EDITABLE = (
     "persona_name",
@@ -188,13 +193,57 @@ async def check_layers(layers: object, check_url: UrlCheck) -> tuple[dict[str, A
         return {}, None
     if not isinstance(layers, dict):
         raise InvalidRequest('`layers` must be an object, such as {"llm": {...}}.')
-    other = sorted(set(layers) - {"llm"})
+    other = sorted(set(layers) - {"llm", "stt"})
     if other:
         raise InvalidRequest(
             f"Doppel does not run the layer(s) {other}: a persona takes `layers.llm` "
-            "(model, base_url, api_key, tools) only. Remove the others."
+            "(model, base_url, api_key, tools, timezone) and `layers.stt` (its turn-taking "
+            "sensitivities) only. Remove the others."
         )
-    llm = layers.get("llm")
+    stt = check_stt(layers.get("stt"))
+    llm_layers, key = await _check_llm(layers.get("llm"), check_url)
+    return {**llm_layers, **({"stt": stt} if stt else {})}, key
+
+
+def check_stt(stt: object) -> dict[str, str]:
+    """`layers.stt`: the person's turn-taking sensitivities, each low, medium or high."""
+    if stt is None:
+        return {}
+    if not isinstance(stt, dict):
+        raise InvalidRequest(
+            '`layers.stt` must be an object, such as {"participant_pause_sensitivity": "high"}.'
+        )
+    unknown = sorted(set(stt) - set(STT_FIELDS))
+    if unknown:
+        raise InvalidRequest(
+            f"`layers.stt` has field(s) Doppel does not run: {unknown}; it takes "
+            f"{list(STT_FIELDS)} (Doppel's speech-to-text is its own Whisper)."
+        )
+    for name, value in stt.items():
+        if value not in SENSITIVITIES:
+            raise InvalidRequest(
+                f"`layers.stt.{name}` must be one of {list(SENSITIVITIES)}; got {value!r}."
+            )
+    return dict(stt)
+
+
+def check_timezone(name: object) -> str:
+    """An IANA time zone name, or a 422 saying what is accepted."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidRequest(
+            '`layers.llm.timezone` must be an IANA time zone such as "Europe/Paris".'
+        )
+    try:
+        zoneinfo.ZoneInfo(name.strip())
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise InvalidRequest(
+            f"`layers.llm.timezone` {name!r} is not a known time zone: use an IANA name such "
+            'as "Europe/Paris" or "America/New_York".'
+        ) from None
+    return name.strip()
+
+
+async def _check_llm(llm: object, check_url: UrlCheck) -> tuple[dict[str, Any], str | None]:
     if llm is None:
         return {}, None
     if not isinstance(llm, dict):
@@ -226,6 +275,8 @@ async def check_layers(layers: object, check_url: UrlCheck) -> tuple[dict[str, A
     tools = check_tools(llm.get("tools"))
     if tools:
         out["tools"] = tools
+    if llm.get("timezone") is not None:
+        out["timezone"] = check_timezone(llm["timezone"])
     return ({"llm": out} if out else {}), (key.strip() if isinstance(key, str) else None)
 
 

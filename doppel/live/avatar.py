@@ -18,7 +18,7 @@ import numpy as np
 
 from doppel.audio.media import Audio
 from doppel.face import composite, video
-from doppel.live.clock import SLOT_RATE, MediaClock, audio_slots
+from doppel.live.clock import SLOT_RATE, Cue, MediaClock, audio_slots
 from doppel.render.frames import CHUNK, Engine
 from doppel.render.plan import Base, pingpong
 from doppel.render.video import render_into
@@ -52,6 +52,9 @@ class SlotSink:
     `lead` frames are rendered (or the render closes), then queued as they come, so playback
     does not overtake a render slower than real time within the first `lead` frames.
 
+    `on_start` is called when the first slot plays, `on_end` when the last one has (with the
+    clock's speaking position): the moments the person sees and hears, not the render's;
+    `on_ready` when the first slots are queued (the lead is rendered).
     `write` and `close` run in the render's threads: slots reach the clock on its event loop.
     """
 
@@ -62,10 +65,15 @@ class SlotSink:
         size: tuple[int, int],
         *,
         lead: int | None = None,
+        on_start: Cue | None = None,
+        on_end: Cue | None = None,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.clock, self.audio, self.size = clock, audio, size
+        self.on_ready = on_ready
         self.lead = len(audio) if lead is None else max(1, min(lead, len(audio)))
         self.written = 0
+        self.on_start, self.on_end = on_start, on_end
         self._held: list[tuple[np.ndarray, np.ndarray]] = []
         self._released = False
         self._aborted = False
@@ -77,24 +85,37 @@ class SlotSink:
         self._held.append((fit(frame, self.size), self.audio[self.written]))
         self.written += 1
         if self._released or self.written >= self.lead:
-            self._release()
+            self._release(final=False)
 
     def close(self) -> None:
-        self._release()
+        self._release(final=True)
 
     def abort(self) -> None:
         self._aborted = True
         self._held = []
         self.clock.clear()
 
-    def _release(self) -> None:
-        slots, self._held, self._released = self._held, [], True
-        if slots:
-            self._loop.call_soon_threadsafe(self._queue, slots)
+    def _release(self, *, final: bool) -> None:
+        slots, self._held = self._held, []
+        first = not self._released
+        self._released = True
+        if slots or final:
+            self._loop.call_soon_threadsafe(self._queue, slots, first, final)
 
-    def _queue(self, slots: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        if not self._aborted:
-            self.clock.extend(slots)
+    def _queue(self, slots: list[tuple[np.ndarray, np.ndarray]], first: bool, final: bool) -> None:
+        if self._aborted:
+            return
+        cues: list[tuple[int, Cue]] = []
+        if first and slots and self.on_start is not None:
+            cues.append((0, self.on_start))
+        if first and slots and self.on_ready is not None:
+            self.on_ready()
+        if final and self.on_end is not None:
+            if slots:
+                cues.append((len(slots) - 1, self.on_end))
+            else:
+                self.clock.after(self.on_end)
+        self.clock.extend(slots, cues)
 
 
 @dataclasses.dataclass
@@ -157,11 +178,21 @@ class Avatar:
         """The listening frame of slot `index`."""
         return self._listening[int(self._order[index % len(self._order)])]
 
-    async def speak(self, audio: Audio, *, lead: int | None = None) -> Utterance:
+    async def speak(
+        self,
+        audio: Audio,
+        *,
+        lead: int | None = None,
+        on_start: Cue | None = None,
+        on_end: Cue | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> Utterance:
         """Render `audio` spoken by the replica and queue it on the clock, after what is queued.
         Returns once every frame is queued (playback goes on), or when `interrupt` cut it.
         `lead`: frames rendered before playback starts; None: enough that playback cannot
-        catch up with the render (`lead_for`).
+        catch up with the render (`lead_for`). `on_start` / `on_end`: called (with the clock's
+        speaking position) when its first / last slot plays; `on_ready` when its first slots
+        are queued.
         """
         generation = self._generation
         async with self._lock:
@@ -171,7 +202,15 @@ class Avatar:
             def sink(base: Base) -> SlotSink:
                 slots = audio_slots(audio.samples, audio.rate, len(base.schedule))
                 ahead = self.lead_for(len(slots)) if lead is None else lead
-                return SlotSink(self.clock, slots, self.size, lead=ahead)
+                return SlotSink(
+                    self.clock,
+                    slots,
+                    self.size,
+                    lead=ahead,
+                    on_start=on_start,
+                    on_end=on_end,
+                    on_ready=on_ready,
+                )
 
             self._render = asyncio.create_task(
                 render_into(self.replica, audio, sink, engine=self.engine, watermark=self.watermark)
@@ -186,6 +225,18 @@ class Avatar:
                 self._render = None
         self.render_fps = frames / max(timings.get("frames_s", 0.0), 1e-3)
         return Utterance(frames, audio.duration_s, timings)
+
+    async def warm_up(self, audio: Audio) -> None:
+        """Render `audio` where nobody sees it: the replica's models load in Triton and the
+        render rate is measured, so the first reply plays after a short lead instead of after
+        its whole render.
+        """
+        async with self._lock:
+            frames, timings = await render_into(
+                self.replica, audio, lambda base: _Discard(), engine=self.engine
+            )
+        if self.render_fps is None:
+            self.render_fps = frames / max(timings.get("frames_s", 0.0), 1e-3)
 
     def lead_for(self, count: int) -> int:
         """Frames of a `count`-frame utterance to render before it plays: frame k is ready
@@ -206,6 +257,19 @@ class Avatar:
         if self._render is not None:
             self._render.cancel()  # the render aborts its sink
         return self.clock.clear()
+
+
+class _Discard:
+    """A `FrameSink` that keeps nothing (a warm-up render)."""
+
+    def write(self, frame: np.ndarray) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
 
 
 def listening_frames(

@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
 from doppel.face import video
+
+log = logging.getLogger(__name__)
 
 #: Slots per second: the engine's frame rate (one frame per slot).
 SLOT_RATE = video.ENGINE_FPS
@@ -55,17 +58,28 @@ def audio_slots(samples: np.ndarray, rate: int, count: int) -> list[np.ndarray]:
     return list(pcm.reshape(count, SLOT_SAMPLES))
 
 
+#: Called when a speaking slot is played (made): with the speaking position (`spoken`) at it.
+Cue = Callable[[int], None]
+
+
 class MediaClock:
     """The call's timeline. `idle(index)` gives the listening frame of slot `index`; speaking
     slots (`queue`) take precedence in order. Slot `index` is due at `start + index * SLOT_S`,
     `start` being when a track first asks (`now`).
+
+    Speaking slots may carry a cue, called when the slot is played: events such as "the replica
+    started speaking" are sent at playout, not when the speech was rendered. `pause` holds the
+    queued speech (idle slots are played meanwhile) until `resume` or `clear`.
     """
 
     def __init__(self, idle: Callable[[int], np.ndarray]) -> None:
         self._idle = idle
         self._queue: collections.deque[tuple[np.ndarray, np.ndarray]] = collections.deque()
+        self._cues: dict[int, list[Cue]] = {}  # by speaking position
         self._made: dict[int, Slot] = {}
         self._next = 0  # the first slot not yet made
+        self._spoken = 0  # speaking slots played so far
+        self._paused = False
         self._start: float | None = None
         self._silence = np.zeros(SLOT_SAMPLES, np.int16)
 
@@ -90,17 +104,38 @@ class MediaClock:
         return made
 
     def _make(self, index: int) -> None:
-        if self._queue:
+        if self._queue and not self._paused:
             frame, audio = self._queue.popleft()
             self._made[index] = Slot(index, frame, audio, True)
+            position, self._spoken = self._spoken, self._spoken + 1
+            for cue in self._cues.pop(position, ()):
+                try:
+                    cue(position)
+                except Exception:  # a cue's failure must not stop the media
+                    log.exception("a media clock cue failed")
         else:
             self._made[index] = Slot(index, self._idle(index), self._silence, False)
         self._made.pop(index - KEEP, None)
         self._next = index + 1
 
-    def extend(self, slots: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
-        """Queue speaking slots (frame, audio), played in order from the next slot made."""
+    def extend(
+        self, slots: Sequence[tuple[np.ndarray, np.ndarray]], cues: Iterable[tuple[int, Cue]] = ()
+    ) -> None:
+        """Queue speaking slots (frame, audio), played in order from the next slot made;
+        `cues`: (i, cue) to call when `slots[i]` is played.
+        """
+        end = self._spoken + len(self._queue)
+        for i, cue in cues:
+            if 0 <= i < len(slots):
+                self._cues.setdefault(end + i, []).append(cue)
         self._queue.extend(slots)
+
+    def after(self, cue: Cue) -> None:
+        """Call `cue` when what is queued now has played (at once when nothing is)."""
+        if not self._queue:
+            cue(self._spoken)
+            return
+        self._cues.setdefault(self._spoken + len(self._queue) - 1, []).append(cue)
 
     @property
     def made(self) -> int:
@@ -108,14 +143,32 @@ class MediaClock:
         return self._next
 
     @property
+    def spoken(self) -> int:
+        """Speaking slots played so far (the speaking position)."""
+        return self._spoken
+
+    @property
     def queued(self) -> int:
         """Speaking slots not yet played."""
         return len(self._queue)
 
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause(self) -> None:
+        """Hold the queued speech: idle slots play until `resume` (or `clear`)."""
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
     def clear(self) -> int:
-        """Drop every queued speaking slot (a barge-in): the next slot made is idle, at most
-        one slot from now. Returns how many were dropped.
+        """Drop every queued speaking slot (a barge-in) and their cues; the next slot made is
+        idle, at most one slot from now, and a pause ends. Returns how many were dropped.
         """
         dropped = len(self._queue)
         self._queue.clear()
+        self._cues.clear()
+        self._paused = False
         return dropped

@@ -69,6 +69,10 @@ class Reply:
     tool_calls: list[ToolCall] = dataclasses.field(default_factory=list)
     #: "stop", "length", "tool_calls"; None while streaming or where the stream was cut.
     finish_reason: str | None = None
+    #: The tool calls came as text (`{"name": ..., "arguments": ...}`, Hermes/Qwen style) from a
+    #: server that does not parse them (llama.cpp's generic chat formats): such a server does
+    #: not render tool messages either, so the result goes back as a system message.
+    calls_in_text: bool = False
 
 
 def config_for(layers: Mapping[str, Any], api_key: str | None, settings: Settings) -> LlmConfig:
@@ -141,11 +145,39 @@ class ChatClient:
         messages: Sequence[Mapping[str, Any]],
         tools: Sequence[Mapping[str, Any]] = (),
         reply: Reply | None = None,
+        *,
+        recognise: Sequence[str] = (),
     ) -> AsyncGenerator[str, None]:
         """The reply's text as it arrives. `reply` (when given) collects the whole text, the
         tool calls and the finish reason; read it after the loop.
+
+        A reply that begins like a tool call written as text (`{` or `<tool_call>`) of one of
+        the tools (`tools`, or the names in `recognise` where the tools are not sent) is held
+        to its end: read as tool calls when it is one (`reply.calls_in_text`), else yielded.
         """
         reply = reply if reply is not None else Reply()
+        names = {str(t.get("function", {}).get("name")) for t in tools} | set(recognise)
+        names.discard("None")
+
+        def held() -> bool:  # the reply so far begins as a tool call written as text would
+            return bool(names) and reply.text.lstrip()[:1] in ("{", "<")
+
+        async for text in self._stream(messages, tools, reply):
+            if not held():
+                yield text
+        if held() and not reply.tool_calls:
+            calls = text_tool_calls(reply.text, names)
+            if calls:
+                reply.tool_calls, reply.calls_in_text, reply.text = calls, True, ""
+            else:
+                yield reply.text.lstrip()
+
+    async def _stream(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]],
+        reply: Reply,
+    ) -> AsyncGenerator[str, None]:
         headers = {"accept": "text/event-stream"}
         if self.config.api_key:
             headers["authorization"] = f"Bearer {self.config.api_key}"
@@ -181,6 +213,43 @@ class ChatClient:
         async for _ in self.stream(messages, tools, reply):
             pass
         return reply
+
+
+_TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+
+
+def text_tool_calls(text: str, names: set[str]) -> list[ToolCall]:
+    """Tool calls written as text: JSON objects `{"name": ..., "arguments": ...}`, bare (one
+    after another) or each in `<tool_call>` tags, every one naming a tool in `names`; [] when
+    the text is anything else.
+    """
+    known = {_plain(n): n for n in names}  # a small model writes "get current time"
+    tagged = _TAGGED.findall(text)
+    pieces = tagged if tagged else [text.strip()]
+    decoder = json.JSONDecoder()
+    calls: list[ToolCall] = []
+    for piece in pieces:
+        rest = piece.strip()
+        while rest:
+            try:
+                value, end = decoder.raw_decode(rest)
+            except json.JSONDecodeError:
+                return []
+            rest = rest[end:].strip()
+            if not isinstance(value, dict) or _plain(str(value.get("name"))) not in known:
+                return []
+            name = known[_plain(str(value["name"]))]
+            arguments = value.get("arguments", value.get("parameters", {}))
+            if isinstance(arguments, str):
+                arguments_text = arguments
+            else:
+                arguments_text = json.dumps(arguments if isinstance(arguments, dict) else {})
+            calls.append(ToolCall(f"call_{len(calls) + 1}", name, arguments_text))
+    return calls
+
+
+def _plain(name: str) -> str:
+    return re.sub(r"[\s_-]+", "_", name.strip().lower())
 
 
 def _event_data(line: str) -> str | None:
@@ -254,13 +323,24 @@ _SENTENCE_END = re.compile(r"([.!?][\"')\]]*)\s+(?=[A-Z\"'(\[])|\n+")
 _WORD = re.compile(r"\w")
 
 
-async def sentences(texts: AsyncIterator[str], min_chars: int = 12) -> AsyncIterator[str]:
+#: A clause's end inside a sentence: a comma, semicolon, colon or dash, then a space.
+_CLAUSE_END = re.compile(r"([,;:]|\s[-\u2013\u2014])\s+")
+
+
+async def sentences(
+    texts: AsyncIterator[str], min_chars: int = 12, first_clause: int = 0
+) -> AsyncIterator[str]:
     """Whole sentences from streamed text, each as soon as the next one has begun (the voice
     speaks sentence by sentence); a sentence under `min_chars` joins the next ("Yes." alone
     would be a clip too short to sound natural), and so does a piece with no word in it. The
     rest is yielded at the end, if it holds a word.
+
+    `first_clause` (a latency lever; 0: off): the first piece may end at a clause (a comma
+    and a space, ...) once it holds that many characters, so the voice starts before the
+    LLM has written the whole first sentence.
     """
     buffer = ""
+    first = True
     async for text in texts:
         buffer += text
         start = 0
@@ -268,8 +348,17 @@ async def sentences(texts: AsyncIterator[str], min_chars: int = 12) -> AsyncIter
             piece = buffer[start : m.end(1) if m.group(1) else m.start()].strip()
             if len(piece) >= min_chars and _WORD.search(piece):
                 yield piece
+                first = False
                 start = m.end()
         buffer = buffer[start:]
+        if first and first_clause:
+            for m in _CLAUSE_END.finditer(buffer):
+                piece = buffer[: m.end(1)].strip()
+                if len(piece) >= first_clause and _WORD.search(piece):
+                    yield piece
+                    first = False
+                    buffer = buffer[m.end() :]
+                    break
     # A remainder with no word in it (a stray closing quote) is not a sentence.
     if _WORD.search(buffer):
         yield buffer.strip()

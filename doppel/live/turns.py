@@ -68,6 +68,34 @@ class TurnDetector:
         self._leftover = np.zeros(0, np.float32)  # samples short of a whole chunk
         self._probs: collections.deque[float] = collections.deque()
 
+    @property
+    def in_turn(self) -> bool:
+        """A turn has started and not ended (nor been dropped as noise)."""
+        return self._turn is not None
+
+    @property
+    def heard_s(self) -> float:
+        """Seconds of audio judged so far (the stream time of the next chunk)."""
+        return self._chunks * STEP_S
+
+    @property
+    def silence_s(self) -> float:
+        """Seconds of silence since the open turn's last speech (0 outside a turn)."""
+        return self._silence * STEP_S if self._turn is not None else 0.0
+
+    def speech_so_far(self) -> np.ndarray | None:
+        """The open turn's audio up to its last speech: what `turn_ended` will hold if the
+        turn ends with no more speech (None outside a turn).
+        """
+        if self._turn is None:
+            return None
+        cut = len(self._turn) - self._silence
+        return np.concatenate(self._turn[:cut]) if cut > 0 else None
+
+    def set_end_silence(self, seconds: float) -> None:
+        """From now on, this much silence ends a turn (`conversation.sensitivity`)."""
+        self._end_chunks = max(1, round(seconds / STEP_S))
+
     def push(self, samples: np.ndarray, probs: np.ndarray) -> list[TurnEvent]:
         """The new audio (16 kHz) and one speech probability per whole 512-sample chunk of
         the audio so far (probabilities may arrive ahead of or behind the samples; each is
