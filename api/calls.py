@@ -318,9 +318,11 @@ class LiveCalls:
             await _drain(live.call)
             await live.talk.close()
             live.avatar.interrupt()
-            for task in live.tasks:
-                if task is not asyncio.current_task():
-                    task.cancel()
+            stopping = [t for t in live.tasks if t is not asyncio.current_task()]
+            for task in stopping:
+                task.cancel()
+            if stopping:  # their last record writes are spawned as they unwind
+                await asyncio.wait(stopping, timeout=5)
             await live.call.close()
         return ended
 
@@ -331,8 +333,8 @@ class LiveCalls:
                 await self.end(cid, SERVER_SHUTDOWN)
         for task in [*self._waiting.values(), *self._leaving.values()]:
             task.cancel()
-        if self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
+        while self._writes:  # a write's end may be followed by another's start
+            await asyncio.gather(*list(self._writes), return_exceptions=True)
 
 
 def _logged(task: asyncio.Task[Any], cid: str, what: str) -> asyncio.Task[Any]:

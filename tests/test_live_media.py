@@ -7,6 +7,7 @@ recording (energy rises, the mouth region is rendered), and is cut off by an int
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import datetime as dt
@@ -792,6 +793,16 @@ async def test_the_built_in_clock_answers_on_the_server_and_the_clients_tool_on_
         unknown = {"event_type": "conversation.dance", "properties": {}}
         refused = await api.post(path, json=unknown, headers=caller.headers)
         assert refused.status_code == 404 and "conversation.dance" in refused.json()["detail"]
+        # An echo with audio (Tavus: base64 16-bit PCM at sample_rate) is spoken as it is.
+        jfk = await decode_audio(shared_file("speech", "jfk.flac"), 24000)
+        pcm = (np.clip(jfk.samples[: 2 * 24000], -1, 1) * 32767).astype("<i2").tobytes()
+        props = {"modality": "audio", "audio": base64.b64encode(pcm).decode(), "text": "(jfk)"}
+        echo = {"event_type": "conversation.echo", "properties": {**props, "sample_rate": 24000}}
+        assert (await api.post(path, json=echo, headers=caller.headers)).status_code == 200
+        said = await event(peer, "conversation.utterance", 60)
+        assert said["properties"] == {"role": "replica", "speech": "(jfk)"}
+        broken = {"event_type": "conversation.echo", "properties": {**props, "audio": "%%"}}
+        assert (await api.post(path, json=broken, headers=caller.headers)).status_code == 404
     finally:
         await peer.close()
     # The built-in tool was answered on the server, in the persona's time zone, as OpenAI

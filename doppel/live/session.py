@@ -42,7 +42,7 @@ from typing import Any
 import av
 import numpy as np
 
-from doppel.audio.media import Audio
+from doppel.audio.media import Audio, resample
 from doppel.audio.vad import CHUNK, RATE, StreamState
 from doppel.live.avatar import Avatar
 from doppel.live.clock import SLOT_S
@@ -410,6 +410,12 @@ class Conversation:
         since = self._speaking_since or time.monotonic()
         self._speaking_since = None
         self.outbox.emit(
+            "conversation.utterance.streaming",
+            {"speech": text, "final": True, "is_interrupted": turn.interrupted},
+            turn_idx=self.turn_idx,
+            inference_id=turn.inference_id,
+        )
+        self.outbox.emit(
             "conversation.utterance",
             {"role": REPLICA, "speech": text},
             turn_idx=self.turn_idx,
@@ -456,7 +462,15 @@ class Conversation:
         if not isinstance(props, Mapping):
             return False
         text, context = props.get("text"), props.get("context")
-        if kind == "conversation.echo" and isinstance(text, str) and text.strip():
+        if kind == "conversation.echo" and props.get("modality") == "audio":
+            audio = _echo_audio(props)
+            if audio is None:
+                return False
+            turn = Turn(self.turn_idx, "echo", time.monotonic(), time.time())
+            spoken = Spoken(text if isinstance(text, str) else "", audio, {})
+            self._tool_pending = False
+            self._start(self._speak(_one_piece(spoken), turn))
+        elif kind == "conversation.echo" and isinstance(text, str) and text.strip():
             self._tool_pending = False
             self.say(text.strip())
         elif kind == "conversation.respond" and isinstance(text, str) and text.strip():
@@ -505,6 +519,47 @@ class Conversation:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         await self.dialogue.chat.close()
+
+
+#: Longest audio an echo may carry (base64 characters: ~60 s of 24 kHz 16-bit PCM).
+MAX_ECHO_CHARS = 4_000_000
+
+
+def _echo_audio(props: Mapping[str, Any]) -> Audio | None:
+    """`conversation.echo` with `modality: "audio"`: `audio` is base64 of 16-bit little-endian
+    mono PCM at `sample_rate` (24000 when not given), as Tavus sends it, or of a WAV file;
+    None when it is not.
+    """
+    import base64
+    import binascii
+    import io
+
+    encoded, rate = props.get("audio"), props.get("sample_rate", 24000)
+    if not isinstance(encoded, str) or not 0 < len(encoded) <= MAX_ECHO_CHARS:
+        return None
+    if isinstance(rate, bool) or not isinstance(rate, int) or not 8000 <= rate <= 96000:
+        return None
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if raw[:4] == b"RIFF":
+        import soundfile
+
+        try:
+            samples, rate = soundfile.read(io.BytesIO(raw), dtype="float32", always_2d=True)
+        except (RuntimeError, soundfile.LibsndfileError):
+            return None
+        mono = samples.mean(axis=1)
+    else:
+        mono = np.frombuffer(raw[: len(raw) // 2 * 2], "<i2").astype(np.float32) / 32768.0
+    if len(mono) < 0.2 * rate:
+        return None
+    return Audio(resample(mono, rate, RATE) if rate != RATE else mono, RATE)
+
+
+async def _one_piece(spoken: Spoken) -> AsyncIterator[Spoken]:
+    yield spoken
 
 
 def heard(sentence: Spoken, start: int, now: int) -> str:

@@ -104,7 +104,7 @@ export interface paths {
         put?: never;
         /**
          * A conversation: a live call with a replica speaking for a persona
-         * @description JSON `{persona_id, replica_id?, conversation_name?, conversational_context?, custom_greeting?, callback_url?, audio_only?, test_mode?, properties?: {max_call_duration: 3600, participant_left_timeout: 0, participant_absent_timeout: 300, language: "english"}}`. The replica defaults to the persona's `default_replica_id` and must be completed. `test_mode` creates it ended. A field or property Doppel does not run is a 422 naming it.
+         * @description JSON `{persona_id, replica_id?, conversation_name?, conversational_context?, custom_greeting?, callback_url?, audio_only?, test_mode?, properties?: {max_call_duration: 3600, participant_left_timeout: 0, participant_absent_timeout: 300, language: "english"}}`. The replica defaults to the persona's `default_replica_id` and must be completed. `test_mode` creates it ended. A field or property Doppel does not run is a 422 naming it. When the server already holds as many live calls as it serves in real time: 503 with Retry-After.
          */
         post: operations["create_conversation"];
         delete?: never;
@@ -142,6 +142,26 @@ export interface paths {
         put?: never;
         /** End a conversation (an ended one is left as it is) */
         post: operations["end_conversation"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v2/conversations/{conversation_id}/interactions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Send an interaction to a call in progress, from a server not in the call
+         * @description The data channel's inbound messages, posted: `{event_type, properties}` with `conversation.echo` `{text}`, `conversation.respond` `{text}`, `conversation.interrupt`, `conversation.append_llm_context` / `conversation.overwrite_llm_context` `{context}`, `conversation.sensitivity` `{participant_pause_sensitivity?, participant_interrupt_sensitivity?}` (low, medium, high). 409 when nobody is connected to the conversation; 404 for an unknown `event_type` or missing properties.
+         */
+        post: operations["interact_conversation"];
         delete?: never;
         options?: never;
         head?: never;
@@ -701,6 +721,16 @@ export interface components {
             request_body: string;
             url: string;
         };
+        /** Interaction */
+        Interaction: {
+            conversation_id?: string | null;
+            event_type: string;
+            /** @default conversation */
+            message_type: string;
+            properties?: {
+                [key: string]: unknown;
+            };
+        };
         /** Offer */
         Offer: {
             pc_id?: string | null;
@@ -1258,6 +1288,49 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ConversationOut"];
+                };
+            };
+            /** @description Bad request syntax or unsupported method */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        detail: string;
+                        extra?: null | {
+                            [key: string]: unknown;
+                        } | unknown[];
+                        status_code: number;
+                    };
+                };
+            };
+        };
+    };
+    interact_conversation: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                conversation_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Interaction"];
+            };
+        };
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        [key: string]: string;
+                    };
                 };
             };
             /** @description Bad request syntax or unsupported method */
