@@ -29,6 +29,7 @@ bench: install
 	@$(PY) -m pytest benchmarks --benchmark-only $(PYTEST_ARGS)
 	@bash benchmarks/triton/run_perf.sh
 	@OMP_NUM_THREADS=1 $(PY) -m benchmarks.e2e.video_rtf
+	@OMP_NUM_THREADS=1 $(PY) -m benchmarks.live
 
 quality: install ## full-size quality runs on real data: results in benchmarks/results/
 	@OMP_NUM_THREADS=1 $(PY) -m benchmarks.quality.mouth

@@ -21,19 +21,29 @@ from typing import Any
 
 import numpy as np
 import pytest
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
+from aiortc import MediaStreamTrack, RTCSessionDescription
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
+from benchmarks.live import client
+from benchmarks.live.client import (
+    Client,
+    Mic,
+    Rows,
+    event,
+    mouth_box,
+    rms,
+    rms_of,
+    since,
+    until,
+)
 from benchmarks.quality import video_metrics as vm
 from doppel.audio.media import Audio, decode_audio, resample
 from doppel.domain import replicas
 from doppel.errors import InvalidRequest
-from doppel.face import mouth
 from doppel.live.avatar import Avatar
 from doppel.live.clock import MediaClock
-from doppel.live.webrtc import Call, new_peer, set_local
+from doppel.live.webrtc import Call, set_local
 from doppel.replica import layout
 from doppel.replica.artefact import Replica
 from doppel.settings import Settings
@@ -46,48 +56,6 @@ from tests.test_talking_head import trained
 __all__ = ["stub", "trained"]
 
 pytestmark = pytest.mark.data
-
-
-class Client:
-    """The far end: an aiortc peer on loopback recording what arrives, with arrival times."""
-
-    def __init__(self, mic: MediaStreamTrack | None = None) -> None:
-        self.pc: RTCPeerConnection = new_peer()
-        self.video: list[tuple[float, int, np.ndarray]] = []  # (arrival, pts, rgb)
-        self.audio: list[tuple[float, int, np.ndarray]] = []  # (arrival, pts, float mono)
-        self.rates: set[int] = set()
-        self.messages: asyncio.Queue[object] = asyncio.Queue()
-        self.seen: list[tuple[str, object]] = []  # the events `event` read, in order
-        self.channel = self.pc.createDataChannel("events")
-        self.channel.on("message", lambda text: self.messages.put_nowait(json.loads(text)))
-        self.pc.addTransceiver("video", direction="recvonly")
-        if mic is None:
-            self.pc.addTransceiver("audio", direction="recvonly")
-        else:  # the person's microphone: sent, and the replica's voice received
-            self.pc.addTrack(mic)
-        self._tasks: list[asyncio.Task[None]] = []
-        self.pc.on("track", self._track)
-
-    def _track(self, track: object) -> None:
-        self._tasks.append(asyncio.create_task(self._read(track)))
-
-    async def _read(self, track: object) -> None:
-        with contextlib.suppress(MediaStreamError):
-            while True:
-                frame = await track.recv()  # type: ignore[attr-defined]
-                now = time.monotonic()
-                if track.kind == "video":  # type: ignore[attr-defined]
-                    self.video.append((now, frame.pts, frame.to_ndarray(format="rgb24")))
-                else:
-                    pcm = frame.to_ndarray().astype(np.float32) / 32768.0
-                    channels = len(frame.layout.channels)
-                    self.audio.append((now, frame.pts, pcm.reshape(-1, channels).mean(axis=1)))
-                    self.rates.add(frame.sample_rate)
-
-    async def close(self) -> None:
-        await self.pc.close()
-        for task in self._tasks:
-            task.cancel()
 
 
 @contextlib.asynccontextmanager
@@ -114,21 +82,6 @@ async def connected(
         await call.close()
 
 
-async def until(done: Callable[[], object], timeout_s: float, what: str) -> None:
-    """Poll `done` (media state has no event to wait on) until true, or fail saying `what`."""
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        assert time.monotonic() < deadline, f"no {what} within {timeout_s} s"
-        await asyncio.sleep(0.02)
-
-
-Rows = list[tuple[float, int, np.ndarray]]
-
-
-def since(rows: Rows, t0: float, t1: float = np.inf) -> Rows:
-    return [r for r in rows if t0 <= r[0] < t1]
-
-
 @pytest.fixture(scope="module")
 def replica(trained: Path) -> Replica:
     return Replica.load(trained)
@@ -139,17 +92,6 @@ async def engine(settings: Settings) -> AsyncIterator[TritonClient]:
     client = TritonClient(settings.triton_grpc_url)
     yield client
     await client.close()
-
-
-def mouth_box(replica: Replica, size: tuple[int, int]) -> tuple[slice, slice]:
-    """Rows and columns of the streamed frames holding the mouth in the listening stretch."""
-    prepared = replica.prepared
-    a, b = replica.idle_range or replica.base_range
-    pts = prepared.landmarks[a:b][:, list(mouth.POINTS)]
-    sx, sy = size[0] / prepared.width, size[1] / prepared.height
-    x0, y0 = pts.min(axis=(0, 1)) * (sx, sy)
-    x1, y1 = pts.max(axis=(0, 1)) * (sx, sy)
-    return slice(int(y0), int(y1) + 1), slice(int(x0), int(x1) + 1)
 
 
 async def test_malformed_offers_are_refused_with_what_to_fix() -> None:
@@ -365,35 +307,7 @@ async def join(
     api: AsyncTestClient, caller: Caller, cid: str, mic: MediaStreamTrack | None = None
 ) -> Client:
     """The client peer's offer through the API, answered; every candidate on loopback."""
-    peer = Client(mic)
-    offer = await set_local(peer.pc, loopback=True)
-    answered = await api.post(
-        f"/v2/conversations/{cid}/offer",
-        json={"sdp": offer.sdp, "type": offer.type},
-        headers=caller.headers,
-    )
-    assert answered.status_code == 200, answered.text
-    body = answered.json()
-    assert body["type"] == "answer" and body["pc_id"]
-    candidates = [x for x in body["sdp"].splitlines() if x.startswith("a=candidate")]
-    assert candidates and all(" 127.0.0.1 " in c for c in candidates), candidates
-    await peer.pc.setRemoteDescription(RTCSessionDescription(body["sdp"], body["type"]))
-    return peer
-
-
-async def event(peer: Client, event_type: str, timeout_s: float) -> dict[str, Any]:
-    """The next data-channel event of `event_type` (earlier ones of other types skipped)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        left = deadline - time.monotonic()
-        try:
-            got = await asyncio.wait_for(peer.messages.get(), max(0.0, left))
-        except TimeoutError:
-            raise AssertionError(f"no {event_type} within {timeout_s} s; {peer.seen}") from None
-        assert isinstance(got, dict)
-        peer.seen.append((got["event_type"], got.get("properties")))
-        if got["event_type"] == event_type:
-            return got
+    return await client.join(api, cid, mic, headers=caller.headers)
 
 
 async def settled(
@@ -492,42 +406,6 @@ async def test_a_call_ends_at_the_end_endpoint_nobody_joining_times_out_and_bad_
         api, caller, f"/v2/conversations/{absent}", lambda b: b["status"] == "ended"
     )
     assert body["shutdown_reason"] == "participant_absent_timeout reached"
-
-
-class Mic(MediaStreamTrack):
-    """The person's microphone: a real recording at 48 kHz in real time, then silence."""
-
-    kind = "audio"
-    STEP = 960  # 20 ms
-
-    def __init__(self, samples: np.ndarray) -> None:
-        super().__init__()
-        self.samples = (np.clip(samples, -1, 1) * 32767).astype(np.int16)
-        self.pos = 0
-        self.start: float | None = None
-
-    def say(self, samples: np.ndarray) -> None:
-        """Speak `samples` (48 kHz) from now on, over whatever was left."""
-        head = self.samples[: self.pos]
-        head = np.pad(head, (0, self.pos - len(head)))  # silence was sent past the old end
-        self.samples = np.concatenate([head, (np.clip(samples, -1, 1) * 32767).astype(np.int16)])
-
-    async def recv(self) -> Any:
-        from fractions import Fraction
-
-        from av import AudioFrame
-
-        if self.start is None:
-            self.start = time.monotonic()
-        wait = self.start + self.pos / 48000 - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        chunk = self.samples[self.pos : self.pos + self.STEP]
-        chunk = np.pad(chunk, (0, self.STEP - len(chunk)))
-        frame = AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate, frame.pts, frame.time_base = 48000, self.pos, Fraction(1, 48000)
-        self.pos += self.STEP
-        return frame
 
 
 ANSWER = (
@@ -723,16 +601,6 @@ def received_mp4(video: Rows, audio: Rows, path: Path) -> Path:
     cmd += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path)]
     subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), check=True, timeout=120)
     return path
-
-
-def rms(rows: Rows) -> float:
-    if not rows:
-        return 0.0
-    return rms_of(np.concatenate([a for _, _, a in rows]))
-
-
-def rms_of(samples: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(samples**2))) if len(samples) else 0.0
 
 
 async def test_a_few_words_over_the_replica_pause_it_and_it_resumes_when_they_do_not_interrupt(
