@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 MAX_DURATION = "max_call_duration reached"
 ABSENT = "participant_absent_timeout reached"
 LEFT = "participant_left_timeout reached"
+#: Longest reply the persona's LLM may write in a call (tokens).
+REPLY_TOKENS = 120
 #: Spoken nowhere: rendered as a call starts, to load the replica's models and time its render.
 WARM_UP = "Hello, it is good to see you. How can I help you today?"
 SERVER_SHUTDOWN = "server_shutdown"
@@ -252,6 +254,9 @@ class LiveCalls:
         persona = await personas.get(self.pool, item.tenant_id, item.persona_id)
         layers = persona.document(with_key=True)["layers"]
         config = llm.config_for(layers, persona.llm_api_key, self.settings)
+        # A safety cap (~90 words, ~35 s spoken): a small model can ignore "short" and talk
+        # for a minute; a long reply also makes the next turn's prompt longer.
+        config = dataclasses.replace(config, max_tokens=config.max_tokens or REPLY_TOKENS)
         context = "\n\n".join(c for c in (persona.context, item.conversational_context) if c)
         assert avatar.replica.voice_folder is not None
         dialogue = Dialogue(

@@ -56,7 +56,9 @@ async def test_a_turn_is_heard_answered_and_spoken_sentence_by_sentence(
         # The talking head's timings: every sentence's words, inside its audio.
         words = s.timings["words"]
         assert words and words[-1]["end"] <= len(s.audio.samples) / 16000 + 0.05
-    assert talk.history == [
+    note, *said = talk.history  # the time, told before the person's words
+    assert note["role"] == "system" and note["content"].startswith("Current time: It is ")
+    assert said == [
         {"role": "user", "content": heard},
         {"role": "assistant", "content": " ".join(s.text for s in spoken)},
     ]

@@ -638,6 +638,7 @@ def report(res: dict[str, Any], meta: dict[str, Any], turns: list[dict[str, Any]
         f"Measured {meta.get('measured', '?')} on this machine "
         f"({meta['cores']} cores, CPU only; the client peer, decoding 25 fps VP8, shares them). "
         f"Replica: {meta['replica']}; stream height: {height}; "
+        f"levers: {meta.get('levers', '?')}; "
         f"LLM: the platform's ({meta['llm_model']}); {res['turns']} turns over "
         f"{meta['calls']} calls from {len(meta['recordings'])} recordings "
         f"({', '.join(meta['recordings'])}), {res['failed']} failed, {res['early']} answered "
@@ -728,7 +729,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     for var in ("DATABASE_URL", "REDIS_URL", "TRITON_GRPC_URL", "TRITON_HTTP_URL"):
         env.pop(var, None)
     env.pop("DOPPEL_STREAM_HEIGHT", None)
-    if args.stream_height:
+    if args.stream_height is not None:  # 0: the replica's own size
         env["DOPPEL_STREAM_HEIGHT"] = str(args.stream_height)
     platform = LocalPlatform(run_dir, env=env)
     turns: list[dict[str, Any]] = []
@@ -772,7 +773,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "replica": str(replica_dir),
         "cores": os.cpu_count(),
-        "stream_height": args.stream_height,
+        "stream_height": settings.stream_height,
+        "levers": {
+            "first_clause_chars": settings.first_clause_chars,
+            "early_transcript_s": settings.early_transcript_s,
+        },
         "llm_model": endpoints.get("llm_model", ""),
         "calls": len(calls),
         "recordings": [f"{r.name} ({r.speech_s:.1f} s)" for r in recs],
@@ -831,7 +836,11 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--calls", type=int, default=5, help="conversations the turns share")
     parser.add_argument("--barge-ins", type=int, default=3, help="extra turns talked over")
-    parser.add_argument("--stream-height", type=int, help="DOPPEL_STREAM_HEIGHT for the API")
+    parser.add_argument(
+        "--stream-height",
+        type=int,
+        help="DOPPEL_STREAM_HEIGHT for the API (0: the replica's own; default: the platform's)",
+    )
     parser.add_argument("--quick", action="store_true", help="3 turns, 1 call, 1 barge-in")
     parser.add_argument(
         "--out", help="results file name, no suffix (default: live, or live_quick with --quick)"

@@ -33,6 +33,11 @@ from doppel.triton import TritonClient
 
 #: Appended to a reply the person cut off, in the history the LLM reads next.
 INTERRUPTED = " [interrupted by the user]"
+#: Added to every persona's instructions: the reply is heard, not read.
+SPOKEN = (
+    "You are speaking aloud in a live video call: answer in one to three short sentences, "
+    "with no lists, markdown or emoji."
+)
 #: Rounds of built-in tool calls answered within one reply before it ends.
 MAX_TOOL_ROUNDS = 3
 
@@ -142,11 +147,9 @@ class Dialogue:
             offer: list[dict[str, Any]] = self.tools
             recognise: list[str] = []
             for _ in range(MAX_TOOL_ROUNDS + 1):
-                messages = llm.persona_messages(self.system_prompt, self.context, self.history)
-                users = [i for i, m in enumerate(messages) if m["role"] == "user"]
-                messages.insert(
-                    users[-1] if users else len(messages), toolbox.time_note(self.timezone)
-                )
+                self._note_time()
+                prompt = f"{self.system_prompt.strip()}\n\n{SPOKEN}".strip()
+                messages = llm.persona_messages(prompt, self.context, self.history)
                 answer = llm.Reply()
                 stream = self.chat.stream(messages, offer, answer, recognise=recognise)
                 async with contextlib.aclosing(stream) as texts:
@@ -179,6 +182,18 @@ class Dialogue:
                 self.history.append(
                     {"role": "assistant", "content": text + ("" if finished else INTERRUPTED)}
                 )
+
+    def _note_time(self) -> None:
+        """The time now, as a system message before the person's last message, kept in the
+        history (a new note only when the minute changed): the prompt's prefix stays the same
+        from request to request, so the LLM server's prompt cache holds it.
+        """
+        note = toolbox.time_note(self.timezone)
+        notes = [m for m in self.history if m["role"] == "system"]
+        if notes and notes[-1]["content"] == note["content"]:
+            return
+        users = [i for i, m in enumerate(self.history) if m["role"] == "user"]
+        self.history.insert(users[-1] if users else len(self.history), note)
 
     def _answer_tools(self, calls: Sequence[llm.ToolCall], answer: llm.Reply) -> None:
         """The built-in tools' answers in the history: as tool messages after the model's
