@@ -41,6 +41,7 @@ from benchmarks.quality import video_metrics as vm
 from doppel.audio.media import Audio, decode_audio, resample
 from doppel.domain import replicas
 from doppel.errors import InvalidRequest
+from doppel.live import session
 from doppel.live.avatar import Avatar
 from doppel.live.clock import MediaClock
 from doppel.live.webrtc import Call, set_local
@@ -505,16 +506,7 @@ async def test_the_replica_hears_the_person_answers_in_its_voice_echoes_and_is_i
         text = str((await engine.transcribe(spoken, language="en"))["text"])
         assert len(words(text) & words(ANSWER)) >= 0.7 * len(words(ANSWER)), text
         # conversation.echo: spoken as it is, without the LLM.
-        peer.channel.send(
-            json.dumps(
-                {
-                    "message_type": "conversation",
-                    "event_type": "conversation.echo",
-                    "conversation_id": cid,
-                    "properties": {"text": "Welcome to the museum."},
-                }
-            )
-        )
+        peer.interact(cid, "conversation.echo", {"text": "Welcome to the museum."})
         echoed = await event(peer, "conversation.utterance", 60)
         assert echoed["properties"] == {"role": "replica", "speech": "Welcome to the museum."}
         assert len(stub.got) == 1  # the echo did not ask the LLM
@@ -530,15 +522,7 @@ async def test_the_replica_hears_the_person_answers_in_its_voice_echoes_and_is_i
     assert body["transcript"][1]["content"] == ANSWER
     # Each turn's latency, from the end of the person's speech, stage by stage in order.
     turn = next(t for t in body["turns"] if t["source"] == "speech")
-    stages = [
-        "turn_detected_s",
-        "transcript_s",
-        "llm_first_text_s",
-        "first_sentence_s",
-        "voice_s",
-        "rendered_s",
-        "first_audio_s",
-    ]
+    stages = [f"{stage}_s" for stage in session.STAGES]
     times = [turn[k] for k in stages]
     print("turn timings:", {k: turn[k] for k in stages})
     assert times == sorted(times) and 0.3 < times[0] < times[-1] < 30, turn
@@ -701,16 +685,8 @@ async def test_the_built_in_clock_answers_on_the_server_and_the_clients_tool_on_
         call = await event(peer, "conversation.tool_call", 30)
         assert call["properties"]["name"] == "get_ticket_price"
         assert call["properties"]["arguments"] == {"age": 10}
-        peer.channel.send(
-            json.dumps(
-                {
-                    "message_type": "conversation",
-                    "event_type": "conversation.append_llm_context",
-                    "conversation_id": cid,
-                    "properties": {"context": "get_ticket_price: 5 euros for a child of 10."},
-                }
-            )
-        )
+        context = {"context": "get_ticket_price: 5 euros for a child of 10."}
+        peer.interact(cid, "conversation.append_llm_context", context)
         said = await event(peer, "conversation.utterance", 90)
         assert said["properties"]["speech"] == "A ticket for him costs five euros."
         unknown = {"event_type": "conversation.dance", "properties": {}}

@@ -68,6 +68,16 @@ class Client:
         self._tasks: list[asyncio.Task[None]] = []
         self.pc.on("track", self._track)
 
+    def interact(self, cid: str, event_type: str, properties: dict[str, Any]) -> None:
+        """Send an inbound interaction on the data channel, in Tavus's envelope."""
+        message = {
+            "message_type": "conversation",
+            "event_type": event_type,
+            "conversation_id": cid,
+            "properties": properties,
+        }
+        self.channel.send(json.dumps(message))
+
     def _message(self, text: str) -> None:
         got = json.loads(text)
         self.arrivals.append((time.monotonic(), got))

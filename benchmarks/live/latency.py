@@ -57,6 +57,7 @@ from av import VideoFrame
 from benchmarks.e2e.video_rtf import DEFAULT_REPLICA, RESULTS, SHARED, register
 from benchmarks.live.client import Client, Mic, event, join, mouth_box, rms, rms_of, until
 from doppel.audio.media import decode_audio
+from doppel.live import session
 from doppel.platform.stack import LocalPlatform
 from doppel.replica import layout
 from doppel.replica.artefact import Replica
@@ -446,17 +447,7 @@ def av_offset(peer: Client) -> dict[str, Any]:
     }
 
 
-STAGES = [
-    "turn_detected_s",
-    "transcript_s",
-    "llm_first_text_s",
-    "first_sentence_s",
-    "voice_s",
-    "rendered_s",
-    "first_audio_s",
-    "first_frame_s",
-    "playout_s",
-]
+STAGES = [f"{stage}_s" for stage in session.STAGES]
 
 
 def analyse(

@@ -69,6 +69,20 @@ HOLD_S = 0.6
 EARLY_TRANSCRIPT_S = 0.25
 
 
+#: A turn's stages in the order they happen (Turn.record: `<stage>_s`, seconds from the end
+#: of the person's speech): first_audio and first_frame are the same slot.
+STAGES = (
+    "turn_detected",
+    "transcript",
+    "llm_first_text",
+    "first_sentence",
+    "voice",
+    "rendered",
+    "first_audio",
+    "first_frame",
+)
+
+
 @dataclasses.dataclass
 class Turn:
     """One turn's timeline: seconds from `start` (the end of the person's speech, or the
