@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
+import logging
 import re
 import time
 import zoneinfo
@@ -646,8 +647,13 @@ async def test_a_few_words_over_the_replica_pause_it_and_it_resumes_when_they_do
 
 
 async def test_the_built_in_clock_answers_on_the_server_and_the_clients_tool_on_the_client(
-    talking: tuple[AsyncTestClient, Stub], pool: Any, trained: Path, tmp_path: Path
+    talking: tuple[AsyncTestClient, Stub],
+    pool: Any,
+    trained: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="api.calls")
     api, stub = talking
     price = {
         "type": "function",
@@ -692,6 +698,13 @@ async def test_the_built_in_clock_answers_on_the_server_and_the_clients_tool_on_
         unknown = {"event_type": "conversation.dance", "properties": {}}
         refused = await api.post(path, json=unknown, headers=caller.headers)
         assert refused.status_code == 404 and "conversation.dance" in refused.json()["detail"]
+        # On the data channel an unknown interaction is ignored and logged; the call goes on.
+        peer.interact(cid, "conversation.dance", {})
+        await until(
+            lambda: any("conversation.dance" in r.getMessage() for r in caplog.records),
+            10,
+            "the unknown interaction logged",
+        )
         # An echo with audio (Tavus: base64 16-bit PCM at sample_rate) is spoken as it is.
         jfk = await decode_audio(shared_file("speech", "jfk.flac"), 24000)
         pcm = (np.clip(jfk.samples[: 2 * 24000], -1, 1) * 32767).astype("<i2").tobytes()
