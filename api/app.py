@@ -29,6 +29,7 @@ from api.transcriptions import TranscriptionController
 from api.videos import VideoController
 from api.watch import WatchController
 from api.webhooks import WebhookController
+from doppel.domain import webhooks
 from doppel.platform import db, queue
 from doppel.platform.storage import LocalStorage
 from doppel.settings import Settings
@@ -51,7 +52,7 @@ def create_app(settings: Settings) -> Litestar:
             redis=redis,
             triton=triton,
             storage=LocalStorage(settings.data_dir),
-            calls=LiveCalls(settings, pool, triton),
+            calls=LiveCalls(settings, pool, triton, webhooks.Notifier(redis, settings.public_url)),
         )
         try:
             yield

@@ -36,7 +36,7 @@ from typing import Any
 
 import asyncpg
 
-from doppel.domain import conversations, personas, replicas
+from doppel.domain import conversations, personas, replicas, webhooks
 from doppel.domain.conversations import ConversationRow
 from doppel.errors import AtCapacity, Conflict, NotFound
 from doppel.live import llm
@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 MAX_DURATION = "max_call_duration reached"
 ABSENT = "participant_absent_timeout reached"
 LEFT = "participant_left_timeout reached"
+TRANSCRIPTION_READY = "application.transcription_ready"
 #: Longest reply the persona's LLM may write in a call (tokens).
 REPLY_TOKENS = 120
 #: Spoken nowhere: rendered as a call starts, to load the replica's models and time its render.
@@ -78,10 +79,18 @@ class LiveCall:
 class LiveCalls:
     """The calls of one API process, by conversation id."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, triton: TritonClient) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        triton: TritonClient,
+        notify: webhooks.Notifier | None = None,
+    ) -> None:
         self.settings = settings
         self.pool = pool
         self.triton = triton
+        #: Webhooks to the conversation's callback_url (None: none sent).
+        self.notify = notify
         self._calls: dict[str, LiveCall] = {}
         self._waiting: dict[str, asyncio.Task[None]] = {}
         self._leaving: dict[str, asyncio.Task[None]] = {}
@@ -198,6 +207,7 @@ class LiveCalls:
         live = LiveCall(cid, avatar, call, outbox, talk, time.time(), dict(item.properties), tasks)
         self._calls[cid] = live
         outbox.emit(REPLICA_JOINED, {"replica_id": item.replica_id})
+        self._hook(cid, REPLICA_JOINED, "system", {"replica_id": item.replica_id})
         limit = float(item.properties["max_call_duration"])
         live.tasks.add(asyncio.create_task(self._end_after(cid, limit, MAX_DURATION)))
         if item.custom_greeting:
@@ -329,7 +339,20 @@ class LiveCalls:
             if stopping:  # their last record writes are spawned as they unwind
                 await asyncio.wait(stopping, timeout=5)
             await live.call.close()
+        if ended:
+            self._hook(conversation_id, SHUTDOWN, "system", {"shutdown_reason": reason})
+        if ended and live is not None:
+            while self._writes:  # the transcript's last lines reach the row first
+                await asyncio.gather(*list(self._writes), return_exceptions=True)
+            transcript = await conversations.transcript(self.pool, conversation_id)
+            said = [{"role": t["role"], "content": t["content"]} for t in transcript]
+            self._hook(conversation_id, TRANSCRIPTION_READY, "application", {"transcript": said})
         return ended
+
+    def _hook(self, cid: str, event_type: str, message_type: str, props: dict[str, Any]) -> None:
+        """A webhook to the conversation's callback_url, recorded and sent beside the call."""
+        if self.notify is not None:
+            self._spawn(self.notify.conversation(self.pool, cid, event_type, message_type, props))
 
     async def close(self) -> None:
         """The API is stopping: every call ends, and every record write finishes."""

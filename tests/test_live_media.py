@@ -40,7 +40,7 @@ from benchmarks.live.client import (
 )
 from benchmarks.quality import video_metrics as vm
 from doppel.audio.media import Audio, decode_audio, resample
-from doppel.domain import replicas
+from doppel.domain import replicas, webhooks
 from doppel.errors import InvalidRequest
 from doppel.live import session
 from doppel.live.avatar import Avatar
@@ -50,12 +50,14 @@ from doppel.replica import layout
 from doppel.replica.artefact import Replica
 from doppel.settings import Settings
 from doppel.triton import TritonClient
-from tests.conftest import Caller, new_caller, shared_file
+from tests.conftest import Caller, Receiver, new_caller, shared_file
 from tests.test_llm import Stub, stub, text_chunk, tool_chunk
 from tests.test_talking_head import trained
+from tests.test_webhooks import fast, receiver, run_worker
 
-#: Fixtures shared with other modules: the trained replica (talking head) and the LLM stand-in.
-__all__ = ["stub", "trained"]
+#: Fixtures shared with other modules: the trained replica (talking head), the LLM stand-in and
+#: a webhook receiver.
+__all__ = ["receiver", "stub", "trained"]
 
 pytestmark = pytest.mark.data
 
@@ -789,3 +791,48 @@ async def test_the_platforms_own_llm_greets_and_tells_the_real_time_then_the_per
         "content": greeting,
     }
     assert [t["source"] for t in body["turns"]][:2] == ["greeting", "respond"]
+
+
+async def test_a_call_tells_its_callback_url_it_joined_ended_and_its_transcript_signed(
+    settings: Settings, pool: Any, trained: Path, tmp_path: Path, receiver: Receiver
+) -> None:
+    hooked = dataclasses.replace(fast(settings), ice_loopback=True)
+    async with AsyncTestClient(app=create_app(hooked), timeout=300) as api:
+        caller = await new_caller(pool)
+        back = {"callback_url": receiver.url}
+        cid = await conversation(api, pool, caller, trained, tmp_path, fields=back)
+        peer = await join(api, caller, cid)
+        try:
+            await event(peer, "system.replica_joined", 30)
+            peer.interact(cid, "conversation.echo", {"text": "Welcome to the museum."})
+            await event(peer, "conversation.utterance", 60)
+            ended = await api.post(f"/v2/conversations/{cid}/end", headers=caller.headers)
+            assert ended.status_code == 200, ended.text
+        finally:
+            await peer.close()
+        secret = (await api.get("/v2/webhook-secret", headers=caller.headers)).json()
+    worker = await run_worker(hooked)
+    assert worker.jobs_failed == 0
+    got = [json.loads(body) for _, body in receiver.got]
+    assert [g["event_type"] for g in got] == [
+        "system.replica_joined",
+        "system.shutdown",
+        "application.transcription_ready",
+    ]
+    for (headers, body), sent in zip(receiver.got, got, strict=True):
+        signature = headers["x-doppel-signature"]
+        assert webhooks.verify_signature(secret["webhook_secret"], signature, body)
+        assert sent["conversation_id"] == cid and sent["webhook_url"] == receiver.url
+        assert set(sent) == {
+            "properties",
+            "conversation_id",
+            "webhook_url",
+            "event_type",
+            "message_type",
+            "timestamp",
+        }
+    assert [g["message_type"] for g in got] == ["system", "system", "application"]
+    assert got[1]["properties"]["shutdown_reason"] == "end_conversation_endpoint_hit"
+    assert got[2]["properties"]["transcript"] == [
+        {"role": "assistant", "content": "Welcome to the museum."}
+    ]

@@ -423,6 +423,14 @@ async def record_turn(
     await _append(pool, conversation_id, "turns", dict(timings))
 
 
+async def transcript(pool: asyncpg.Pool, conversation_id: str) -> list[dict[str, Any]]:
+    """The conversation's transcript (`{role, content, at}` each, in order); [] for none."""
+    value = await pool.fetchval(
+        "SELECT transcript FROM conversations WHERE conversation_id = $1", conversation_id
+    )
+    return list(_json(value) or []) if value is not None else []
+
+
 async def append_transcript(
     pool: asyncpg.Pool, conversation_id: str, role: str, content: str, at: dt.datetime
 ) -> None:

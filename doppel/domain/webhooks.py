@@ -126,6 +126,46 @@ async def record(
     return delivery_id if status.endswith(" 1") else None
 
 
+async def record_conversation(
+    pool: asyncpg.Pool,
+    conversation_id: str,
+    event_type: str,
+    message_type: str,
+    properties: dict[str, object],
+) -> uuid.UUID | None:
+    """Record a delivery of one of a conversation's events in Tavus's envelope
+    (`{properties, conversation_id, webhook_url, event_type, message_type, timestamp}`); None
+    when the conversation has no callback_url.
+    """
+    row = await pool.fetchrow(
+        "SELECT tenant_id, callback_url FROM conversations WHERE conversation_id = $1",
+        conversation_id,
+    )
+    if row is None or not row["callback_url"]:
+        return None
+    body = {
+        "properties": properties,
+        "conversation_id": conversation_id,
+        "webhook_url": row["callback_url"],
+        "event_type": event_type,
+        "message_type": message_type,
+        "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    delivery_id = uuid.uuid4()
+    await pool.execute(
+        """INSERT INTO webhook_deliveries (id, tenant_id, object_type, object_id, event, url,
+                                          request_body)
+           VALUES ($1, $2, 'conversation', $3, $4, $5, $6)""",
+        delivery_id,
+        row["tenant_id"],
+        conversation_id,
+        event_type,
+        row["callback_url"],
+        msgspec.json.encode(body).decode(),
+    )
+    return delivery_id
+
+
 async def enqueue(redis: ArqRedis, delivery_id: uuid.UUID) -> bool:
     return await queue.enqueue(redis, queue.DELIVER_WEBHOOK, delivery_id)
 
@@ -148,6 +188,29 @@ class Notifier:
             delivery_id = await record(pool, kind, object_id, self.public_url)
         except Exception:
             log.exception("could not record a webhook for %s %s", kind, object_id)
+            return None
+        if delivery_id is not None and self.redis is not None:
+            try:
+                await enqueue(self.redis, delivery_id)
+            except Exception:
+                log.warning("webhook %s not enqueued (queue down?)", delivery_id, exc_info=True)
+        return delivery_id
+
+    async def conversation(
+        self,
+        pool: asyncpg.Pool,
+        conversation_id: str,
+        event_type: str,
+        message_type: str,
+        properties: dict[str, object],
+    ) -> uuid.UUID | None:
+        """Record and enqueue a conversation's event for its callback_url; never raises."""
+        try:
+            delivery_id = await record_conversation(
+                pool, conversation_id, event_type, message_type, properties
+            )
+        except Exception:
+            log.exception("could not record a webhook for conversation %s", conversation_id)
             return None
         if delivery_id is not None and self.redis is not None:
             try:
