@@ -813,13 +813,15 @@ async def test_a_call_tells_its_callback_url_it_joined_ended_and_its_transcript_
         secret = (await api.get("/v2/webhook-secret", headers=caller.headers)).json()
     worker = await run_worker(hooked)
     assert worker.jobs_failed == 0
-    got = [json.loads(body) for _, body in receiver.got]
+    # Deliveries run side by side: their order is the events' time, not their arrival.
+    delivered = sorted(receiver.got, key=lambda hb: str(json.loads(hb[1])["timestamp"]))
+    got = [json.loads(body) for _, body in delivered]
     assert [g["event_type"] for g in got] == [
         "system.replica_joined",
         "system.shutdown",
         "application.transcription_ready",
     ]
-    for (headers, body), sent in zip(receiver.got, got, strict=True):
+    for (headers, body), sent in zip(delivered, got, strict=True):
         signature = headers["x-doppel-signature"]
         assert webhooks.verify_signature(secret["webhook_secret"], signature, body)
         assert sent["conversation_id"] == cid and sent["webhook_url"] == receiver.url
