@@ -95,6 +95,7 @@ class LiveCalls:
         self._waiting: dict[str, asyncio.Task[None]] = {}
         self._leaving: dict[str, asyncio.Task[None]] = {}
         self._writes: set[asyncio.Task[Any]] = set()
+        self._ending: set[asyncio.Task[Any]] = set()  # `end`s in flight (close waits for them)
 
     def __contains__(self, conversation_id: str) -> bool:
         return conversation_id in self._calls
@@ -321,6 +322,15 @@ class LiveCalls:
         """End the conversation's call (if this process holds one) and its record; True when
         this ended the record (False: it had ended already, its first reason stays).
         """
+        me = asyncio.current_task()
+        if me is not None:
+            self._ending.add(me)
+        try:
+            return await self._end(conversation_id, reason)
+        finally:
+            self._ending.discard(me)  # type: ignore[arg-type]
+
+    async def _end(self, conversation_id: str, reason: str) -> bool:
         for timers in (self._waiting, self._leaving):
             timer = timers.pop(conversation_id, None)
             if timer is not None and timer is not asyncio.current_task():
@@ -361,6 +371,11 @@ class LiveCalls:
                 await self.end(cid, SERVER_SHUTDOWN)
         for task in [*self._waiting.values(), *self._leaving.values()]:
             task.cancel()
+        # An `end` already under way (the /end route, a timer) holds a call no longer listed:
+        # its webhooks and last records are written before the pool closes.
+        ending = [t for t in self._ending if t is not asyncio.current_task()]
+        if ending:
+            await asyncio.wait(ending, timeout=30)
         while self._writes:  # a write's end may be followed by another's start
             await asyncio.gather(*list(self._writes), return_exceptions=True)
 

@@ -32,6 +32,50 @@ def rgb(frame: VideoFrame) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")
 
 
+def sender_wall(reports: list[tuple[int, int]], rate: int) -> Callable[[int], float] | None:
+    """RTP timestamp -> the sender's wall time, from a track's sender reports (each: the wall
+    time it was sent and the last RTP timestamp sent; the lowest difference is the report
+    sent as a packet left), as a browser maps them to lip-sync.
+    """
+    if not reports:
+        return None
+    ref = reports[0][1]
+
+    def since_ref(rtp: int) -> int:
+        d = (rtp - ref) % 2**32
+        return d - 2**32 if d >= 2**31 else d
+
+    c = min(ntp / 2**32 - since_ref(rtp) / rate for ntp, rtp in reports)
+    return lambda rtp: c + since_ref(rtp) / rate
+
+
+def lip_synced(peer: Client, t0: float, t1: float) -> tuple[list[np.ndarray], np.ndarray] | None:
+    """The video frames that arrived in [t0, t1] and the audio the sender sent with them
+    (48 kHz mono, one 1920-sample stretch a frame), placed by the sender reports as a browser
+    lip-syncs, not by arrival (a busy receiver delays either track); None without reports.
+    Frames missing from the run repeat the last one; audio missing is silence.
+    """
+    vt, at = peer.sender_time("video"), peer.sender_time("audio")
+    rows = [(vt(p), f) for t, p, f in peer.video if t0 <= t <= t1] if vt is not None else []
+    if not rows or at is None:
+        return None
+    w0 = rows[0][0]
+    count = int(round((rows[-1][0] - w0) * 25)) + 1
+    frames: list[np.ndarray | None] = [None] * count
+    for w, f in rows:
+        frames[min(count - 1, max(0, int(round((w - w0) * 25))))] = f
+    for i in range(count):
+        if frames[i] is None:
+            frames[i] = frames[i - 1] if i else rows[0][1]
+    audio = np.zeros(count * 1920, np.float32)
+    for _, p, a in peer.audio:
+        at0 = int(round((at(p) - w0) * 48000))
+        lo, hi = max(0, at0), min(len(audio), at0 + len(a))
+        if lo < hi:
+            audio[lo:hi] = a[lo - at0 : hi - at0]
+    return [f for f in frames if f is not None], audio
+
+
 class Client:
     """The far end: an aiortc peer on loopback recording what arrives, with arrival times.
 
@@ -115,6 +159,16 @@ class Client:
                 mapper = transceiver.receiver._RTCRtpReceiver__timestamp_mapper  # type: ignore[attr-defined]
                 return mapper._origin  # type: ignore[no-any-return]
         return None
+
+    def sender_time(self, kind: str) -> Callable[[int], float] | None:
+        """pts of a received `kind` frame -> the sender's wall time of that instant (its sender
+        reports); None before a report arrived.
+        """
+        rate = 90000 if kind == "video" else 48000
+        wall, origin = sender_wall(self.reports[kind], rate), self.rtp_origin(kind)
+        if wall is None or origin is None:
+            return None
+        return lambda pts: wall((pts + origin) % 2**32)
 
     def _track(self, track: object) -> None:
         self._tasks.append(asyncio.create_task(self._read(track)))

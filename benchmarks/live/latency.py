@@ -55,7 +55,17 @@ import numpy as np
 from av import VideoFrame
 
 from benchmarks.e2e.video_rtf import DEFAULT_REPLICA, RESULTS, SHARED, register
-from benchmarks.live.client import Client, Mic, event, join, mouth_box, rms, rms_of, until
+from benchmarks.live.client import (
+    Client,
+    Mic,
+    event,
+    join,
+    mouth_box,
+    rms,
+    rms_of,
+    sender_wall,
+    until,
+)
 from doppel.audio.media import decode_audio
 from doppel.live import session
 from doppel.platform.stack import LocalPlatform
@@ -382,23 +392,6 @@ def video_rates(peer: Client, speaking: list[tuple[float, float]]) -> dict[str, 
         "speaking_gap_p99_ms": 1000 * float(np.percentile(talking, 99)) if len(talking) else None,
         "seconds": float(arrivals[-1] - arrivals[0]),
     }
-
-
-def sender_wall(reports: list[tuple[int, int]], rate: int) -> Callable[[int], float] | None:
-    """RTP timestamp -> the sender's wall time, from a track's sender reports (each: the wall
-    time it was sent and the last RTP timestamp sent; the lowest difference is the report
-    sent as a packet left), as a browser maps them to lip-sync.
-    """
-    if not reports:
-        return None
-    ref = reports[0][1]
-
-    def since_ref(rtp: int) -> int:
-        d = (rtp - ref) % 2**32
-        return d - 2**32 if d >= 2**31 else d
-
-    c = min(ntp / 2**32 - since_ref(rtp) / rate for ntp, rtp in reports)
-    return lambda rtp: c + since_ref(rtp) / rate
 
 
 def offsets(
