@@ -27,7 +27,7 @@ from api.state import Services
 from api.templates import TemplateController
 from api.transcriptions import TranscriptionController
 from api.videos import VideoController
-from api.watch import WatchController
+from api.watch import CallPageController, WatchController
 from api.webhooks import WebhookController
 from doppel.domain import webhooks
 from doppel.platform import db, queue
@@ -80,9 +80,14 @@ def create_app(settings: Settings) -> Litestar:
         middleware=[ApiKeyMiddleware],
         security=[{"apiKey": []}],
     )
-    # WatchController is outside /v2, out of the key middleware's reach: the hosted page's link
-    # carries its token.
-    handlers: list[ControllerRouterHandler] = [HealthController, WatchController, v2]
+    # WatchController and CallPageController are outside /v2, out of the key middleware's
+    # reach: the hosted pages' links carry their tokens.
+    handlers: list[ControllerRouterHandler] = [
+        HealthController,
+        WatchController,
+        CallPageController,
+        v2,
+    ]
     web = settings.web_dir
     if web is not None and (web / "index.html").is_file():
         # The static export of web/ at `/` on the same origin (no CORS, one port). Litestar

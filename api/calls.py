@@ -31,6 +31,7 @@ import dataclasses
 import datetime as dt
 import logging
 import time
+import uuid
 from collections.abc import Coroutine
 from typing import Any
 
@@ -43,8 +44,10 @@ from doppel.live import llm
 from doppel.live.avatar import Avatar
 from doppel.live.dialogue import Dialogue
 from doppel.live.events import REPLICA_JOINED, SHUTDOWN, Outbox
+from doppel.live.recording import Recorder
 from doppel.live.session import REPLICA, Conversation
 from doppel.live.webrtc import Call
+from doppel.platform.storage import LocalStorage
 from doppel.replica.artefact import Replica
 from doppel.settings import Settings
 from doppel.triton import TritonClient
@@ -55,6 +58,7 @@ MAX_DURATION = "max_call_duration reached"
 ABSENT = "participant_absent_timeout reached"
 LEFT = "participant_left_timeout reached"
 TRANSCRIPTION_READY = "application.transcription_ready"
+RECORDING_READY = "application.recording_ready"
 #: Longest reply the persona's LLM may write in a call (tokens).
 REPLY_TOKENS = 120
 #: Spoken nowhere: rendered as a call starts, to load the replica's models and time its render.
@@ -74,6 +78,9 @@ class LiveCall:
     started: float
     properties: dict[str, Any]
     tasks: set[asyncio.Task[Any]] = dataclasses.field(default_factory=set)
+    tenant_id: uuid.UUID | None = None
+    #: The call's recording (`properties.enable_recording`), written when it ends.
+    recorder: Recorder | None = None
 
 
 class LiveCalls:
@@ -91,6 +98,7 @@ class LiveCalls:
         self.triton = triton
         #: Webhooks to the conversation's callback_url (None: none sent).
         self.notify = notify
+        self.storage = LocalStorage(settings.data_dir)
         self._calls: dict[str, LiveCall] = {}
         self._waiting: dict[str, asyncio.Task[None]] = {}
         self._leaving: dict[str, asyncio.Task[None]] = {}
@@ -99,6 +107,10 @@ class LiveCalls:
 
     def __contains__(self, conversation_id: str) -> bool:
         return conversation_id in self._calls
+
+    def connected(self, conversation_id: str) -> bool:
+        """Someone is in the conversation's call now (not gone and not leaving)."""
+        return conversation_id in self._calls and conversation_id not in self._leaving
 
     @property
     def seats_taken(self) -> int:
@@ -206,6 +218,11 @@ class LiveCalls:
         if waiting is not None:
             waiting.cancel()
         live = LiveCall(cid, avatar, call, outbox, talk, time.time(), dict(item.properties), tasks)
+        live.tenant_id = item.tenant_id
+        if item.properties.get("enable_recording"):
+            live.recorder = Recorder.create(avatar.size)
+            avatar.clock.observers.append(live.recorder.slot)
+            talk.heard = live.recorder.heard
         self._calls[cid] = live
         outbox.emit(REPLICA_JOINED, {"replica_id": item.replica_id})
         self._hook(cid, REPLICA_JOINED, "system", {"replica_id": item.replica_id})
@@ -357,7 +374,39 @@ class LiveCalls:
             transcript = await conversations.transcript(self.pool, conversation_id)
             said = [{"role": t["role"], "content": t["content"]} for t in transcript]
             self._hook(conversation_id, TRANSCRIPTION_READY, "application", {"transcript": said})
+        if live is not None and live.recorder is not None:
+            self._spawn(self._keep_recording(live, live.recorder))
         return ended
+
+    async def _keep_recording(self, live: LiveCall, recorder: Recorder) -> None:
+        """Write the ended call's MP4 into the tenant's storage, keep its link and send
+        `application.recording_ready`; a failed recording is logged and the call's record
+        stays as it is.
+        """
+        cid = live.conversation_id
+        assert live.tenant_id is not None
+        out = self.storage.path_for(live.tenant_id, "recordings", f"{cid}.mp4")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            duration = await asyncio.to_thread(recorder.finish, out)
+        except Exception:
+            log.exception("conversation %s: its recording could not be written", cid)
+            return
+        if duration is None:
+            return
+        if recorder.dropped:
+            log.warning(
+                "conversation %s: %d slots left out of the recording", cid, recorder.dropped
+            )
+        item = await conversations.recorded(self.pool, cid, out, duration)
+        if item is None:  # deleted meanwhile
+            out.unlink(missing_ok=True)
+            return
+        props = {
+            "recording_url": conversations.recording_url(self.settings.public_url, item),
+            "duration": round(duration, 2),
+        }
+        self._hook(cid, RECORDING_READY, "application", props)
 
     def _hook(self, cid: str, event_type: str, message_type: str, props: dict[str, Any]) -> None:
         """A webhook to the conversation's callback_url, recorded and sent beside the call."""

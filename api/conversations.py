@@ -17,9 +17,11 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
+from api.auth import SHARE_OPT
 from api.paging import Limit, Page
 from api.state import Services
-from doppel.domain import conversations
+from api.videos import serve_mp4
+from doppel.domain import conversations, sharing
 from doppel.domain.conversations import ConversationRow
 from doppel.domain.tenants import Tenant
 from doppel.errors import InvalidRequest
@@ -57,8 +59,13 @@ class ConversationOut(msgspec.Struct, omit_defaults=True):
     created_at: dt.datetime
     updated_at: dt.datetime
     ended_at: dt.datetime | None
-    #: With `?verbose=true` only: the interaction events, per-turn stage timings and the
-    #: transcript (`{role, content, at}`), in order.
+    #: The call's MP4 (with `properties.enable_recording`, once the call has ended and it is
+    #: written): a link that opens without the key, like a video's download link.
+    recording_url: str | None
+    #: With `?verbose=true` only: the interaction events, per-turn stage timings (seconds from
+    #: the end of the person's speech: `first_audio_s` is when they heard the reply) and the
+    #: transcript (`{role: user|replica, content, at}`: what was heard, and what was played,
+    #: an interrupted reply cut at its last word played), in order.
     events: list[dict[str, Any]] | None = None
     turns: list[dict[str, Any]] | None = None
     transcript: list[dict[str, Any]] | None = None
@@ -117,10 +124,42 @@ def _out(item: ConversationRow, request: Request[Any, Any, Any]) -> Conversation
         created_at=item.created_at,
         updated_at=item.updated_at,
         ended_at=item.ended_at,
+        recording_url=conversations.recording_url(str(request.base_url), item),
         events=item.events,
         turns=item.turns,
-        transcript=item.transcript,
+        transcript=None if item.transcript is None else [_line(t) for t in item.transcript],
     )
+
+
+def _line(entry: dict[str, Any]) -> dict[str, Any]:
+    """A transcript entry as the API shows it: the replica's role by its name (the webhook
+    keeps the OpenAI roles Tavus sends).
+    """
+    role = "replica" if entry.get("role") == "assistant" else entry.get("role")
+    return {**entry, "role": role}
+
+
+class CallInfo(msgspec.Struct):
+    """What the call page needs before it asks for the microphone."""
+
+    conversation_id: str
+    conversation_name: str
+    status: str
+    shutdown_reason: str | None
+    audio_only: bool
+    replica_id: str
+    #: Someone is in the call now (a second person is refused: calls are one to one).
+    connected: bool
+
+
+async def _opened(
+    request: Request[Tenant | None, Any, Any], services: Services, conversation_id: str
+) -> ConversationRow:
+    """The conversation for its tenant's key, or for the call page's `?t=` token."""
+    if request.user is None:
+        token = request.query_params.get(sharing.TOKEN_PARAM, "")
+        return await conversations.by_token(services.pool, conversation_id, token)
+    return await conversations.get(services.pool, request.user.id, conversation_id)
 
 
 class ConversationController(Controller):
@@ -239,6 +278,49 @@ class ConversationController(Controller):
         await conversations.delete(services.pool, request.user.id, conversation_id, hard)
         return Response({"conversation_id": conversation_id, "status": "deleted"}, status_code=200)
 
+    @get(
+        "/{conversation_id:str}/join",
+        operation_id="conversation_join_info",
+        summary="What the call page shows before joining (API key or the call link's `?t=`)",
+        opt={SHARE_OPT: True},
+    )
+    async def join(
+        self,
+        request: Request[Tenant | None, uuid.UUID | None, Any],
+        services: NamedDependency[Services],
+        conversation_id: FromPath[str],
+    ) -> CallInfo:
+        item = await _opened(request, services, conversation_id)
+        return CallInfo(
+            conversation_id=item.conversation_id,
+            conversation_name=item.conversation_name,
+            status=item.status,
+            shutdown_reason=item.shutdown_reason,
+            audio_only=item.audio_only,
+            replica_id=item.replica_id,
+            connected=item.conversation_id in services.calls
+            and services.calls.connected(item.conversation_id),
+        )
+
+    @get(
+        "/{conversation_id:str}/recording",
+        operation_id="conversation_recording",
+        summary="The call's recording, an MP4 (API key or the `recording_url`'s `?t=` token)",
+        description="H.264 + AAC: the replica's video as streamed and both voices. 404 when "
+        "the conversation was not recorded, 409 until the call has ended and it is written.",
+        opt={SHARE_OPT: True},
+    )
+    async def recording(
+        self,
+        request: Request[Tenant | None, uuid.UUID | None, Any],
+        services: NamedDependency[Services],
+        conversation_id: FromPath[str],
+    ) -> Response[Any]:
+        tenant = None if request.user is None else request.user.id
+        token = request.query_params.get(sharing.TOKEN_PARAM, "")
+        path = await conversations.recording(services.pool, tenant, conversation_id, token)
+        return serve_mp4(request, path, attachment=False)
+
     @post(
         "/{conversation_id:str}/offer",
         operation_id="offer_conversation",
@@ -246,17 +328,20 @@ class ConversationController(Controller):
         description='JSON `{sdp, type: "offer", pc_id?, restart_pc?}` (non-trickle: the offer '
         "holds the client's candidates, the answer holds ours). The client sends its microphone "
         "and receives the replica's audio and video plus an `events` data channel it opens. "
-        "An ended conversation is a 409; a malformed offer a 422 naming what is wrong.",
+        "The API key or the call link's `?t=` token. An ended conversation is a 409, and so is "
+        "a second person while someone is in the call (calls are one to one); a malformed "
+        "offer a 422 naming what is wrong.",
         status_code=200,
+        opt={SHARE_OPT: True},
     )
     async def offer(
         self,
-        request: Request[Tenant, uuid.UUID, Any],
+        request: Request[Tenant | None, uuid.UUID | None, Any],
         services: NamedDependency[Services],
         conversation_id: FromPath[str],
         data: JSONBody[Offer],
     ) -> Answer:
-        item = await conversations.get(services.pool, request.user.id, conversation_id)
+        item = await _opened(request, services, conversation_id)
         sdp, kind, pc_id = await services.calls.connect(
             item, data.sdp, data.type, restart=data.restart_pc
         )

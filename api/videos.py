@@ -110,7 +110,7 @@ async def _read(path: Path, first: int, last: int) -> AsyncIterator[bytes]:
             yield chunk
 
 
-def _serve(request: Request[Any, Any, Any], path: Path, attachment: bool) -> Response[Any]:
+def serve_mp4(request: Request[Any, Any, Any], path: Path, attachment: bool) -> Response[Any]:
     size = path.stat().st_size
     header = request.headers.get("range")
     if not header:
@@ -255,7 +255,7 @@ class VideoController(Controller):
         video_id: FromPath[str],
     ) -> Response[Any]:
         path = await _ready_file(request, services, video_id)
-        return _serve(request, path, attachment=True)
+        return serve_mp4(request, path, attachment=True)
 
     @get(
         "/{video_id:str}/stream",
@@ -270,7 +270,7 @@ class VideoController(Controller):
         video_id: FromPath[str],
     ) -> Response[Any]:
         path = await _ready_file(request, services, video_id)
-        return _serve(request, path, attachment=False)
+        return serve_mp4(request, path, attachment=False)
 
     @get(
         "/{video_id:str}/thumbnail.jpg",

@@ -18,7 +18,7 @@ from litestar.enums import MediaType
 from litestar.params import FromPath
 
 from api.state import Services
-from doppel.domain import sharing, videos
+from doppel.domain import conversations, sharing, videos
 from doppel.errors import NotFound
 
 #: The token is in the page's URL: keep it out of Referer headers and search indexes; the page
@@ -107,3 +107,48 @@ class WatchController(Controller):
             "it was made with Doppel from a script.</p>"
         )
         return _page(name, body, 200)
+
+
+class CallPageController(Controller):
+    """`/conversations/{id}?t=<token>`: a conversation's `conversation_url`, the call page.
+
+    The page is the web app's `call/` export (web/src/app/call); it reads the conversation id
+    from this path and the token from `?t=`, asks `GET /v2/conversations/{id}/join` what it may
+    show, and asks for the microphone only for a call it can join. No `X-Frame-Options`: a
+    customer's site may hold it in an iframe (`allow="microphone; autoplay"`).
+    """
+
+    path = "/conversations"
+    tags = ["sharing"]
+
+    @get(
+        "/{conversation_id:str}",
+        operation_id="call_page",
+        summary="The call page of a conversation (no API key: the link's `?t=` token)",
+        media_type=MediaType.HTML,
+    )
+    async def call_page(
+        self,
+        request: Request[Any, Any, Any],
+        services: NamedDependency[Services],
+        conversation_id: FromPath[str],
+    ) -> Response[Any]:
+        token = request.query_params.get(sharing.TOKEN_PARAM, "")
+        try:
+            await conversations.by_token(services.pool, conversation_id, token)
+            status = 200
+        except NotFound:
+            status = 404  # the page itself says so, and asks for nothing
+        web = services.settings.web_dir
+        page = web / "call" / "index.html" if web is not None else None
+        if page is None or not page.is_file():
+            return _page(
+                "Call page unavailable",
+                "<h1>The call page is not built</h1><p>This Doppel server has no web app build "
+                "(<code>cd web &amp;&amp; npm run build</code>, or <code>make up</code>).</p>",
+                503,
+            )
+        headers = {k: v for k, v in HEADERS.items() if k != "Content-Security-Policy"}
+        return Response(
+            page.read_text(), status_code=status, media_type=MediaType.HTML, headers=headers
+        )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -54,11 +55,14 @@ async def _count(pool: Any, caller: Caller) -> int:
 
 
 def test_properties_take_defaults_and_refuse_what_doppel_does_not_run() -> None:
-    assert conversations.check_properties(None) == conversations.PROPERTY_DEFAULTS
+    defaults = {**conversations.PROPERTY_DEFAULTS, "enable_recording": False}
+    assert conversations.check_properties(None) == defaults
     got = conversations.check_properties(
-        {"max_call_duration": 60, "language": "English", "enable_recording": False}
+        {"max_call_duration": 60, "language": "English", "enable_closed_captions": False}
     )
-    assert got == {**conversations.PROPERTY_DEFAULTS, "max_call_duration": 60, "language": "en"}
+    assert got == {**defaults, "max_call_duration": 60, "language": "en"}
+    recorded = conversations.check_properties({"enable_recording": True})
+    assert recorded == {**defaults, "enable_recording": True}
     for given, words in [
         ([1], "`properties` must be an object"),
         ({"max_call_duration": 0}, "`properties.max_call_duration` must be a whole number"),
@@ -69,7 +73,8 @@ def test_properties_take_defaults_and_refuse_what_doppel_does_not_run() -> None:
         ({"max_call_duration": 60.5}, "got 60.5"),
         ({"language": "french"}, "`properties.language` 'french'"),
         ({"language": 7}, "`properties.language` 7"),
-        ({"enable_recording": True}, "`properties.enable_recording` is not supported"),
+        ({"enable_closed_captions": True}, "`properties.enable_closed_captions` is not supported"),
+        ({"enable_recording": "yes"}, "`properties.enable_recording` must be true or false"),
         ({"apply_greenscreen": "yes"}, "`properties.apply_greenscreen` is not supported"),
         ({"enable_transcription": True}, "['enable_transcription']"),
     ]:
@@ -154,6 +159,7 @@ async def test_a_conversation_is_created_from_the_personas_replica_read_and_list
         "participant_left_timeout": 0,
         "participant_absent_timeout": 300,
         "language": "en",
+        "enable_recording": False,
     }
     assert one["shutdown_reason"] is None and one["ended_at"] is None
     assert "events" not in one and "transcript" not in one  # verbose only
@@ -257,7 +263,7 @@ async def test_verbose_shows_what_the_live_session_recorded_and_an_end_is_final(
     assert verbose["turns"] == [timings]
     assert verbose["transcript"] == [
         {"role": "user", "content": "What is this painting?", "at": heard.isoformat()},
-        {"role": "assistant", "content": "A Vermeer.", "at": heard.isoformat()},
+        {"role": "replica", "content": "A Vermeer.", "at": heard.isoformat()},
     ]
     plain = (await client.get(url, headers=owner.headers)).json()
     assert "events" not in plain and "turns" not in plain and "transcript" not in plain
@@ -426,3 +432,76 @@ async def test_interactions_posted_by_a_server_are_refused_with_a_reason_without
     assert refused.status_code == 422 and "not this conversation" in refused.json()["detail"]
     bad = await client.post(path, json={"properties": {}}, headers=owner.headers)
     assert 400 <= bad.status_code < 500 and "event_type" in bad.text, bad.text
+
+
+async def test_the_call_link_opens_the_page_and_the_join_without_a_key_and_nothing_else(
+    settings: Settings, pool: Any, tmp_path: Path
+) -> None:
+    """`conversation_url` serves the web app's call page; its token opens `/join` and `/offer`
+    of that conversation only; a wrong or missing token opens nothing, and the page is served
+    with a 404 (it says so itself and asks for no microphone); an ended call is a 409 to join.
+    """
+    web = tmp_path / "web"
+    (web / "call").mkdir(parents=True)
+    (web / "index.html").write_text("<html>app</html>")
+    (web / "call" / "index.html").write_text("<html><body>the call page</body></html>")
+    async with AsyncTestClient(app=create_app(dataclasses.replace(settings, web_dir=web))) as api:
+        owner = await new_caller(pool, "conv")
+        pid = await _persona(api, owner, await _replica(pool, owner))
+        made = await api.post("/v2/conversations", json={"persona_id": pid}, headers=owner.headers)
+        cid = made.json()["conversation_id"]
+        link = urlsplit(made.json()["conversation_url"])
+        token = parse_qs(link.query)["t"][0]
+        page = await api.get(f"{link.path}?{link.query}")
+        assert page.status_code == 200 and "the call page" in page.text
+        assert "x-frame-options" not in page.headers  # an iframe may hold it
+        assert page.headers["referrer-policy"] == "no-referrer"
+        for query in ("?t=wrong", ""):
+            refused = await api.get(f"{link.path}{query}")
+            assert refused.status_code == 404 and "the call page" in refused.text
+
+        info = await api.get(f"/v2/conversations/{cid}/join?t={token}")
+        assert info.status_code == 200, info.text
+        assert info.json() == {
+            "conversation_id": cid,
+            "conversation_name": made.json()["conversation_name"],
+            "status": "active",
+            "shutdown_reason": None,
+            "audio_only": False,
+            "replica_id": made.json()["replica_id"],
+            "connected": False,
+        }
+        wrong = await api.get(f"/v2/conversations/{cid}/join?t=wrong")
+        assert wrong.status_code == 404 and "opens with this link" in wrong.json()["detail"]
+        missing = await api.get(f"/v2/conversations/{cid}/join")
+        assert missing.status_code == 401 and "share link" in missing.json()["detail"]
+        # The token is no key: the conversation's other routes stay closed to it.
+        for path in (f"/v2/conversations/{cid}", f"/v2/conversations/{cid}/recording"):
+            closed = await api.get(f"{path}?t={token}")
+            assert closed.status_code in (401, 404), (path, closed.text)
+        assert (await api.get(f"/v2/conversations?t={token}")).status_code == 401
+
+        offer = {"sdp": "v=0", "type": "offer"}
+        bad = await api.post(f"/v2/conversations/{cid}/offer?t=wrong", json=offer)
+        assert bad.status_code == 404, bad.text
+        await api.post(f"/v2/conversations/{cid}/end", headers=owner.headers)
+        over = await api.post(f"/v2/conversations/{cid}/offer?t={token}", json=offer)
+        assert over.status_code == 409 and "has ended" in over.json()["detail"], over.text
+        info = await api.get(f"/v2/conversations/{cid}/join?t={token}")
+        assert info.json()["status"] == "ended"
+        assert info.json()["shutdown_reason"] == "end_conversation_endpoint_hit"
+
+        # Not recorded: its recording is a 404 saying how to record one.
+        plain = await api.get(f"/v2/conversations/{cid}/recording", headers=owner.headers)
+        assert plain.status_code == 404 and "enable_recording" in plain.json()["detail"]
+        body = (await api.get(f"/v2/conversations/{cid}", headers=owner.headers)).json()
+        assert body["recording_url"] is None
+
+
+async def test_without_a_web_build_the_call_page_says_how_to_build_it(
+    settings: Settings, pool: Any, tmp_path: Path
+) -> None:
+    bare = dataclasses.replace(settings, web_dir=tmp_path / "none")
+    async with AsyncTestClient(app=create_app(bare)) as api:
+        page = await api.get("/conversations/c000000000000?t=x")
+        assert page.status_code == 503 and "npm run build" in page.text

@@ -13,15 +13,22 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import os
 import re
+import shutil
+import subprocess
+import sys
 import time
 import zoneinfo
+from asyncio.subprocess import PIPE, STDOUT
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
+import soundfile
 from aiortc import MediaStreamTrack, RTCSessionDescription
 from litestar.testing import AsyncTestClient
 
@@ -46,13 +53,19 @@ from doppel.live import session
 from doppel.live.avatar import Avatar
 from doppel.live.clock import MediaClock
 from doppel.live.webrtc import Call, set_local
+from doppel.platform.processes import free_port
+from doppel.platform.stack import LocalPlatform
 from doppel.replica import layout
 from doppel.replica.artefact import Replica
 from doppel.settings import Settings
 from doppel.triton import TritonClient
 from tests.conftest import Caller, Receiver, new_caller, shared_file
 from tests.test_llm import Stub, stub, text_chunk, tool_chunk
+from tests.test_replicas_videos import probe as probed
 from tests.test_talking_head import trained
+from tests.test_web import CHROMIUM, WEB
+from tests.test_web import _needs as web_needs
+from tests.test_web import _wait_live as wait_live
 from tests.test_webhooks import fast, receiver, run_worker
 
 #: Fixtures shared with other modules: the trained replica (talking head), the LLM stand-in and
@@ -259,7 +272,7 @@ async def api(settings: Settings) -> AsyncIterator[AsyncTestClient]:
 
 
 async def conversation(
-    api: AsyncTestClient,
+    api: httpx.AsyncClient,
     pool: Any,
     caller: Caller,
     trained: Path,
@@ -315,7 +328,7 @@ async def join(
 
 
 async def settled(
-    api: AsyncTestClient,
+    api: httpx.AsyncClient,
     caller: Caller,
     path: str,
     ok: Callable[[dict[str, Any]], bool],
@@ -412,6 +425,7 @@ async def test_a_call_ends_at_the_end_endpoint_nobody_joining_times_out_and_bad_
     assert body["shutdown_reason"] == "participant_absent_timeout reached"
 
 
+WELCOME = "Welcome to the museum."
 ANSWER = (
     "The museum opens at nine in the morning, every day of the week. The garden and the cafe "
     "close at six in the evening, and the last tickets are sold at five."
@@ -515,7 +529,7 @@ async def test_the_replica_hears_the_person_answers_in_its_voice_echoes_and_is_i
         f"/v2/conversations/{cid}?verbose=true",
         lambda b: len(b["transcript"]) >= 3,
     )
-    assert [t["role"] for t in body["transcript"]][:3] == ["user", "assistant", "assistant"]
+    assert [t["role"] for t in body["transcript"]][:3] == ["user", "replica", "replica"]
     assert body["transcript"][1]["content"] == ANSWER
     # Each turn's latency, from the end of the person's speech, stage by stage in order.
     turn = next(t for t in body["turns"] if t["source"] == "speech")
@@ -780,30 +794,65 @@ async def test_the_platforms_own_llm_greets_and_tells_the_real_time_then_the_per
     assert body["shutdown_reason"] == "participant_left_timeout reached"
     assert body["transcript"][0] == {
         **body["transcript"][0],
-        "role": "assistant",
+        "role": "replica",
         "content": greeting,
     }
     assert [t["source"] for t in body["turns"]][:2] == ["greeting", "respond"]
 
 
-async def test_a_call_tells_its_callback_url_it_joined_ended_and_its_transcript_signed(
-    settings: Settings, pool: Any, trained: Path, tmp_path: Path, receiver: Receiver
+async def test_a_recorded_call_tells_its_callback_url_it_joined_ended_its_transcript_and_its_mp4(
+    settings: Settings,
+    pool: Any,
+    trained: Path,
+    tmp_path: Path,
+    receiver: Receiver,
+    engine: TritonClient,
 ) -> None:
     hooked = dataclasses.replace(fast(settings), ice_loopback=True)
     async with AsyncTestClient(app=create_app(hooked), timeout=300) as api:
         caller = await new_caller(pool)
         back = {"callback_url": receiver.url}
-        cid = await conversation(api, pool, caller, trained, tmp_path, fields=back)
+        cid = await conversation(
+            api, pool, caller, trained, tmp_path, fields=back, enable_recording=True
+        )
         peer = await join(api, caller, cid)
         try:
             await event(peer, "system.replica_joined", 30)
-            peer.interact(cid, "conversation.echo", {"text": "Welcome to the museum."})
+            await asyncio.sleep(1.0)
+            peer.interact(cid, "conversation.echo", {"text": WELCOME})
             await event(peer, "conversation.utterance", 60)
+            await asyncio.sleep(1.0)
+            unready = await api.get(f"/v2/conversations/{cid}/recording", headers=caller.headers)
+            assert unready.status_code == 409 and "when the call ends" in unready.text
             ended = await api.post(f"/v2/conversations/{cid}/end", headers=caller.headers)
             assert ended.status_code == 200, ended.text
         finally:
             await peer.close()
         secret = (await api.get("/v2/webhook-secret", headers=caller.headers)).json()
+        read = await settled(
+            api, caller, f"/v2/conversations/{cid}", lambda b: b["recording_url"] is not None, 60
+        )
+        # The link opens without the key (its own token; the join token does not open it).
+        link = httpx.URL(read["recording_url"])
+        assert link.params["t"] != read["conversation_url"].split("t=")[1]
+        got_mp4 = await api.get(f"{link.path}?{link.query.decode()}")
+        assert got_mp4.status_code == 200 and got_mp4.headers["content-type"] == "video/mp4"
+        wrong = await api.get(f"{link.path}?t=not-the-token")
+        assert wrong.status_code == 404, wrong.text
+    mp4 = tmp_path / "call.mp4"
+    mp4.write_bytes(got_mp4.content)
+    probe = await asyncio.to_thread(probed, mp4)
+    codecs = {s["codec_type"]: s["codec_name"] for s in probe["streams"]}
+    assert codecs == {"video": "h264", "audio": "aac"}, codecs
+    assert probe["format"]["tags"]["comment"].startswith("AI-generated")
+    seconds = float(probe["format"]["duration"])
+    assert 2.0 < seconds < 60, seconds
+    # The replica's face throughout, and its voice saying the echo.
+    seen = await asyncio.to_thread(vm.analyse, mp4)
+    assert vm.face_rate(seen) > 0.9, vm.face_rate(seen)
+    heard = await decode_audio(mp4, 16000)
+    text = str((await engine.transcribe(heard, language="en"))["text"])
+    assert {"welcome", "museum"} <= words(text), text
     worker = await run_worker(hooked)
     assert worker.jobs_failed == 0
     # Deliveries run side by side: their order is the events' time, not their arrival.
@@ -813,6 +862,7 @@ async def test_a_call_tells_its_callback_url_it_joined_ended_and_its_transcript_
         "system.replica_joined",
         "system.shutdown",
         "application.transcription_ready",
+        "application.recording_ready",
     ]
     for (headers, body), sent in zip(delivered, got, strict=True):
         signature = headers["x-doppel-signature"]
@@ -826,8 +876,131 @@ async def test_a_call_tells_its_callback_url_it_joined_ended_and_its_transcript_
             "message_type",
             "timestamp",
         }
-    assert [g["message_type"] for g in got] == ["system", "system", "application"]
+    assert [g["message_type"] for g in got] == ["system", "system", "application", "application"]
     assert got[1]["properties"]["shutdown_reason"] == "end_conversation_endpoint_hit"
-    assert got[2]["properties"]["transcript"] == [
-        {"role": "assistant", "content": "Welcome to the museum."}
-    ]
+    assert got[2]["properties"]["transcript"] == [{"role": "assistant", "content": WELCOME}]
+    # The webhook's link is on the public URL, the API's on the address it was asked on.
+    sent_link = httpx.URL(got[3]["properties"]["recording_url"])
+    assert (sent_link.path, sent_link.params) == (link.path, link.params)
+    assert abs(got[3]["properties"]["duration"] - seconds) < 0.5
+
+
+CALL_E2E = WEB / "e2e" / "call.mjs"
+GREETING = "Hello, I am your guide at the museum."
+
+
+@pytest.mark.web
+@pytest.mark.timeout(1200)
+async def test_the_call_page_in_a_browser_greets_answers_captions_and_hangs_up(
+    platform: LocalPlatform,
+    settings: Settings,
+    pool: Any,
+    trained: Path,
+    tmp_path: Path,
+    stub: Stub,
+    receiver: Receiver,
+) -> None:
+    """`conversation_url` in headless Chromium with a fake microphone playing a real question
+    (web/e2e/call.mjs drives the page): the greeting, the answer in the captions, >= 24 fps
+    decoded with under 1 % dropped and no freeze, a second browser refused, a wrong link and an
+    ended call refused without asking for the microphone, hang up ending the call, and the
+    shutdown and transcript webhooks signed. Screenshots in web/e2e/artifacts/call/.
+    """
+    reason = web_needs() or (None if CALL_E2E.exists() else f"needs {CALL_E2E}")
+    if reason:
+        pytest.skip(reason)
+    stub.script.append((200, [text_chunk(w + " ") for w in ANSWER.split()] + ["[DONE]"]))
+    question = await decode_audio(
+        shared_file("speech", "ljspeech", "wavs", "LJ001-0002.wav"), 48000
+    )
+    wav = tmp_path / "question.wav"
+    # Quiet while the greeting plays, the question, then quiet (Chromium plays it once).
+    quiet = np.zeros(48000 * 14, np.float32)
+    mic = np.concatenate([quiet, question.samples, quiet[: 48000 * 4]])
+    await asyncio.to_thread(soundfile.write, wav, mic, 48000, subtype="PCM_16")
+    env = platform.app_env(platform.read_endpoints())
+    env.update(
+        DOPPEL_LLM_URL=stub.url,
+        DOPPEL_LLM_MODEL="stub-model",
+        DOPPEL_ICE_LOOPBACK="1",
+        DOPPEL_ALLOW_PRIVATE_URLS="1",
+        DOPPEL_WEB_DIR=str(WEB / "out"),
+    )
+    url = f"http://127.0.0.1:{free_port()}"
+    log_path = tmp_path / "api.log"
+    argv = [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1]]
+    with log_path.open("wb") as out:
+        proc = await asyncio.to_thread(
+            subprocess.Popen, argv, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    artifacts = Path(os.environ.get("DOPPEL_WEB_ARTIFACTS", WEB / "e2e" / "artifacts")) / "call"
+    shutil.rmtree(artifacts, ignore_errors=True)
+    try:
+        await asyncio.to_thread(wait_live, url, proc, log_path)
+        caller = await new_caller(pool)
+        async with httpx.AsyncClient(base_url=url, headers=caller.headers, timeout=60) as api:
+            fields = {"custom_greeting": GREETING, "callback_url": receiver.url}
+            cid = await conversation(api, pool, caller, trained, tmp_path, fields=fields)
+            call_url = (await api.get(f"/v2/conversations/{cid}")).json()["conversation_url"]
+            persona_id = (await api.get(f"/v2/conversations/{cid}")).json()["persona_id"]
+            over = await api.post(
+                "/v2/conversations", json={"persona_id": persona_id, "test_mode": True}
+            )
+            ended_url = over.json()["conversation_url"]
+            node_env = dict(
+                os.environ,
+                CALL_URL=call_url,
+                BAD_URL=re.sub(r"t=[^&]+", "t=not-the-token", call_url),
+                ENDED_URL=ended_url,
+                QUESTION_WAV=str(wav),
+                EXPECT_WORDS="museum,nine,morning",
+                ARTIFACTS=str(artifacts),
+                CHROMIUM=str(CHROMIUM),
+            )
+            node = await asyncio.create_subprocess_exec(
+                "node", str(CALL_E2E), cwd=WEB, env=node_env, stdout=PIPE, stderr=STDOUT
+            )
+            said, _ = await asyncio.wait_for(node.communicate(), timeout=900)
+            text = said.decode(errors="replace")
+            print(text[-6000:])
+            assert node.returncode == 0, f"call page e2e failed:\n{text[-6000:]}"
+            stats = json.loads(text.split("CALL_STATS ", 1)[1].splitlines()[0])
+            assert stats["fps"] >= 24 and stats["framesDecoded"] > 0, stats
+            assert stats["framesDropped"] < 0.01 * stats["framesDecoded"], stats
+            assert stats["freezeCount"] == 0, stats
+            body = await settled(
+                api,
+                caller,
+                f"/v2/conversations/{cid}?verbose=true",
+                lambda b: b["status"] == "ended",
+                30,
+            )
+            assert body["shutdown_reason"] == "participant_left_timeout reached"
+            lines = [(t["role"], t["content"]) for t in body["transcript"]]
+            assert lines[0] == ("replica", GREETING), lines
+            assert ("replica", ANSWER) in lines, lines
+            heard = [c for r, c in lines if r == "user"]
+            assert heard and {"comparatively", "modern"} <= words(heard[0]), lines
+            answered = [t for t in body["turns"] if t["source"] == "speech"]
+            assert answered and answered[0]["first_audio_s"] > 0
+            secret = (await api.get("/v2/webhook-secret")).json()["webhook_secret"]
+    finally:
+        proc.terminate()
+        try:
+            await asyncio.to_thread(proc.wait, 15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            await asyncio.to_thread(proc.wait)
+    shots = {p.stem for p in artifacts.glob("*.png")}
+    assert len(shots) >= 3, shots
+    worker = await run_worker(fast(settings))
+    assert worker.jobs_failed == 0
+    hooks = [(h, json.loads(b)) for h, b in receiver.got]
+    kinds = {sent["event_type"]: (h, sent) for h, sent in hooks}
+    assert {"system.replica_joined", "system.shutdown", "application.transcription_ready"} <= set(
+        kinds
+    ), list(kinds)
+    for _, body_sent in hooks:
+        assert body_sent["conversation_id"] == cid
+    for headers, raw in receiver.got:
+        assert webhooks.verify_signature(secret, headers["x-doppel-signature"], raw)

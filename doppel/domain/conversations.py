@@ -25,6 +25,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -60,8 +61,10 @@ PROPERTY_BOUNDS = {
     "participant_left_timeout": (0, 3600),
     "participant_absent_timeout": (1, 3600),
 }
+#: Switches Doppel runs, with their default (Tavus's names).
+SWITCH_DEFAULTS: dict[str, bool] = {"enable_recording": False}
 #: Tavus switches Doppel does not do: accepted when false, refused when true.
-UNSUPPORTED_SWITCHES = ("enable_recording", "enable_closed_captions", "apply_greenscreen")
+UNSUPPORTED_SWITCHES = ("enable_closed_captions", "apply_greenscreen")
 #: The cloned voices speak English only; Tavus writes the language's name, Whisper its code.
 LANGUAGES = {"english": "en", "en": "en"}
 MAX_NAME = 200
@@ -75,7 +78,8 @@ ROLES = ("system", "user", "assistant")
 #: The columns a summary reads: all but the logs the live session appends.
 _SUMMARY = """conversation_id, tenant_id, replica_id, persona_id, conversation_name,
     conversational_context, custom_greeting, callback_url, audio_only, test_mode, properties,
-    status, shutdown_reason, join_token, created_at, updated_at, ended_at"""
+    status, shutdown_reason, join_token, created_at, updated_at, ended_at, recording_path,
+    recording_duration_s, recording_token"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +102,11 @@ class ConversationRow:
     created_at: dt.datetime
     updated_at: dt.datetime
     ended_at: dt.datetime | None
+    #: The call's MP4 once written (`properties.enable_recording`), its length, and the
+    #: token its link opens with.
+    recording_path: Path | None = None
+    recording_duration_s: float | None = None
+    recording_token: str = ""
     #: The live session's logs, read only by a verbose read (None otherwise).
     events: list[dict[str, Any]] | None = None
     turns: list[dict[str, Any]] | None = None
@@ -128,6 +137,9 @@ def _from_row(row: asyncpg.Record) -> ConversationRow:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         ended_at=row["ended_at"],
+        recording_path=Path(row["recording_path"]) if row["recording_path"] else None,
+        recording_duration_s=row["recording_duration_s"],
+        recording_token=row["recording_token"],
         **logs,
     )
 
@@ -174,11 +186,12 @@ def check_properties(given: object) -> dict[str, Any]:
         given = {}
     if not isinstance(given, dict):
         raise InvalidRequest('`properties` must be an object, such as {"max_call_duration": 600}.')
-    unknown = sorted(set(given) - set(PROPERTY_DEFAULTS) - set(UNSUPPORTED_SWITCHES))
+    runs = [*PROPERTY_DEFAULTS, *SWITCH_DEFAULTS]
+    unknown = sorted(set(given) - set(runs) - set(UNSUPPORTED_SWITCHES))
     if unknown:
         raise InvalidRequest(
-            f"Unknown or unsupported `properties` field(s) {unknown}; Doppel runs "
-            f"{list(PROPERTY_DEFAULTS)}. Remove the others."
+            f"Unknown or unsupported `properties` field(s) {unknown}; Doppel runs {runs}. "
+            "Remove the others."
         )
     for name in UNSUPPORTED_SWITCHES:
         if name in given and given[name] is not False:
@@ -202,6 +215,11 @@ def check_properties(given: object) -> dict[str, Any]:
             'speak English ("english" or "en").'
         )
     out["language"] = code
+    for name, default in SWITCH_DEFAULTS.items():
+        value = given.get(name, default)
+        if not isinstance(value, bool):
+            raise InvalidRequest(f"`properties.{name}` must be true or false; got {value!r}.")
+        out[name] = value
     return out
 
 
@@ -390,6 +408,63 @@ async def by_token(pool: asyncpg.Pool, conversation_id: str, token: str) -> Conv
     if row is None or not sharing.matches(row["join_token"], token):
         raise NotFound(f"No conversation {conversation_id} opens with this link.")
     return _from_row(row)
+
+
+async def recorded(
+    pool: asyncpg.Pool, conversation_id: str, path: Path, duration_s: float
+) -> ConversationRow | None:
+    """Keep the call's recording; None when the conversation is gone (the file is the
+    caller's to remove then).
+    """
+    row = await pool.fetchrow(
+        f"""UPDATE conversations SET recording_path = $2, recording_duration_s = $3,
+               updated_at = now()
+            WHERE conversation_id = $1 AND deleted_at IS NULL RETURNING {_SUMMARY}""",
+        conversation_id,
+        str(path),
+        duration_s,
+    )
+    return None if row is None else _from_row(row)
+
+
+async def recording(
+    pool: asyncpg.Pool, tenant_id: uuid.UUID | None, conversation_id: str, token: str
+) -> Path:
+    """The call's recording for its tenant's key (`tenant_id`) or, without a key, for the
+    recording link's `token`; NotFound otherwise, Conflict while there is none.
+    """
+    row = await pool.fetchrow(
+        f"""SELECT {_SUMMARY} FROM conversations
+            WHERE conversation_id = $1 AND deleted_at IS NULL""",
+        conversation_id,
+    )
+    allowed = row is not None and (
+        row["tenant_id"] == tenant_id
+        if tenant_id is not None
+        else sharing.matches(row["recording_token"], token)
+    )
+    if not allowed:
+        raise NotFound(f"No recording of conversation {conversation_id} opens with this link.")
+    item = _from_row(row)
+    if item.recording_path is None or not item.recording_path.exists():
+        if not item.properties.get("enable_recording"):
+            raise NotFound(
+                f"Conversation {conversation_id} was not recorded: create conversations with "
+                '`properties: {"enable_recording": true}` to record them.'
+            )
+        raise Conflict(
+            f"Conversation {conversation_id}'s recording is not ready: it is written when "
+            "the call ends (the `application.recording_ready` webhook says when)."
+        )
+    return item.recording_path
+
+
+def recording_url(base_url: str, item: ConversationRow) -> str | None:
+    """The recording's link (opened without the key, by its own token); None without one."""
+    if item.recording_path is None:
+        return None
+    t = f"?{sharing.TOKEN_PARAM}={quote(item.recording_token, safe='')}"
+    return f"{base_url.rstrip('/')}/v2/conversations/{item.conversation_id}/recording{t}"
 
 
 async def _append(pool: asyncpg.Pool, conversation_id: str, log: str, item: object) -> None:

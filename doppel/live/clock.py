@@ -82,6 +82,8 @@ class MediaClock:
         self._paused = False
         self._start: float | None = None
         self._silence = np.zeros(SLOT_SAMPLES, np.int16)
+        #: Called with each slot as it is made, in order (a call's recording).
+        self.observers: list[Callable[[Slot], None]] = []
 
     def now(self) -> int:
         """The slot due now; the first call starts the timeline at slot 0."""
@@ -117,6 +119,11 @@ class MediaClock:
             self._made[index] = Slot(index, self._idle(index), self._silence, False)
         self._made.pop(index - KEEP, None)
         self._next = index + 1
+        for observe in self.observers:
+            try:
+                observe(self._made[index])
+            except Exception:  # an observer's failure must not stop the media
+                log.exception("a media clock observer failed")
 
     def extend(
         self, slots: Sequence[tuple[np.ndarray, np.ndarray]], cues: Iterable[tuple[int, Cue]] = ()

@@ -138,6 +138,8 @@ class Conversation:
         #: Transcribe once the person has been silent this long, while the end-of-turn
         #: silence runs on (a latency lever; None: at the turn's end).
         self.early_transcript_s = early_transcript_s
+        #: Called with the person's microphone as it arrives (16 kHz float mono): a recording.
+        self.heard: Callable[[np.ndarray], None] | None = None
         self._early: tuple[int, asyncio.Task[str]] | None = None
         self.triton = dialogue.triton
         self.keep, self.keep_turn = keep, keep_turn
@@ -176,9 +178,11 @@ class Conversation:
             try:
                 while True:
                     frame = await track.recv()
-                    arrived.extend(
-                        out.to_ndarray().reshape(-1) for out in resampler.resample(frame)
-                    )
+                    got = [out.to_ndarray().reshape(-1) for out in resampler.resample(frame)]
+                    arrived.extend(got)
+                    if self.heard is not None:
+                        for samples in got:
+                            self.heard(samples)
                     ready.set()
             finally:
                 ready.set()
@@ -414,8 +418,11 @@ class Conversation:
             self._speaking_since = time.monotonic()
             turn.mark("first_audio")
             turn.mark("first_frame")
+            # Doppel's addition to Tavus's event: the person's wait, end of speech to this.
+            latency = {"latency_s": turn.stages["first_audio"]} if turn.source == "speech" else {}
             self.outbox.emit(
                 "conversation.replica.started_speaking",
+                latency,
                 turn_idx=self.turn_idx,
                 inference_id=turn.inference_id,
             )
