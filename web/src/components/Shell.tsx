@@ -10,6 +10,7 @@ const NAV = [
   { href: "/videos/", label: "Videos" },
   { href: "/templates/", label: "Templates & batches" },
   { href: "/personas/", label: "Personas" },
+  { href: "/calls/", label: "Conversations" },
   { href: "/webhooks/", label: "Webhooks" },
 ];
 
@@ -63,11 +64,6 @@ export function Shell({ children }: { children: ReactNode }) {
                   </Link>
                 </li>
               ))}
-              <li>
-                <span className="soon" aria-disabled="true" title="Live conversations are coming soon">
-                  Conversations (soon)
-                </span>
-              </li>
               <li>
                 <button type="button" className="link" onClick={signOut}>
                   Sign out
