@@ -44,19 +44,21 @@ export default function CallsPage() {
         <h1 id="calls-title">Conversations</h1>
         <p className="muted">Live calls with a replica: it listens, and answers as its persona, with its face and voice.</p>
         <ErrorBox error={error} />
-        <label htmlFor="calls-status">Show</label>
-        <select
-          id="calls-status"
-          value={status}
-          onChange={(e) => {
-            setStatus(e.target.value);
-            setPage(1);
-          }}
-        >
-          <option value="">All conversations</option>
-          <option value="active">Active</option>
-          <option value="ended">Ended</option>
-        </select>
+        <div className="filter">
+          <label htmlFor="calls-status">Show</label>
+          <select
+            id="calls-status"
+            value={status}
+            onChange={(e) => {
+              setStatus(e.target.value);
+              setPage(1);
+            }}
+          >
+            <option value="">All conversations</option>
+            <option value="active">Active</option>
+            <option value="ended">Ended</option>
+          </select>
+        </div>
         {list === null && !error ? <p className="muted">Loading…</p> : null}
         {list?.data.length === 0 ? <p className="muted">No conversations yet.</p> : null}
         <ul className="list" aria-label="Your conversations" data-testid="calls-list">
