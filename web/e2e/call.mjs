@@ -236,6 +236,7 @@ try {
   console.error(err.message ?? err);
   process.exitCode = 1;
 } finally {
+  if (page && !stats.captions.length) stats.captions = await captionsOf(page).catch(() => []);
   console.log(`CALL_STATS ${JSON.stringify(stats)}`);
   await browser.close();
 }
