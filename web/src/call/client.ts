@@ -45,6 +45,8 @@ export type JoinInfo = {
   replica_id: string;
   /** Someone is connected to the call right now (a second person is refused). */
   connected: boolean;
+  /** STUN/TURN for the browser's side, where the server names some (URLs or RTCIceServer). */
+  ice_servers?: (string | RTCIceServer)[];
 };
 
 export type Participant = {
@@ -84,7 +86,8 @@ type Handler<E extends keyof CallEvents> = (event: CallEvents[E]) => void;
 
 export type CallOptions = {
   url?: string;
-  /** ICE servers for the browser's side; none by default (the server is reached directly). */
+  /** ICE servers for the browser's side: by default the server's (`ice_servers` of /join), else
+   * none (the server is reached directly). */
   iceServers?: RTCIceServer[];
   /** A microphone track to send instead of asking for one (getUserMedia). */
   audioSource?: MediaStreamTrack;
@@ -211,7 +214,8 @@ export class DoppelCall {
     }
     this.local = { ...this.local, audio: this.mic.enabled, tracks: { audio: this.mic } };
     this.replica = { session_id: "replica", user_id: info.replica_id, local: false, audio: false, video: false, tracks: {} };
-    const pc = new RTCPeerConnection({ iceServers: this.options.iceServers ?? [] });
+    const iceServers = this.options.iceServers ?? (info.ice_servers ?? []).map((s) => (typeof s === "string" ? { urls: s } : s));
+    const pc = new RTCPeerConnection({ iceServers });
     this.pc = pc;
     addEventListener("pagehide", this.hangUp);
     const channel = pc.createDataChannel("events");
