@@ -9,7 +9,8 @@ import { reasonInWords } from "@/call/words";
 import { ErrorBox, Status, fmtDate } from "@/components/ui";
 
 // `transcript` and `turns` are free-form in the schema (lists of objects): their shapes here.
-type Said = { role: "user" | "replica"; content: string; at: number };
+type Said = { role: string; content: string; at: number };
+const WHO: Record<string, string> = { user: "Person", replica: "Replica", assistant: "Replica", system: "System" };
 type Turn = {
   turn_idx: number;
   source: string;
@@ -129,7 +130,7 @@ function CallView({ id }: { id: string }) {
               {transcript.map((s, i) => (
                 <tr key={i}>
                   <td>{clock(s.at)}</td>
-                  <td>{s.role === "user" ? "Person" : "Replica"}</td>
+                  <td>{WHO[s.role] ?? s.role}</td>
                   <td>{s.content}</td>
                 </tr>
               ))}
