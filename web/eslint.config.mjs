@@ -25,7 +25,17 @@ export default tseslint.config(
   {
     files: ["e2e/**/*.mjs", "scripts/**/*.mjs"],
     languageOptions: {
-      globals: { process: "readonly", console: "readonly", document: "readonly", window: "readonly", URL: "readonly", setTimeout: "readonly", fetch: "readonly" },
+      globals: {
+        process: "readonly",
+        console: "readonly",
+        document: "readonly",
+        window: "readonly",
+        navigator: "readonly",
+        performance: "readonly",
+        URL: "readonly",
+        setTimeout: "readonly",
+        fetch: "readonly",
+      },
     },
   },
 );

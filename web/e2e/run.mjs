@@ -175,6 +175,20 @@ try {
   check(stored.some((p) => p.persona_name === "Coach" && p.context === "Training for a half marathon."), "the edit reached the server");
   await shot("08-personas");
 
+  step("conversations: the list and the start form (the persona just made is offered)");
+  // The nav's link: the personas page links to Conversations too.
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Conversations", exact: true }).click();
+  await page.getByRole("heading", { name: "Conversations", exact: true }).waitFor();
+  await page.getByTestId("calls-list").waitFor({ state: "attached" });
+  await page.getByRole("heading", { name: "Start a call" }).waitFor();
+  await page.waitForFunction(() =>
+    [...document.querySelectorAll("#call-persona option")].some((o) => o.textContent === "Coach"),
+  );
+  await page.getByLabel("Replica", { exact: true }).waitFor();
+  await page.getByLabel("Record the call", { exact: true }).waitFor();
+  await page.getByRole("button", { name: "Start call" }).waitFor();
+  await shot("08-calls");
+
   step("webhooks page");
   await page.getByRole("link", { name: "Webhooks" }).click();
   await page.getByRole("heading", { name: "Webhooks" }).waitFor();
@@ -193,6 +207,7 @@ try {
     ["videos", "/videos/"],
     ["templates", "/templates/"],
     ["personas", "/personas/"],
+    ["calls", "/calls/"],
     ["webhooks", "/webhooks/"],
   ]) {
     await page.goto(`${BASE}${path}`);

@@ -20,3 +20,6 @@ export type ConsentStatement = Schemas["ConsentStatement"];
 export type ScriptOut = Schemas["ScriptOut"];
 export type Persona = Schemas["PersonaOut"];
 export type PersonaList = Schemas["PersonaList"];
+export type Conversation = Schemas["ConversationOut"];
+export type ConversationList = Schemas["ConversationList"];
+export type ConversationCreated = Schemas["ConversationCreated"];

@@ -10,8 +10,15 @@ const NAV = [
   { href: "/videos/", label: "Videos" },
   { href: "/templates/", label: "Templates & batches" },
   { href: "/personas/", label: "Personas" },
+  { href: "/calls/", label: "Conversations" },
   { href: "/webhooks/", label: "Webhooks" },
 ];
+
+/** The call page (`/call/`, which the server also serves at a conversation_url,
+ * `/conversations/<id>`) stands alone: a link's token lets its person in, with no API key. */
+function isCallPage(pathname: string): boolean {
+  return pathname === "/call" || pathname.startsWith("/call/") || pathname.startsWith("/conversations/");
+}
 
 /** The page frame: navigation, and a redirect to sign-in when this tab holds no API key. */
 export function Shell({ children }: { children: ReactNode }) {
@@ -19,15 +26,19 @@ export function Shell({ children }: { children: ReactNode }) {
   const router = useRouter();
   const [signedIn, setSignedIn] = useState<boolean | null>(null);
   const onSignIn = pathname.startsWith("/signin");
+  const bare = isCallPage(pathname);
 
   useEffect(() => {
+    if (bare) return;
     const has = getKey() !== null;
     setSignedIn(has);
     if (!has && !onSignIn) {
       const next = encodeURIComponent(pathname + window.location.search);
       router.replace(`/signin/?next=${next}`);
     }
-  }, [pathname, onSignIn, router]);
+  }, [pathname, onSignIn, router, bare]);
+
+  if (bare) return <>{children}</>;
 
   function signOut() {
     clearKey();
@@ -53,11 +64,6 @@ export function Shell({ children }: { children: ReactNode }) {
                   </Link>
                 </li>
               ))}
-              <li>
-                <span className="soon" aria-disabled="true" title="Live conversations are coming soon">
-                  Conversations (soon)
-                </span>
-              </li>
               <li>
                 <button type="button" className="link" onClick={signOut}>
                   Sign out

@@ -15,6 +15,7 @@ export function ProgressBar({ value, label }: { value: number; label: string }) 
 
 const TONE: Record<string, string> = {
   completed: "ok",
+  active: "ok",
   ready: "ok",
   started: "busy",
   queued: "busy",

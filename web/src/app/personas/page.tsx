@@ -1,5 +1,6 @@
 "use client";
 
+import Link from "next/link";
 import { useEffect, useState } from "react";
 import { capabilities } from "@/api/capabilities";
 import { call, confirmDelete, listReplicas } from "@/api/client";
@@ -77,8 +78,8 @@ export default function PersonasPage() {
     <div className="page">
       <h1>Personas</h1>
       <p className="muted">
-        A persona is what a replica is told in a live conversation, and which LLM answers for it. Conversations themselves are
-        not available yet.
+        A persona is what a replica is told in a live conversation, and which LLM answers for it. Start a call with one on
+        the <Link href="/calls/">Conversations</Link> page.
       </p>
       <ErrorBox error={error} />
       {enabled === false ? <p className="notice">This server does not offer personas yet.</p> : null}
