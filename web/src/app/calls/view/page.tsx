@@ -79,7 +79,7 @@ function CallView({ id }: { id: string }) {
   if (!c) return error ? <ErrorBox error={error} hint="Check the link, or go back to the list of conversations." /> : <p className="muted">Loading…</p>;
   const transcript = (c.transcript ?? []) as Said[];
   const turns = (c.turns ?? []) as Turn[];
-  const recording = (c as { recording_url?: string | null }).recording_url;
+  const recording = c.recording_url;
   return (
     <section className="card" aria-labelledby="call-title" data-testid="call-view" data-status={c.status}>
       <p>
