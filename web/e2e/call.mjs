@@ -39,6 +39,9 @@ const EXPECT = (env.EXPECT_WORDS ?? "").split(",").map((w) => w.trim().toLowerCa
 const ARTIFACTS = env.ARTIFACTS ?? new URL("./artifacts/call", import.meta.url).pathname;
 const REPLY_TIMEOUT_MS = Number(env.REPLY_TIMEOUT_MS ?? 240_000);
 const WINDOW_MS = 10_000;
+// With API_KEY: after hanging up, the web app's conversation page (signed in with the key)
+// shows the call's transcript and per-turn latencies.
+const API_KEY = env.API_KEY ?? "";
 const WIDTHS = { desktop: { width: 1280, height: 860 }, phone: { width: 390, height: 844 } };
 mkdirSync(ARTIFACTS, { recursive: true });
 
@@ -221,6 +224,33 @@ try {
   await shot(page, "call-ended");
   await page.setViewportSize(WIDTHS.phone);
   await shot(page, "call-ended-phone");
+
+  if (API_KEY) {
+    step("the web app's conversation page: the transcript and each turn's latency");
+    const base = new URL(CALL_URL);
+    const cid = base.pathname.split("/").filter(Boolean).pop();
+    await page.setViewportSize(WIDTHS.desktop);
+    await page.goto(`${base.origin}/signin/`);
+    await page.getByLabel("API key", { exact: true }).fill(API_KEY);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.waitForURL((u) => !/\/signin\//.test(u.pathname));
+    const view = `${base.origin}/calls/view/?id=${cid}`;
+    for (let i = 0; ; i++) {  // the call's end and its last lines are written as it closes
+      await page.goto(view);
+      await page.getByTestId("call-view").waitFor();
+      const ended = (await page.getByTestId("call-view").getAttribute("data-status")) === "ended";
+      const rows = await page.locator("[data-testid=turns] tbody tr").count();
+      if ((ended && rows > 0) || i >= 20) break;
+      await page.waitForTimeout(1000);
+    }
+    const transcript = (await page.getByTestId("transcript").innerText()).toLowerCase();
+    check(EXPECT.every((w) => transcript.includes(w)), `the transcript holds the answer: ${transcript.slice(0, 400)}`);
+    check(!transcript.includes("invalid"), `each transcript line has its time: ${transcript.slice(0, 400)}`);
+    const turns = await page.locator("[data-testid=turns] tbody tr").allInnerTexts();
+    check(turns.some((t) => /speech/.test(t) && /\d+\.\d+/.test(t)), `a turn answering speech with its latency: ${JSON.stringify(turns)}`);
+    stats.viewTurns = turns;
+    await shot(page, "call-view");
+  }
 
   check(stats.fps >= 24, `video at ${stats.fps} fps (at least 24)`);
   check(stats.framesDecoded > 0 && stats.framesDropped / stats.framesDecoded < 0.01, `${stats.framesDropped} of ${stats.framesDecoded} frames dropped (under 1 %)`);

@@ -9,7 +9,8 @@ import { reasonInWords } from "@/call/words";
 import { ErrorBox, Status, fmtDate } from "@/components/ui";
 
 // `transcript` and `turns` are free-form in the schema (lists of objects): their shapes here.
-type Said = { role: string; content: string; at: number };
+/** `at`: an ISO 8601 time (transcript lines) or Unix seconds (turns). */
+type Said = { role: string; content: string; at: string | number };
 const WHO: Record<string, string> = { user: "Person", replica: "Replica", assistant: "Replica", system: "System" };
 type Turn = {
   turn_idx: number;
@@ -38,7 +39,10 @@ const STAGES: [keyof Turn, string][] = [
 const POLL_MS = 3000;
 
 const secs = (v: unknown) => (typeof v === "number" ? `${v.toFixed(2)} s` : "—");
-const clock = (at: number) => new Date(at * 1000).toLocaleTimeString(undefined, { timeStyle: "medium" });
+function clock(at: string | number): string {
+  const when = typeof at === "number" ? new Date(at * 1000) : new Date(at);
+  return Number.isNaN(when.getTime()) ? "" : when.toLocaleTimeString(undefined, { timeStyle: "medium" });
+}
 
 function CallView({ id }: { id: string }) {
   const [c, setC] = useState<Conversation | null>(null);
