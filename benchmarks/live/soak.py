@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -206,7 +207,11 @@ def summarise(data: dict[str, Any]) -> dict[str, Any]:
         for name in SERVING:
             if name in mem[0] and name in mem[-1]:
                 growth[name] = round(mem[-1][name] - mem[0][name], 1)
-    failed_states = [s for _, s in data["states"] if s in ("failed", "disconnected", "closed")]
+    # The client's own hang-up after the last turn closes the connection: not trouble.
+    hung_up = turns[-1]["at_s"] + data["meta"]["every_s"] if turns else 0.0
+    failed_states = [
+        s for t, s in data["states"] if s in ("failed", "disconnected", "closed") and t < hung_up
+    ]
     return {
         "turns": len(turns),
         "answered": len(answered),
@@ -265,6 +270,13 @@ def report(data: dict[str, Any], s: dict[str, Any]) -> str:
         f"- Peer connection states other than connected: {s['connection_trouble'] or 'none'}; "
         f"aioice/aiortc warnings or errors: client {s['client_trouble']}, API log "
         f"{s['api_log_trouble']}.",
+        "- Memory every 10 turns (MB): "
+        + "; ".join(
+            f"{name} " + " ".join(f"{m.get(name, 0):.0f}" for m in data["memory"][::10])
+            for name in SERVING
+        )
+        + ". A series that climbs turn after turn is a leak; one that rises and falls is a "
+        "heap settling.",
         "",
         "## Turn by turn",
         "",
@@ -286,8 +298,14 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--every", type=float, default=20.0, help="seconds between turns")
     parser.add_argument("--out", default="live_soak", help="results file name, no suffix")
+    parser.add_argument(
+        "--reanalyse", action="store_true", help="summarise and report the saved json again"
+    )
     args = parser.parse_args(argv)
-    data = await soak(args)
+    if args.reanalyse:
+        data = json.loads((RESULTS / f"{args.out}.json").read_text())
+    else:
+        data = await soak(args)
     s = summarise(data)
     data["summary"] = s
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -298,5 +316,10 @@ async def main(argv: list[str] | None = None) -> int:
     return 0 if s["answered"] == s["turns"] else 1
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # asyncio.run cancels the soak: its platform is stopped
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _interrupted)
     raise SystemExit(asyncio.run(main()))
