@@ -217,8 +217,17 @@ class LiveCalls:
         waiting = self._waiting.pop(cid, None)
         if waiting is not None:
             waiting.cancel()
-        live = LiveCall(cid, avatar, call, outbox, talk, time.time(), dict(item.properties), tasks)
-        live.tenant_id = item.tenant_id
+        live = LiveCall(
+            cid,
+            avatar,
+            call,
+            outbox,
+            talk,
+            time.time(),
+            dict(item.properties),
+            tasks,
+            tenant_id=item.tenant_id,
+        )
         if item.properties.get("enable_recording"):
             live.recorder = Recorder.create(avatar.size)
             avatar.clock.observers.append(live.recorder.slot)

@@ -298,8 +298,7 @@ class ConversationController(Controller):
             shutdown_reason=item.shutdown_reason,
             audio_only=item.audio_only,
             replica_id=item.replica_id,
-            connected=item.conversation_id in services.calls
-            and services.calls.connected(item.conversation_id),
+            connected=services.calls.connected(item.conversation_id),
         )
 
     @get(

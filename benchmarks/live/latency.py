@@ -39,13 +39,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -702,27 +703,43 @@ def report(res: dict[str, Any], meta: dict[str, Any], turns: list[dict[str, Any]
     return "\n".join(lines) + "\n"
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    recs = await recordings()
-    replica_dir = args.replica or DEFAULT_REPLICA
+@dataclass
+class Stack:
+    """The platform a live benchmark runs against, with a tenant's client and a persona."""
+
+    platform: LocalPlatform
+    endpoints: dict[str, str]
+    settings: Settings
+    http: httpx.AsyncClient
+    persona_id: str
+    replica: Replica
+    replica_dir: Path
+
+
+@contextlib.asynccontextmanager
+async def live_stack(
+    replica_dir: Path | None, tenant: str, stream_height: int | None = None
+) -> AsyncIterator[Stack]:
+    """The whole platform started from scratch in a temporary run folder (ICE on loopback), a
+    tenant holding the trained replica and a persona of it; stopped and removed after.
+    `stream_height`: DOPPEL_STREAM_HEIGHT for the API (0: the replica's own; None: default).
+    """
+    replica_dir = replica_dir or DEFAULT_REPLICA
     if not (replica_dir / layout.META).exists():
         raise SystemExit(f"no trained replica at {replica_dir}: run `make quality` first")
     replica = Replica.load(replica_dir)
-    run_dir = Path(tempfile.mkdtemp(prefix="doppel-live-"))
+    run_dir = Path(tempfile.mkdtemp(prefix=f"doppel-{tenant}-"))
     env = dict(os.environ, DOPPEL_EPHEMERAL="1", DOPPEL_ICE_LOOPBACK="1")
     for var in ("DATABASE_URL", "REDIS_URL", "TRITON_GRPC_URL", "TRITON_HTTP_URL"):
         env.pop(var, None)
     env.pop("DOPPEL_STREAM_HEIGHT", None)
-    if args.stream_height is not None:  # 0: the replica's own size
-        env["DOPPEL_STREAM_HEIGHT"] = str(args.stream_height)
+    if stream_height is not None:
+        env["DOPPEL_STREAM_HEIGHT"] = str(stream_height)
     platform = LocalPlatform(run_dir, env=env)
-    turns: list[dict[str, Any]] = []
-    barge: list[dict[str, Any]] = []
-    calls: list[dict[str, Any]] = []
     try:
         endpoints = await asyncio.to_thread(platform.up, fixed_ports=False, with_app=True)
         settings = Settings.from_env({**env, "DOPPEL_RUN_DIR": str(run_dir)})
-        key, rid = await register(settings, replica_dir, "live-benchmark")
+        key, rid = await register(settings, replica_dir, tenant)
         async with httpx.AsyncClient(
             base_url=endpoints["api"], headers={"x-api-key": key}, timeout=120
         ) as http:
@@ -730,29 +747,46 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "/v2/personas", json={"system_prompt": PROMPT, "default_replica_id": rid}
             )
             made.raise_for_status()
-            persona_id = made.json()["persona_id"]
-            n_calls = min(args.calls, args.turns)
-            per_call = [args.turns // n_calls + (i < args.turns % n_calls) for i in range(n_calls)]
-            k = 0
-            for c, count in enumerate(per_call):
-                call = Call(http, persona_id, replica)
-                await call.start()
-                for _ in range(count):
-                    result = await call.turn(recs[k % len(recs)])
-                    k += 1
-                    call.turns.append(result)
-                    print(f"call {c + 1} turn {len(call.turns)}: {brief(result)}", flush=True)
-                if c < args.barge_ins:
-                    first, over = recs[(c + 2) % len(recs)], max(recs, key=lambda r: r.speech_s)
-                    b = await call.barge_in(first, over)
-                    call.barge_ins.append(b)
-                    print(f"call {c + 1} barge-in: {brief(b)}", flush=True)
-                calls.append(await call.finish())
-                turns += call.turns
-                barge += call.barge_ins
+            yield Stack(
+                platform,
+                endpoints,
+                settings,
+                http,
+                made.json()["persona_id"],
+                replica,
+                replica_dir,
+            )
     finally:
         await asyncio.to_thread(platform.down)
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    recs = await recordings()
+    turns: list[dict[str, Any]] = []
+    barge: list[dict[str, Any]] = []
+    calls: list[dict[str, Any]] = []
+    async with live_stack(args.replica, "live-benchmark", args.stream_height) as stack:
+        settings, endpoints, replica_dir = stack.settings, stack.endpoints, stack.replica_dir
+        n_calls = min(args.calls, args.turns)
+        per_call = [args.turns // n_calls + (i < args.turns % n_calls) for i in range(n_calls)]
+        k = 0
+        for c, count in enumerate(per_call):
+            call = Call(stack.http, stack.persona_id, stack.replica)
+            await call.start()
+            for _ in range(count):
+                result = await call.turn(recs[k % len(recs)])
+                k += 1
+                call.turns.append(result)
+                print(f"call {c + 1} turn {len(call.turns)}: {brief(result)}", flush=True)
+            if c < args.barge_ins:
+                first, over = recs[(c + 2) % len(recs)], max(recs, key=lambda r: r.speech_s)
+                b = await call.barge_in(first, over)
+                call.barge_ins.append(b)
+                print(f"call {c + 1} barge-in: {brief(b)}", flush=True)
+            calls.append(await call.finish())
+            turns += call.turns
+            barge += call.barge_ins
     meta = {
         "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "replica": str(replica_dir),

@@ -25,22 +25,16 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
-from benchmarks.e2e.video_rtf import DEFAULT_REPLICA, RESULTS, register
-from benchmarks.live.latency import PROMPT, Call, pct, recordings
+from benchmarks.e2e.video_rtf import RESULTS
+from benchmarks.live.latency import Call, live_stack, pct, recordings
 from doppel.platform.stack import LocalPlatform
-from doppel.replica import layout
-from doppel.replica.artefact import Replica
-from doppel.settings import Settings
 
 SERVING = ("api", "triton", "llm")
 GOAL_GROWTH_MB = 100.0
@@ -98,15 +92,6 @@ def window_fps(call: Call, t0: float, t1: float) -> tuple[float, float]:
 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
     recs = await recordings()
-    replica_dir = args.replica or DEFAULT_REPLICA
-    if not (replica_dir / layout.META).exists():
-        raise SystemExit(f"no trained replica at {replica_dir}: run `make quality` first")
-    replica = Replica.load(replica_dir)
-    run_dir = Path(tempfile.mkdtemp(prefix="doppel-soak-"))
-    env = dict(os.environ, DOPPEL_EPHEMERAL="1", DOPPEL_ICE_LOOPBACK="1")
-    for var in ("DATABASE_URL", "REDIS_URL", "TRITON_GRPC_URL", "TRITON_HTTP_URL"):
-        env.pop(var, None)
-    platform = LocalPlatform(run_dir, env=env)
     trouble = Trouble()
     logging.getLogger().addHandler(trouble)
     turns: list[dict[str, Any]] = []
@@ -114,17 +99,9 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     mem: list[dict[str, Any]] = []
     api_log: list[str] = []
     try:
-        endpoints = await asyncio.to_thread(platform.up, fixed_ports=False, with_app=True)
-        settings = Settings.from_env({**env, "DOPPEL_RUN_DIR": str(run_dir)})
-        key, rid = await register(settings, replica_dir, "soak-benchmark")
-        async with httpx.AsyncClient(
-            base_url=endpoints["api"], headers={"x-api-key": key}, timeout=120
-        ) as http:
-            made = await http.post(
-                "/v2/personas", json={"system_prompt": PROMPT, "default_replica_id": rid}
-            )
-            made.raise_for_status()
-            call = Call(http, made.json()["persona_id"], replica)
+        async with live_stack(args.replica, "soak-benchmark") as stack:
+            platform, settings, endpoints = stack.platform, stack.settings, stack.endpoints
+            call = Call(stack.http, stack.persona_id, stack.replica)
             await call.start()
             t_start = time.monotonic()
             call.peer.pc.on(
@@ -161,20 +138,18 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 call.peer.audio[:] = [r for r in call.peer.audio if r[0] >= keep_from]
                 k += 1
             final = await call.finish()
-        log_path = platform.log_dir / "api.log"
-        if log_path.exists():
-            api_log = [
-                line[:300]
-                for line in log_path.read_text(errors="replace").splitlines()
-                if TROUBLE.search(line)
-            ]
+            log_path = platform.log_dir / "api.log"  # read before the run folder goes
+            if log_path.exists():
+                api_log = [
+                    line[:300]
+                    for line in log_path.read_text(errors="replace").splitlines()
+                    if TROUBLE.search(line)
+                ]
     finally:
         logging.getLogger().removeHandler(trouble)
-        await asyncio.to_thread(platform.down)
-        shutil.rmtree(run_dir, ignore_errors=True)
     meta = {
         "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "replica": str(replica_dir),
+        "replica": str(stack.replica_dir),
         "cores": os.cpu_count(),
         "minutes": args.minutes,
         "every_s": args.every,
